@@ -1,0 +1,100 @@
+"""The ``shuyu`` command. Sub-commands live in ``pipelines/cli_<area>.py`` as typer apps.
+
+User mistakes raise ``ShuyuError``: printed as one line, audited, non-zero exit. ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from governance.actors import parse_actor, set_current
+from shuyu_core.errors import ShuyuError
+
+app = typer.Typer(
+    name="shuyu",
+    help="Shuyu (数域): public-data products inside the operating domain "
+    "(原始数据不出域，数据可用不可见).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _global(
+    home: Path | None = typer.Option(
+        None, "--home", help="operating domain directory (default: $SHUYU_HOME or ./.shuyu)"
+    ),
+    actor: str | None = typer.Option(None, "--actor", help="who acts (default: $SHUYU_ACTOR)"),
+    role: str | None = typer.Option(
+        None,
+        "--role",
+        help="operator | reviewer | source_unit:<code> | developer:<id> (default: $SHUYU_ROLE)",
+    ),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    if home is not None:
+        os.environ["SHUYU_HOME"] = str(home)
+    _state["debug"] = debug
+    set_current(parse_actor(actor, role))
+
+
+def _register() -> None:
+    from pipelines import cli_catalog, cli_data
+
+    cli_data.register(app)
+    app.add_typer(cli_catalog.app, name="catalog", help="resource directory (数据资源目录)")
+
+
+def _audit_failure(exc: ShuyuError) -> None:
+    if exc.audited:
+        return
+    try:
+        from governance.audit import record
+        from shuyu_core.home import Home
+
+        command = " ".join(a for a in sys.argv[1:] if not a.startswith("-"))[:400]
+        outcome = "refused" if exc.exit_code == 5 else "error"
+        record(Home.from_env(), "cli.error", command or "shuyu", outcome, {"error": exc.one_line()})
+    except Exception:  # noqa: BLE001 - auditing a failure must not mask the failure
+        pass
+
+
+def main() -> None:
+    _register()
+    try:
+        app(standalone_mode=False)
+    except ShuyuError as exc:
+        if _state["debug"]:
+            raise
+        _audit_failure(exc)
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} — rerun with --debug "
+            "and report it",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(70)

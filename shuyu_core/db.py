@@ -1,0 +1,55 @@
+"""The state database: SQLite by default, PostgreSQL through SHUYU_DATABASE_URL.
+
+Every module that keeps state declares its tables on ``METADATA``; ``engine_for`` creates
+them on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import MetaData, event
+from sqlalchemy.engine import Engine, create_engine
+
+METADATA = MetaData()
+
+_engines: dict[str, Engine] = {}
+_created: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    # WAL lets readers proceed while one writer holds the lock; busy_timeout makes
+    # concurrent writers (several processes) wait instead of failing at once.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process, with every declared table created."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"timeout": 60})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+        # Modules declare tables on import; create whatever is new since the last call.
+        if _created.get(url) != len(METADATA.tables):
+            METADATA.create_all(engine, checkfirst=True)
+            _created[url] = len(METADATA.tables)
+        return engine
+
+
+def reset_engines() -> None:
+    """Dispose cached engines (tests switch SHUYU_HOME between cases)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _created.clear()

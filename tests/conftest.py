@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shuyu_core.db import reset_engines
+from shuyu_core.home import Home
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A fresh operating domain per test, with SHUYU_HOME pointing at it."""
+    root = tmp_path / "shuyu_home"
+    monkeypatch.setenv("SHUYU_HOME", str(root))
+    monkeypatch.delenv("SHUYU_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SHUYU_ACTOR", "test-operator")
+    monkeypatch.setenv("SHUYU_ROLE", "operator")
+    reset_engines()
+    yield Home.from_env().ensure()
+    reset_engines()

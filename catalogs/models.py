@@ -92,12 +92,13 @@ class FieldSpec(Strict):
 
     @model_validator(mode="after")
     def _pii_has_sensitivity(self) -> FieldSpec:
-        if self.pii_type is not None and self.pii_type not in (PiiType.CN_USCC,):
-            if self.sensitivity == Sensitivity.NONE:
-                raise ValueError(
-                    f"field {self.name!r} declares pii_type {self.pii_type.value} "
-                    "but sensitivity none; use personal or sensitive_personal"
-                )
+        personal = self.pii_type is not None and self.pii_type != PiiType.CN_USCC
+        if personal and self.sensitivity == Sensitivity.NONE:
+            assert self.pii_type is not None
+            raise ValueError(
+                f"field {self.name!r} declares pii_type {self.pii_type.value} "
+                "but sensitivity none; use personal or sensitive_personal"
+            )
         return self
 
     @property
@@ -172,7 +173,7 @@ class Resource(Strict):
         return [f.name for f in self.fields]
 
     @property
-    def schema(self) -> pl.Schema:
+    def polars_schema(self) -> pl.Schema:
         return pl.Schema({f.name: f.polars_type for f in self.fields})
 
     @property

@@ -64,7 +64,7 @@ def _audit_failure(exc: ShuyuError) -> None:
         command = " ".join(a for a in sys.argv[1:] if not a.startswith("-"))[:400]
         outcome = "refused" if exc.exit_code == 5 else "error"
         record(Home.from_env(), "cli.error", command or "shuyu", outcome, {"error": exc.one_line()})
-    except Exception:  # noqa: BLE001 - auditing a failure must not mask the failure
+    except Exception:
         pass
 
 
@@ -83,12 +83,13 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except typer.exceptions.TyperException as exc:
+        # Usage errors (typer's vendored click) arrive here in non-standalone mode.
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Exception as exc:
         if _state["debug"]:
             raise
         err_console.print(

@@ -7,6 +7,7 @@ them on first use.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine, create_engine
@@ -18,7 +19,7 @@ _created: dict[str, int] = {}
 _lock = threading.Lock()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers proceed while one writer holds the lock; busy_timeout makes
     # concurrent writers (several processes) wait instead of failing at once.

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 ZONES = ("raw", "work", "releases", "published")
 
@@ -54,7 +58,7 @@ class Home:
         return self
 
 
-def state_engine(home: Home):  # type: ignore[no-untyped-def]
+def state_engine(home: Home) -> Engine:
     """The SQLAlchemy engine of this home's state database, tables created."""
     from shuyu_core.db import engine_for
 

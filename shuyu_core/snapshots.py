@@ -26,6 +26,7 @@ class Manifest(BaseModel):
     sm3: str
     files: list[str]
     columns: dict[str, str]
+    absent_fields: list[str] = []
     source_path: str
     source_format: str
     source_encoding: str | None = None

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from governance.actors import set_current
 from shuyu_core.db import reset_engines
 from shuyu_core.home import Home
 
@@ -20,3 +21,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
     reset_engines()
     yield Home.from_env().ensure()
     reset_engines()
+
+
+@pytest.fixture(autouse=True)
+def _reset_actor() -> Iterator[None]:
+    """A CLI invocation sets the acting actor in a context variable; never let it leak."""
+    set_current(None)
+    yield
+    set_current(None)

@@ -1,0 +1,63 @@
+"""Top-level data commands: ``shuyu ingest`` and ``shuyu demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from pipelines.progress import steps
+from shuyu_core import snapshots
+from shuyu_core.home import Home
+
+console = Console()
+
+
+def ingest(
+    code: str = typer.Argument(..., help="resource code from the catalog, e.g. RKJBXX"),
+    source: Path = typer.Option(
+        ..., "--from", help="Parquet file, directory of parquet parts, or CSV (UTF-8/GB18030)"
+    ),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    prefect: bool = typer.Option(
+        False, "--prefect", help="run as a Prefect flow run (needs a Prefect API or starts one)"
+    ),
+) -> None:
+    """Validate an export against the catalog and write an immutable snapshot into raw/."""
+    home = Home.from_env().ensure()
+    if prefect:
+        from pipelines.flows import ingest_flow
+
+        manifest = ingest_flow(code, str(source))
+    else:
+        from pipelines.ingest import ingest_path
+
+        with steps(console, f"ingest {code}") as step:
+            manifest = ingest_path(home, code, source, progress=step)
+    if fmt == "json":
+        typer.echo(snapshots.manifest_json(manifest))
+        return
+    console.print(
+        f"[green]ingested[/] {code}: {manifest.rows:,} rows → "
+        f"{snapshots.snapshot_dir(home, code, manifest.snapshot_id)} "
+        f"(SM3 {manifest.sm3[:16]}…, encoding {manifest.source_encoding or 'parquet'})"
+    )
+
+
+def demo(
+    persons: int = typer.Option(200_000, "--persons", help="size of the synthetic population"),
+    seed: int = typer.Option(20251, "--seed", help="generator seed"),
+    defect_rate: float = typer.Option(0.02, "--defect-rate", help="share of defective rows"),
+) -> None:
+    """Run the whole pipeline on generated demo data, stage by stage."""
+    from pipelines.demo import run_demo
+
+    summary = run_demo(Home.from_env().ensure(), console, persons, seed, defect_rate)
+    console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("demo")(demo)

@@ -1,0 +1,50 @@
+"""Prefect flows for ingestion: thin wrappers that add retries and an artifact.
+
+The logic lives in ``pipelines.ingest``; these only orchestrate. The CLI calls the core
+directly unless ``--prefect`` is given, so commands do not wait for a Prefect API server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from pipelines.ingest import ingest_path
+from shuyu_core.errors import ShuyuError
+from shuyu_core.home import Home
+from shuyu_core.snapshots import Manifest
+
+
+# A user error (bad file, unknown resource) will not heal on retry; I/O hiccups might.
+def _retry_unless_user_error(_task: object, _run: object, state: object) -> bool:
+    exc = getattr(state, "result", lambda **_: None)(raise_on_failure=False)
+    return not isinstance(exc, ShuyuError)
+
+
+@task(
+    name="ingest-snapshot",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_user_error,
+)
+def ingest_task(code: str, source: str) -> Manifest:
+    return ingest_path(Home.from_env(), code, Path(source))
+
+
+@flow(name="shuyu-ingest", log_prints=True)
+def ingest_flow(code: str, source: str) -> Manifest:
+    """Ingest one export of a catalogued resource into raw/ as an immutable snapshot."""
+    manifest = ingest_task(code, source)
+    create_markdown_artifact(
+        key=f"ingest-{code.lower()}",
+        markdown=(
+            f"### Snapshot {manifest.snapshot_id} of {code}\n\n"
+            f"| rows | SM3 | source | catalog version |\n|---|---|---|---|\n"
+            f"| {manifest.rows} | `{manifest.sm3[:16]}…` | {Path(manifest.source_path).name} "
+            f"| {manifest.catalog_version} |\n"
+        ),
+        description=f"ingestion of {code}",
+    )
+    return manifest

@@ -45,7 +45,8 @@ def parse_actor(name: str | None, role: str | None) -> Actor:
 _current: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("actor", default=None)
 
 
-def set_current(actor: Actor) -> None:
+def set_current(actor: Actor | None) -> None:
+    """Set the acting actor for this context; None falls back to the environment again."""
     _current.set(actor)
 
 

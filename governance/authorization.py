@@ -1,0 +1,295 @@
+"""The one authorization check used by every build and query (一场景一授权, 最小必要).
+
+``authorize`` evaluates every condition and returns all that fail, each with a code and a
+one-line reason; it writes one audit entry per call. ``require_authorized`` raises
+PermissionDenied listing the reasons. After a pass, the build reads exactly the declared
+columns (``shuyu_core.snapshots.scan(..., columns=fields)``), so an undeclared field cannot be
+read at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalogs.agreement_models import Agreement, AgreementKind, AgreementStatus, Blacklist
+from catalogs.catalog import Catalog
+from governance.agreements import AgreementSet, load_agreements, load_blacklist
+from governance.audit import record
+from shuyu_core.errors import PermissionDenied
+from shuyu_core.home import Home
+
+FAILURE_CODES = (
+    "agreement_unknown",
+    "agreement_not_yet_valid",
+    "agreement_expired",
+    "agreement_suspended",
+    "agreement_terminated",
+    "developer_mismatch",
+    "scenario_not_authorized",
+    "purpose_not_authorized",
+    "resource_out_of_scope",
+    "field_out_of_scope",
+    "negative_listed",
+    "developer_blacklisted",
+    "destination_not_allowed",
+    "reversible_not_allowed",
+)
+
+
+class AuthorizationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agreement_id: str
+    scenario: str
+    developer: str | None = None
+    inputs: dict[str, list[str]] = Field(
+        description="resource code -> the exact fields the build reads"
+    )
+    purpose: str = Field(description="purpose category: public_good or industry")
+    destination: str = "domestic"
+    reversible_outputs: bool = False
+    at: dt.date = Field(default_factory=dt.date.today)
+
+
+class AuthorizationFailure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+
+
+class AuthorizationResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    request: AuthorizationRequest
+    failures: list[AuthorizationFailure]
+    agreement_kind: str | None = None
+    parent_agreement: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.failures]
+
+    def reasons(self) -> str:
+        return "; ".join(f"{f.code}: {f.message}" for f in self.failures)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Evidence for the assessment report (JSON-ready)."""
+        return {
+            "ok": self.ok,
+            "agreement": self.request.agreement_id,
+            "agreement_kind": self.agreement_kind,
+            "parent_agreement": self.parent_agreement,
+            "scenario": self.request.scenario,
+            "developer": self.request.developer,
+            "purpose": self.request.purpose,
+            "destination": self.request.destination,
+            "at": self.request.at.isoformat(),
+            "inputs": self.request.inputs,
+            "failures": [f.model_dump() for f in self.failures],
+        }
+
+
+def _term_and_status(ag: Agreement, at: dt.date, label: str) -> list[AuthorizationFailure]:
+    out: list[AuthorizationFailure] = []
+    if at < ag.term.start:
+        out.append(
+            AuthorizationFailure(
+                code="agreement_not_yet_valid",
+                message=f"{label} {ag.id} is in force from {ag.term.start}, not on {at}",
+            )
+        )
+    if at > ag.term.end:
+        out.append(
+            AuthorizationFailure(
+                code="agreement_expired",
+                message=f"{label} {ag.id} expired on {ag.term.end} (checked for {at})",
+            )
+        )
+    status = ag.status_on(at)
+    if status is not AgreementStatus.ACTIVE:
+        change = ag.status_change
+        why = f" since {change.since}: {change.reason}" if change else ""
+        out.append(
+            AuthorizationFailure(
+                code=f"agreement_{status.value}",
+                message=f"{label} {ag.id} is {status.value}{why}",
+            )
+        )
+    return out
+
+
+def _scope(
+    ag: Agreement, req: AuthorizationRequest, catalog: Catalog
+) -> list[AuthorizationFailure]:
+    out: list[AuthorizationFailure] = []
+    scenario = ag.scenario(req.scenario)
+    if scenario is None:
+        known = ", ".join(s.id for s in ag.scenarios)
+        out.append(
+            AuthorizationFailure(
+                code="scenario_not_authorized",
+                message=f"scenario {req.scenario!r} is not authorized by {ag.id} "
+                f"(authorized: {known})",
+            )
+        )
+    purposes = scenario.purposes if scenario and scenario.purposes else ag.purposes
+    if req.purpose not in purposes:
+        out.append(
+            AuthorizationFailure(
+                code="purpose_not_authorized",
+                message=f"purpose {req.purpose!r} is not authorized "
+                f"(allowed: {', '.join(purposes)})",
+            )
+        )
+    for code, fields in sorted(req.inputs.items()):
+        # The scenario's inputs are the scope (they are a subset of the agreement's
+        # resources); without a known scenario, the agreement's resources still bound it.
+        scope = scenario.inputs if scenario is not None else ag.resources
+        where = f"scenario {req.scenario}" if scenario is not None else f"agreement {ag.id}"
+        res = catalog.resources.get(code)
+        if code not in scope:
+            extra = "" if res is not None else " (and it is not in the catalog)"
+            out.append(
+                AuthorizationFailure(
+                    code="resource_out_of_scope",
+                    message=f"resource {code} is outside the scope of {where}{extra}",
+                )
+            )
+            continue
+        outside = [f for f in fields if f not in scope[code]]
+        if outside:
+            out.append(
+                AuthorizationFailure(
+                    code="field_out_of_scope",
+                    message=f"{code} field(s) {', '.join(outside)} are outside the scope of "
+                    f"{where} (最小必要: allowed {', '.join(scope[code])})",
+                )
+            )
+    if req.destination not in ag.destinations:
+        out.append(
+            AuthorizationFailure(
+                code="destination_not_allowed",
+                message=f"output destination {req.destination!r} is not allowed by {ag.id} "
+                f"(allowed: {', '.join(ag.destinations)}; 数据出境 needs explicit agreement)",
+            )
+        )
+    if req.reversible_outputs and not ag.reversible_outputs:
+        out.append(
+            AuthorizationFailure(
+                code="reversible_not_allowed",
+                message=f"{ag.id} does not allow outputs reversible to raw values "
+                "(不得通过可逆模型或算法还原)",
+            )
+        )
+    return out
+
+
+def evaluate(
+    request: AuthorizationRequest,
+    agreements: AgreementSet,
+    catalog: Catalog,
+    blacklist: Blacklist,
+) -> AuthorizationResult:
+    """Every failed condition of ``request`` (pure: no I/O, no audit)."""
+    req = request
+    failures: list[AuthorizationFailure] = []
+    ag = agreements.find(req.agreement_id)
+    parent: Agreement | None = None
+    if ag is None:
+        failures.append(
+            AuthorizationFailure(
+                code="agreement_unknown",
+                message=f"agreement {req.agreement_id!r} does not exist in {agreements.directory}",
+            )
+        )
+    else:
+        failures += _term_and_status(ag, req.at, f"{ag.kind.value} agreement")
+        if ag.kind is AgreementKind.DEVELOPMENT and ag.parent is not None:
+            parent = agreements.find(ag.parent)
+            if parent is not None:
+                failures += _term_and_status(parent, req.at, "parent operation agreement")
+            if req.developer is not None and req.developer != ag.developer:
+                failures.append(
+                    AuthorizationFailure(
+                        code="developer_mismatch",
+                        message=f"{ag.id} authorizes developer {ag.developer}, not {req.developer}",
+                    )
+                )
+        failures += _scope(ag, req, catalog)
+    for code in sorted(req.inputs):
+        res = catalog.resources.get(code)
+        if res is not None and res.negative_list.listed:
+            failures.append(
+                AuthorizationFailure(
+                    code="negative_listed",
+                    message=f"resource {code} is on the negative list (负面清单): "
+                    f"{res.negative_list.reason}",
+                )
+            )
+    developers = {d for d in (req.developer, ag.developer if ag else None) if d}
+    for dev in sorted(developers):
+        entry = blacklist.entry_on(dev, req.at)
+        if entry is not None:
+            failures.append(
+                AuthorizationFailure(
+                    code="developer_blacklisted",
+                    message=f"developer {dev} is blacklisted (黑名单) since {entry.since}: "
+                    f"{entry.reason}",
+                )
+            )
+    return AuthorizationResult(
+        request=req,
+        failures=failures,
+        agreement_kind=ag.kind.value if ag else None,
+        parent_agreement=parent.id if parent else None,
+    )
+
+
+def authorize(
+    home: Home, request: AuthorizationRequest, catalog: Catalog | None = None
+) -> AuthorizationResult:
+    """Check ``request`` against the agreements, the catalog's negative list and the
+    blacklist; return every failure and record one audit entry."""
+    cat = catalog or Catalog.load()
+    result = evaluate(request, load_agreements(), cat, load_blacklist())
+    record(
+        home,
+        "authorization.check",
+        f"{request.agreement_id}/{request.scenario}",
+        "ok" if result.ok else "refused",
+        {
+            "developer": request.developer,
+            "purpose": request.purpose,
+            "destination": request.destination,
+            "reversible_outputs": request.reversible_outputs,
+            "at": request.at.isoformat(),
+            "inputs": request.inputs,
+            "failures": [f.model_dump() for f in result.failures],
+        },
+    )
+    return result
+
+
+def require_authorized(
+    home: Home, request: AuthorizationRequest, catalog: Catalog | None = None
+) -> AuthorizationResult:
+    """``authorize``, raising PermissionDenied (already audited) when anything fails."""
+    result = authorize(home, request, catalog)
+    if not result.ok:
+        exc = PermissionDenied(
+            f"authorization refused for scenario {request.scenario} under "
+            f"{request.agreement_id}: {result.reasons()}",
+            hint="fix the request or the agreement (see 'shuyu agreements show "
+            f"{request.agreement_id}')",
+        )
+        exc.audited = True
+        raise exc
+    return result

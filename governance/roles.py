@@ -1,0 +1,175 @@
+"""The permission table: which role may do which action, and on whose objects.
+
+Scoped roles act only on their own objects: ``source_unit:<code>`` on the quality feedback
+and tickets of its own resources (pass the resource's source-unit code as ``resource_unit``),
+``developer:<id>`` on builds and releases under its own agreements (pass the product's
+developer id as ``developer``). A scoped call without that owner is refused: ownership must
+be shown, never assumed.
+
+Call sites use the action names below; an unknown name is a programming error (ValueError),
+so a typo fails in tests instead of silently refusing or allowing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from governance.actors import Actor, current_actor
+from shuyu_core.errors import PermissionDenied
+from shuyu_core.home import Home
+
+
+@dataclass(frozen=True)
+class Permission:
+    action: str
+    description: str
+    roles: frozenset[str]
+    # True for actions on shared, non-confidential objects (the resource directory): scoped
+    # roles may do them without showing ownership.
+    any_owner: bool = False
+
+
+def _p(action: str, description: str, *roles: str, any_owner: bool = False) -> Permission:
+    return Permission(action, description, frozenset(roles), any_owner)
+
+
+OPERATOR, REVIEWER, SOURCE_UNIT, DEVELOPER = "operator", "reviewer", "source_unit", "developer"
+SCOPED = frozenset({SOURCE_UNIT, DEVELOPER})
+
+PERMISSIONS: dict[str, Permission] = {
+    p.action: p
+    for p in [
+        # data handling inside the domain: operators only
+        _p("ingest", "ingest a source file as a snapshot (数据汇聚)", OPERATOR),
+        _p("scan", "scan data for personal information", OPERATOR),
+        _p("desensitize", "desensitize data (脱敏)", OPERATOR),
+        _p("quality.check", "run quality checks, open and verify tickets", OPERATOR),
+        _p("keys.init", "create pseudonymization and encryption keys", OPERATOR),
+        _p("consent.import", "import data-subject authorizations (授权台账)", OPERATOR),
+        _p("consent.revoke", "revoke a data-subject authorization", OPERATOR),
+        _p("consent.read", "list data-subject authorizations (tokens only)", OPERATOR),
+        _p("budget.set", "set a privacy budget (隐私预算)", OPERATOR),
+        _p("budget.read", "show privacy budgets and charges", OPERATOR, REVIEWER),
+        # products: operators build anything; developers build under their own agreements
+        _p("build", "build a data product release", OPERATOR, DEVELOPER),
+        _p("verify.query", "run verification queries (数据核验)", OPERATOR, DEVELOPER),
+        _p("release.read", "read a release and its outputs", OPERATOR, REVIEWER, DEVELOPER),
+        _p("assessment.run", "run the pre-release assessment (发布前评估)", OPERATOR),
+        _p("assessment.read", "read assessment reports", OPERATOR, REVIEWER),
+        _p("publish", "publish an approved release (发布)", OPERATOR),
+        # review (实施机构 / 数据管理部门)
+        _p("review.approve", "approve a release (通过)", REVIEWER),
+        _p("review.reject", "reject a release (未通过)", REVIEWER),
+        _p("review.rectify", "order rectification within 30 days (限期整改)", REVIEWER),
+        # quality feedback loop: a source unit sees and answers only its own
+        _p(
+            "quality.report.read",
+            "read quality reports (质量反馈)",
+            OPERATOR,
+            REVIEWER,
+            SOURCE_UNIT,
+        ),
+        _p("ticket.read", "read correction tickets (数据校核)", OPERATOR, REVIEWER, SOURCE_UNIT),
+        _p("ticket.ack", "acknowledge a correction ticket", SOURCE_UNIT),
+        _p("ticket.answer", "answer a correction ticket", SOURCE_UNIT),
+        # governance records
+        _p("agreements.read", "list, show and check agreements", OPERATOR, REVIEWER),
+        _p("blacklist.read", "list the developer blacklist", OPERATOR, REVIEWER),
+        _p("audit.read", "tail and verify the audit log", OPERATOR, REVIEWER),
+        _p("audit.export", "export the audit log", OPERATOR, REVIEWER),
+        _p("audit.purge", "purge audit entries older than five years", OPERATOR),
+        _p(
+            "catalog.read",
+            "read the resource directory",
+            OPERATOR,
+            REVIEWER,
+            SOURCE_UNIT,
+            DEVELOPER,
+        ),
+        _p("demo", "run the end-to-end demo", OPERATOR),
+    ]
+}
+
+
+def permission(action: str) -> Permission:
+    try:
+        return PERMISSIONS[action]
+    except KeyError:
+        raise ValueError(
+            f"unknown action {action!r}; known: {', '.join(sorted(PERMISSIONS))}"
+        ) from None
+
+
+def check(
+    actor: Actor, action: str, resource_unit: str | None = None, developer: str | None = None
+) -> str | None:
+    """The reason ``actor`` may not do ``action``, or None when allowed."""
+    perm = permission(action)
+    if actor.kind not in perm.roles:
+        return f"role {actor.role} may not {action} (allowed: {', '.join(sorted(perm.roles))})"
+    if perm.any_owner:
+        return None
+    if actor.kind == SOURCE_UNIT:
+        if resource_unit is None:
+            return f"role {actor.role} may {action} only on its own unit's data; no unit given"
+        if resource_unit != actor.scope:
+            return f"role {actor.role} may not {action} data of source unit {resource_unit}"
+    if actor.kind == DEVELOPER:
+        if developer is None:
+            return f"role {actor.role} may {action} only under its own agreements; no owner given"
+        if developer != actor.scope:
+            return f"role {actor.role} may not {action} for developer {developer}"
+    return None
+
+
+def require(
+    home: Home,
+    action: str,
+    obj: str,
+    resource_unit: str | None = None,
+    *,
+    developer: str | None = None,
+    actor: Actor | None = None,
+) -> Actor:
+    """The current actor if it may do ``action`` on ``obj``; else an audited refusal.
+
+    ``resource_unit``: the source-unit code owning ``obj`` (for ``source_unit:<code>``);
+    ``developer``: the developer id owning ``obj`` (for ``developer:<id>``).
+    """
+    who = actor or current_actor()
+    reason = check(who, action, resource_unit, developer)
+    if reason is None:
+        return who
+    from governance.audit import record
+
+    exc = PermissionDenied(
+        f"{who.name} refused: {reason} (object {obj})",
+        hint="run as an actor whose role allows it (--actor/--role or SHUYU_ACTOR/SHUYU_ROLE);"
+        " see docs/governance.md for the permission table",
+    )
+    record(
+        home,
+        action,
+        obj,
+        "refused",
+        {"reason": reason, "resource_unit": resource_unit, "developer": developer},
+        actor=who,
+    )
+    exc.audited = True
+    raise exc
+
+
+def table_markdown() -> str:
+    """The permission table as Markdown (docs/governance.md embeds it)."""
+    cols = [OPERATOR, REVIEWER, SOURCE_UNIT, DEVELOPER]
+    lines = [
+        "| action | what | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for p in PERMISSIONS.values():
+        marks = [
+            ("own" if c in SCOPED and not p.any_owner else "yes") if c in p.roles else "—"
+            for c in cols
+        ]
+        lines.append(f"| `{p.action}` | {p.description} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Benchmark: the DP statistical report against plain polars on the same table, same run.
+
+    .venv/bin/python benchmarks/bench_products.py [--persons N] [--repeat R] [--keep DIR]
+
+Generates the synthetic population (about nine SBCBJF rows per person), ingests RKJBXX and
+SBCBJF into a fresh SHUYU_HOME, then times, each in its own fresh process (so the peak RSS
+of one phase is not inherited by the next; imports are done before the clock starts):
+
+- **baseline**: the same tables without privacy in plain polars (streaming engine): the
+  pension contributions of 2025 reduced to distinct persons, joined to the registry,
+  counted by district × age band × sex, and counted and summed by district;
+- **shuyu**: ``shuyu build si_enrolment_report`` end to end — authorization, ledger charge,
+  per-person contribution bounding (streaming, to Parquet), the OpenDP measurements,
+  accuracy and suppression, Parquet/CSV/HTML outputs and the atomic release.
+
+Each is run ``--repeat`` times (a new spec version per DP run, under a large test budget);
+the best time counts. Peak RSS is the phase process's ``ru_maxrss``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+AS_OF = dt.date(2026, 1, 15)
+
+
+def _env(work: Path) -> None:
+    os.environ["SHUYU_HOME"] = str(work / "home")
+    os.environ["SHUYU_BUDGETS"] = str(work / "budgets.yaml")
+    os.environ.setdefault("SHUYU_ACTOR", "bench")
+    os.environ["SHUYU_ROLE"] = "operator"
+
+
+def _prepare(work: Path, persons: int) -> dict[str, Any]:
+    """Generate and ingest (not timed against anything)."""
+    _env(work)
+    from pipelines.ingest import ingest_path
+    from shuyu_core import snapshots
+    from shuyu_core.home import Home
+    from synthetic_data.generate import generate
+
+    home = Home.from_env().ensure()
+    src = work / "sources"
+    t0 = time.perf_counter()
+    if not (src / "defects.json").exists():
+        generate(src, persons=persons, seed=11, defect_rate=0.0, as_of=AS_OF)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for code in ("RKJBXX", "SBCBJF"):
+        if not snapshots.list_snapshots(home, code):
+            path = src / f"{code}.parquet" if (src / f"{code}.parquet").exists() else src / code
+            ingest_path(home, code, path)
+    return {
+        "generate_s": gen_s,
+        "ingest_s": time.perf_counter() - t0,
+        "rows": snapshots.latest(home, "SBCBJF").rows,
+    }
+
+
+def _baseline(home: Any) -> None:
+    import polars as pl
+
+    from products import specs
+    from products.stat_report import age_expr, band_expr
+    from shuyu_core import snapshots
+
+    spec = specs.get("si_enrolment_report")
+    bands = next(d for d in spec.dimensions if d.name == "age_band").bands or []
+    si = snapshots.scan(
+        home, "SBCBJF", columns=["公民身份号码", "缴费月份", "险种", "缴费基数", "参保状态"]
+    )
+    persons = (
+        si.filter(
+            pl.col("险种") == "企业职工基本养老保险",
+            pl.col("参保状态") == "正常参保",
+            pl.col("缴费月份").is_between(pl.lit("202501"), pl.lit("202512")),
+        )
+        .group_by("公民身份号码")
+        .agg(pl.col("缴费基数").mean().alias("base"))
+    )
+    reg = snapshots.scan(
+        home, "RKJBXX", columns=["公民身份号码", "性别", "出生日期", "户籍区划代码"]
+    )
+    joined = persons.join(
+        reg.unique(subset=["公民身份号码"], keep="any"), on="公民身份号码"
+    ).select(
+        pl.col("户籍区划代码").alias("district"),
+        band_expr(age_expr("出生日期", dt.date(2025, 12, 31)), bands).alias("age_band"),
+        pl.col("性别").alias("sex"),
+        "base",
+    )
+    pl.collect_all(
+        [
+            joined.group_by("district", "age_band", "sex").len(),
+            joined.group_by("district").agg(pl.len(), pl.col("base").sum()),
+        ],
+        engine="streaming",
+    )
+
+
+def _phase(kind: str, work: str, repeat: int, out: Any) -> None:
+    """One phase in a fresh process: best wall time, peak RSS, last release id."""
+    _env(Path(work))
+    import opendp.prelude  # noqa: F401  (import cost belongs to neither side)
+    import polars  # noqa: F401
+
+    from products import engine, specs
+    from shuyu_core.home import Home
+
+    home = Home.from_env()
+    spec = specs.get("si_enrolment_report")
+    best, release = float("inf"), ""
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        if kind == "baseline":
+            _baseline(home)
+        else:
+            version = f"9.{os.getpid() % 1000}.{i}"
+            s = specs.parse({**spec.model_dump(mode="json"), "version": version}, "bench")
+            release = engine.build(home, s).release_id
+        best = min(best, time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out.put({"seconds": best, "peak": peak, "release": release})
+
+
+def _run(kind: str, work: Path, repeat: int) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_phase, args=(kind, str(work), repeat, out))
+    proc.start()
+    result: dict[str, Any] = out.get()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{kind} phase failed with exit code {proc.exitcode}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--persons", type=int, default=300_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--keep", type=Path, default=None, help="work directory to keep")
+    args = parser.parse_args()
+
+    import psutil
+    import yaml
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_products_"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "budgets.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "period": "year",
+                "budgets": [
+                    {"resource": c, "unit": "公民身份号码", "rho": 1e6, "delta": 1e-6}
+                    for c in ("SBCBJF", "RKJBXX")
+                ],
+            },
+            allow_unicode=True,
+        ),
+        encoding="utf-8",
+    )
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        prep = pool.apply(_prepare, (work, args.persons))
+    base = _run("baseline", work, args.repeat)
+    dp = _run("shuyu", work, args.repeat)
+
+    header = (
+        "persons",
+        "SBCBJF rows",
+        "cores",
+        "RAM GiB",
+        "baseline s",
+        "shuyu DP s",
+        "ratio",
+        "peak RSS baseline",
+        "peak RSS shuyu",
+    )
+    values = (
+        f"{args.persons:,}",
+        f"{prep['rows']:,}",
+        str(os.cpu_count()),
+        f"{psutil.virtual_memory().total / 2**30:.0f}",
+        f"{base['seconds']:.2f}",
+        f"{dp['seconds']:.2f}",
+        f"{dp['seconds'] / base['seconds']:.2f}×",
+        f"{base['peak'] / 2**20:,.0f} MiB",
+        f"{dp['peak'] / 2**20:,.0f} MiB",
+    )
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---:|" * len(header))
+    print("| " + " | ".join(values) + " |")
+    print(
+        f"\n(generation {prep['generate_s']:.1f} s and ingestion {prep['ingest_s']:.1f} s not "
+        f"included; best of {args.repeat}; last release {dp['release']}; work dir {work})"
+    )
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

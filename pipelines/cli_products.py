@@ -1,0 +1,230 @@
+"""Product commands: ``shuyu build``, ``shuyu products list``, ``shuyu releases show``,
+``shuyu budget show``.
+
+``register(app)`` adds them to the top-level ``shuyu`` app.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shuyu_core.errors import ValidationError
+from shuyu_core.home import Home
+
+console = Console()
+
+products_app = typer.Typer(help="data product specs (数据产品)", no_args_is_help=True)
+releases_app = typer.Typer(help="built releases awaiting review (releases/)", no_args_is_help=True)
+budget_app = typer.Typer(help="privacy budgets and the ledger (隐私预算)", no_args_is_help=True)
+
+
+def _fmt(value: str) -> str:
+    if value not in ("table", "json"):
+        raise ValidationError(f"unknown format {value!r}", hint="use --format table or json")
+    return value
+
+
+def build(
+    product: str = typer.Argument(..., help="product id, e.g. si_enrolment_report"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    queries: Path | None = typer.Option(
+        None, "--queries", help="verification products: the batch of queries (CSV/Parquet)"
+    ),
+    requester: str | None = typer.Option(
+        None, "--requester", help="verification: whose daily quota the batch counts against"
+    ),
+    snapshot: list[str] = typer.Option(
+        [], "--snapshot", help="pin an input snapshot as CODE=SNAPSHOT_ID (repeatable)"
+    ),
+    prefect: bool = typer.Option(False, "--prefect", help="run as a Prefect flow run"),
+) -> None:
+    """Build one product (or return its stored release) and print the release id."""
+    _fmt(fmt)
+    pins: dict[str, str] = {}
+    for item in snapshot:
+        code, sep, sid = item.partition("=")
+        if not sep or not code or not sid:
+            raise ValidationError(
+                f"--snapshot {item!r} is not CODE=SNAPSHOT_ID", hint="e.g. --snapshot RKJBXX=2025…Z"
+            )
+        pins[code] = sid
+    home = Home.from_env().ensure()
+    if prefect:
+        from pipelines.flows_products import build_flow
+
+        release_id, reused = build_flow(
+            product, str(queries) if queries else None, requester, pins or None
+        )
+        from products import release as rel
+
+        manifest = rel.load(home, release_id)
+    else:
+        from products.engine import BuildOptions
+        from products.engine import build as run_build
+
+        with console.status(f"building {product}"):
+            outcome = run_build(
+                home,
+                product,
+                BuildOptions(snapshot_ids=pins, queries=queries, requester=requester),
+            )
+        manifest, reused = outcome.manifest, outcome.reused
+    if fmt == "json":
+        doc = {
+            "release": manifest.release_id,
+            "product": manifest.product_id,
+            "version": manifest.version,
+            "reused": reused,
+            "path": str(home.releases / manifest.release_id),
+            "rho": manifest.budget.rho if manifest.budget else 0.0,
+        }
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    state = "stored release (no new charge, no new noise)" if reused else "new release"
+    console.print(f"[green]{state}[/] {manifest.product_id} v{manifest.version}")
+    typer.echo(manifest.release_id)
+
+
+@products_app.command("list")
+def products_list(fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
+    """The product specs and their latest release."""
+    from products import release as rel
+    from products import specs
+
+    home = Home.from_env()
+    rows = []
+    for spec in specs.load_all().values():
+        releases = rel.list_releases(home, spec.id)
+        rows.append(
+            {
+                "id": spec.id,
+                "name": spec.name,
+                "name_en": spec.name_en,
+                "version": spec.version,
+                "kind": spec.kind,
+                "purpose": spec.purpose_category,
+                "scenario": spec.scenario,
+                "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
+                "releases": len(releases),
+                "latest_release": releases[-1].release_id if releases else None,
+            }
+        )
+    if _fmt(fmt) == "json":
+        typer.echo(json.dumps({"products": rows}, ensure_ascii=False))
+        return
+    cols = ("id", "name", "version", "kind", "purpose", "rho", "releases", "latest_release")
+    table = Table(title="data products 数据产品")
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(r[c]) if r[c] is not None else "" for c in cols))
+    console.print(table)
+
+
+@releases_app.command("show")
+def releases_show(
+    release_id: str = typer.Argument(..., help="release id printed by 'shuyu build'"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """A release manifest: inputs, budget, outputs, accuracy summary."""
+    from governance import roles
+    from products import release as rel
+
+    home = Home.from_env()
+    manifest = rel.load(home, release_id)
+    roles.require(home, "release.read", release_id, developer=manifest.developer)
+    if _fmt(fmt) == "json":
+        typer.echo(rel.manifest_json(manifest))
+        return
+    console.print(f"[bold]{manifest.name}[/] ({manifest.name_en}) v{manifest.version}")
+    console.print(f"release {manifest.release_id} · {manifest.kind} · {manifest.purpose_category}")
+    console.print(f"built {manifest.created_at:%Y-%m-%d %H:%M} UTC by {manifest.actor}")
+    console.print(f"directory {rel.release_dir(home, release_id)}")
+    t = Table(title="inputs")
+    for c in ("resource", "snapshot", "rows", "fields"):
+        t.add_column(c)
+    for i in manifest.inputs:
+        t.add_row(i.resource, i.snapshot_id, f"{i.rows:,}", ", ".join(i.fields))
+    console.print(t)
+    if manifest.budget:
+        b = manifest.budget
+        console.print(
+            f"budget: ρ={b.rho:g} ⇒ (ε={b.epsilon:.3g}, δ={b.delta:g}); ledger "
+            + ", ".join(e.entry_id for e in b.entries)
+        )
+    o = Table(title="outputs")
+    for c in ("name", "path", "format", "rows", "values"):
+        o.add_column(c)
+    for out in manifest.outputs:
+        o.add_row(out.name, out.path, out.format, str(out.rows), out.values)
+    console.print(o)
+    if manifest.accuracy:
+        shown = [c for c in manifest.accuracy if not c.suppressed]
+        console.print(
+            f"accuracy: {len(manifest.accuracy)} cells, {len(manifest.suppressed)} suppressed "
+            f"measure values, {len(shown)} released with a "
+            f"{round(100 * (1 - manifest.accuracy[0].alpha))}% CI"
+        )
+    if manifest.k_anonymity:
+        k = manifest.k_anonymity
+        console.print(f"k-anonymity: target {k.target}, achieved {k.achieved}")
+    if manifest.verification:
+        console.print(f"verification: {json.dumps(manifest.verification['results'])}")
+
+
+@budget_app.command("show")
+def budget_show(
+    code: str | None = typer.Argument(None, help="resource code (default: all)"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Total, spent and remaining privacy budget per resource and privacy unit."""
+    from governance import roles
+    from privacy.dp import ledger
+
+    home = Home.from_env()
+    roles.require(home, "budget.read", code or "budgets")
+    doc = ledger.show(home, code)
+    if _fmt(fmt) == "json":
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    t = Table(title=f"privacy budgets (zCDP ρ; ε at δ), period {_period(doc)}")
+    for c in (
+        "resource",
+        "unit",
+        "total ρ",
+        "spent ρ",
+        "remaining ρ",
+        "remaining ε",
+        "δ",
+        "releases",
+    ):
+        t.add_column(c)
+    for b in doc["budgets"]:
+        t.add_row(
+            b["resource"],
+            b["unit"],
+            f"{b['total']['rho']:g}",
+            f"{b['spent']['rho']:.4g}",
+            f"{b['remaining']['rho']:.4g}",
+            f"{b['remaining']['epsilon']:.3g}",
+            f"{b['total']['delta']:g}",
+            str(b["releases"]),
+        )
+    console.print(t)
+
+
+def _period(doc: dict[str, list[dict[str, dict[str, object]]]]) -> str:
+    budgets = doc["budgets"]
+    return str(budgets[0]["total"]["period"]) if budgets else "-"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)
+    app.add_typer(products_app, name="products")
+    app.add_typer(releases_app, name="releases")
+    app.add_typer(budget_app, name="budget")

@@ -1,0 +1,445 @@
+"""The build engine: authorize, resolve inputs, release once, charge, draw, post-process, store.
+
+``build(home, product)`` is the one entry point (CLI, Prefect flow, demo). Order of a build:
+
+1. load and check the spec; ``governance.authorization.require_authorized`` (every build);
+2. resolve the input snapshots (latest unless pinned) and derive the release id from the
+   product id, the spec version and the snapshot ids (plus a verification batch's digest);
+3. if ``releases/<id>/`` exists, return it — same spec version over the same snapshots is
+   the same release: no new charge, no new noise (a changed spec under the same version is
+   refused: bump the version);
+4. under a per-release file lock (threads and processes): charge the ledger (idempotent per
+   release id, atomic check-and-charge) *before* any noise is drawn;
+5. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
+   crashed after drawing. The draw is written there atomically *before* anything is derived
+   from it, so a crash anywhere later never leads to a second draw for the same charge;
+6. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
+   is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored; drop pending.
+
+A crash between the charge (4) and the durable draw (5) leaves a charge without a kept draw:
+the noisy values existed only in the memory of the dead process and were never seen, so the
+next run draws once under the same charge (the ledger's ``draws`` counter records it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import shutil
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from catalogs.catalog import Catalog
+from catalogs.product_models import ProductSpec, epsilon_from_rho
+from governance import roles
+from governance.actors import current_actor
+from governance.audit import record
+from privacy.dp import ledger
+from products import release as rel
+from products import specs
+from products.authz import require_build_authorized
+from shuyu_core import atomic, snapshots
+from shuyu_core.errors import ShuyuError, ValidationError
+from shuyu_core.home import Home
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Per-build inputs beyond the spec."""
+
+    snapshot_ids: dict[str, str] = field(default_factory=dict)  # pin input snapshots
+    queries: Path | None = None  # verification: the batch of queries
+    requester: str | None = None  # verification: who asks (quota); default the spec's developer
+    at: dt.date | None = None  # authorization date (default today)
+
+
+@dataclass
+class BuildContext:
+    home: Home
+    spec: ProductSpec
+    catalog: Catalog
+    inputs: dict[str, snapshots.Manifest]
+    release_id: str
+    options: BuildOptions
+    extra_inputs: list[rel.InputRef]
+
+    @property
+    def workdir(self) -> Path:
+        return self.home.work / "products" / "build" / self.release_id
+
+    @property
+    def seed(self) -> int:
+        """Deterministic seed for post-processing simulations (never for DP noise)."""
+        return zlib.crc32(self.release_id.encode("utf-8"))
+
+    def scan(self, code: str) -> pl.LazyFrame:
+        """The declared fields of input ``code`` and nothing else (最小必要)."""
+        m = self.inputs[code]
+        return snapshots.scan(self.home, code, m.snapshot_id, columns=self.spec.input(code).fields)
+
+
+@dataclass
+class Draw:
+    """What a build drew (noisy tables, or the deterministic result) plus JSON metadata."""
+
+    tables: dict[str, pl.DataFrame]
+    meta: dict[str, Any]
+
+
+@dataclass
+class Finished:
+    outputs: list[rel.OutputFile]
+    accuracy: list[rel.AccuracyCell] = field(default_factory=list)
+    suppressed: list[rel.SuppressedCell] = field(default_factory=list)
+    contribution_bounds: list[rel.ContributionBound] = field(default_factory=list)
+    reversible_columns: list[rel.ReversibleColumn] = field(default_factory=list)
+    k_anonymity: rel.KAnonymity | None = None
+    verification: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Builder(Protocol):
+    def extra_inputs(
+        self, home: Home, spec: ProductSpec, options: BuildOptions
+    ) -> list[rel.InputRef]: ...
+
+    def reversible_outputs(self, spec: ProductSpec) -> bool: ...
+
+    def draw(self, ctx: BuildContext) -> Draw: ...
+
+    def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished: ...
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    manifest: rel.ReleaseManifest
+    reused: bool
+
+    @property
+    def release_id(self) -> str:
+        return self.manifest.release_id
+
+
+def _builder(kind: str) -> Builder:
+    if kind == "statistical_report":
+        from products.stat_report import StatReportBuilder
+
+        return StatReportBuilder()
+    if kind == "index":
+        from products.vitality_index import VitalityIndexBuilder
+
+        return VitalityIndexBuilder()
+    if kind == "verification":
+        from products.verification import VerificationBuilder
+
+        return VerificationBuilder()
+    from products.desensitized import DesensitizedBuilder
+
+    return DesensitizedBuilder()
+
+
+# --- pending draws -----------------------------------------------------------------------
+
+
+def pending_dir(home: Home, release_id: str) -> Path:
+    return home.work / "products" / "pending" / release_id
+
+
+def save_pending(home: Home, release_id: str, draw: Draw, spec_digest: str) -> None:
+    final = pending_dir(home, release_id)
+    if final.exists():
+        shutil.rmtree(final)
+    with atomic.staged_dir(final, staging_root=home.tmp) as stage:
+        for name, df in draw.tables.items():
+            df.write_parquet(stage / f"{name}.parquet")
+        doc = {"spec_sm3": spec_digest, "tables": sorted(draw.tables), "meta": draw.meta}
+        atomic.write_text(stage / "draw.json", json.dumps(doc, ensure_ascii=False, default=str))
+
+
+def load_pending(home: Home, release_id: str, spec_digest: str) -> Draw | None:
+    path = pending_dir(home, release_id)
+    if not (path / "draw.json").exists():
+        return None
+    doc = json.loads((path / "draw.json").read_text(encoding="utf-8"))
+    if doc["spec_sm3"] != spec_digest:
+        raise ValidationError(
+            f"release {release_id} was drawn from a different spec of the same version",
+            hint="bump the spec's version to build a new release",
+        )
+    tables = {name: pl.read_parquet(path / f"{name}.parquet") for name in doc["tables"]}
+    return Draw(tables=tables, meta=doc["meta"])
+
+
+@contextlib.contextmanager
+def release_lock(home: Home, release_id: str) -> Iterator[None]:
+    """Exclusive per-release lock across threads and processes (flock per open file)."""
+    path = home.work / "products" / "locks" / f"{release_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# --- the build ---------------------------------------------------------------------------
+
+
+def resolve_spec(product: str | ProductSpec) -> ProductSpec:
+    return product if isinstance(product, ProductSpec) else specs.get(product)
+
+
+def _input_refs(ctx_inputs: dict[str, snapshots.Manifest], spec: ProductSpec) -> list[rel.InputRef]:
+    return [
+        rel.InputRef(
+            resource=i.resource,
+            snapshot_id=ctx_inputs[i.resource].snapshot_id,
+            fields=list(i.fields),
+            rows=ctx_inputs[i.resource].rows,
+            snapshot_sm3=ctx_inputs[i.resource].sm3,
+        )
+        for i in spec.inputs
+    ]
+
+
+def _units(spec: ProductSpec, catalog: Catalog) -> dict[str, str]:
+    """Budget line per input: the resource's catalogued privacy unit."""
+    units: dict[str, str] = {}
+    for i in spec.inputs:
+        unit = catalog.get(i.resource).privacy_unit
+        if unit is None:
+            raise ValidationError(
+                f"resource {i.resource} declares no privacy_unit, so no budget can be charged",
+                hint=f"set privacy_unit in the catalog entry of {i.resource}",
+            )
+        units[i.resource] = unit
+    return units
+
+
+def build(
+    home: Home,
+    product: str | ProductSpec,
+    options: BuildOptions | None = None,
+    catalog: Catalog | None = None,
+) -> BuildOutcome:
+    """Build one product, or return its stored release (release-once). See the module doc."""
+    opts = options or BuildOptions()
+    spec = resolve_spec(product)
+    try:
+        return _build(home, spec, opts, catalog or Catalog.load())
+    except ShuyuError as exc:
+        if not exc.audited:
+            outcome = "refused" if exc.exit_code in (5, 6) else "error"
+            record(home, "product.build", spec.id, outcome, {"error": exc.one_line()})
+            exc.audited = True
+        raise
+
+
+def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) -> BuildOutcome:
+    home.ensure()
+    specs.check_against_catalog(spec, catalog)
+    builder = _builder(spec.kind)
+    action = "verify.query" if spec.kind == "verification" else "build"
+    roles.require(home, action, spec.id, developer=spec.developer)
+    at = opts.at or dt.date.today()
+    authorization = require_build_authorized(
+        home, spec, at, catalog, reversible_outputs=builder.reversible_outputs(spec)
+    )
+    inputs = {
+        i.resource: snapshots.get(home, i.resource, opts.snapshot_ids.get(i.resource))
+        for i in spec.inputs
+    }
+    extra = builder.extra_inputs(home, spec, opts)
+    ids = {code: m.snapshot_id for code, m in inputs.items()}
+    ids.update({f"{e.resource}": e.snapshot_id for e in extra})
+    release_id = rel.derive_release_id(spec.id, spec.version, ids)
+    digest = specs.spec_sm3(spec)
+
+    stored = _stored(home, release_id, digest)
+    if stored is not None:
+        return stored
+    with release_lock(home, release_id):
+        stored = _stored(home, release_id, digest)
+        if stored is not None:
+            return stored
+        ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
+        charge: ledger.ChargeResult | None = None
+        if spec.budget is not None:
+            charge = ledger.charge(
+                home,
+                ledger.ChargeRequest(
+                    release_id=release_id,
+                    product_id=spec.id,
+                    version=spec.version,
+                    rho=spec.budget.zcdp_rho,
+                    delta=spec.budget.delta,
+                    units=_units(spec, catalog),
+                    snapshots=ids,
+                ),
+            )
+            if charge.reused:
+                _check_same_charge(charge, spec.budget.zcdp_rho, set(spec.declared_fields))
+        draw = load_pending(home, release_id, digest)
+        resumed = draw is not None
+        if draw is None:
+            try:
+                draw = builder.draw(ctx)
+            except pl.exceptions.ColumnNotFoundError as exc:
+                # The scan projects the declared fields only (最小必要), so a builder that
+                # needs another field cannot read it.
+                first = str(exc).splitlines()[0]
+                raise ValidationError(
+                    f"product {spec.id} needs a field its spec does not declare ({first})",
+                    hint="declare the field under inputs (and have the scenario authorize it)",
+                ) from exc
+            save_pending(home, release_id, draw, digest)
+            if charge is not None:
+                ledger.mark(home, release_id, "drawn", drew=True)
+        manifest = _store(ctx, builder, draw, digest, charge, authorization)
+        if charge is not None:
+            ledger.mark(home, release_id, "stored")
+        shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    record(
+        home,
+        "product.build",
+        release_id,
+        "ok",
+        {
+            "product": spec.id,
+            "version": spec.version,
+            "kind": spec.kind,
+            "inputs": ids,
+            "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
+            "resumed_draw": resumed,
+            "outputs": [o.path for o in manifest.outputs],
+        },
+    )
+    return BuildOutcome(manifest=manifest, reused=False)
+
+
+def _check_same_charge(charge: ledger.ChargeResult, rho: float, resources: set[str]) -> None:
+    """A resumed build must be the one that was charged (same ρ, same inputs)."""
+    charged = {e.resource for e in charge.entries}
+    if charged != resources or any(abs(e.rho - rho) > 1e-12 for e in charge.entries):
+        first = charge.entries[0]
+        raise ValidationError(
+            f"release {first.release_id} was charged ρ={first.rho:g} on {sorted(charged)}, "
+            f"but the spec now asks ρ={rho:g} on {sorted(resources)}",
+            hint="bump the spec's version: a changed spec is a new release",
+        )
+
+
+def _stored(home: Home, release_id: str, digest: str) -> BuildOutcome | None:
+    if not rel.exists(home, release_id):
+        return None
+    manifest = rel.load(home, release_id)
+    if manifest.spec_sm3 != digest:
+        raise ValidationError(
+            f"release {release_id} of {manifest.product_id} v{manifest.version} exists but was "
+            "built from a different spec",
+            hint="bump the spec's version: a changed spec is a new release",
+        )
+    record(home, "product.build", release_id, "ok", {"reused": True})
+    return BuildOutcome(manifest=manifest, reused=True)
+
+
+def _store(
+    ctx: BuildContext,
+    builder: Builder,
+    draw: Draw,
+    digest: str,
+    charge: ledger.ChargeResult | None,
+    authorization: dict[str, Any],
+) -> rel.ReleaseManifest:
+    spec = ctx.spec
+    final = rel.release_dir(ctx.home, ctx.release_id)
+    with atomic.staged_dir(final, staging_root=ctx.home.tmp) as stage:
+        fin = builder.finish(ctx, draw, stage)
+        budget = None
+        if charge is not None and spec.budget is not None:
+            rho = spec.budget.zcdp_rho
+            budget = rel.BudgetCharge(
+                rho=rho,
+                epsilon=epsilon_from_rho(rho, spec.budget.delta),
+                delta=spec.budget.delta,
+                entries=[
+                    rel.LedgerRef(
+                        resource=e.resource, unit=e.unit, period=e.period, entry_id=e.entry_id
+                    )
+                    for e in charge.entries
+                ],
+            )
+        pu = spec.privacy_unit
+        manifest = rel.ReleaseManifest(
+            release_id=ctx.release_id,
+            product_id=spec.id,
+            name=spec.name,
+            name_en=spec.name_en,
+            version=spec.version,
+            kind=spec.kind,
+            purpose_category=spec.purpose_category,
+            pricing_note=spec.pricing_note,
+            scenario=spec.scenario,
+            agreement_id=spec.agreement_id,
+            developer=spec.developer,
+            destination=spec.destination,
+            spec=spec.model_dump(mode="json"),
+            spec_sm3=digest,
+            inputs=[*_input_refs(ctx.inputs, spec), *ctx.extra_inputs],
+            privacy_unit=None
+            if pu is None
+            else rel.PrivacyUnit(
+                resource=pu.resource, field=pu.field, max_contributions=pu.contributions
+            ),
+            contribution_bounds=fin.contribution_bounds,
+            budget=budget,
+            outputs=fin.outputs,
+            accuracy=fin.accuracy,
+            accuracy_target=spec.suppression.max_relative_error if spec.budget else None,
+            suppression_threshold=spec.suppression.min_count if spec.budget else None,
+            suppressed=fin.suppressed,
+            reversible_columns=fin.reversible_columns,
+            k_anonymity=fin.k_anonymity,
+            verification=fin.verification,
+            authorization=authorization,
+            notes=fin.notes,
+            created_at=dt.datetime.now(dt.UTC),
+            actor=str(current_actor()),
+        )
+        atomic.write_text(stage / "spec.yaml", specs.spec_yaml(spec))
+        if manifest.accuracy:
+            _accuracy_frame(manifest).write_csv(stage / "accuracy.csv", include_bom=True)
+        atomic.write_text(stage / rel.MANIFEST, rel.manifest_json(manifest))
+    return manifest
+
+
+def _accuracy_frame(m: rel.ReleaseManifest) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "output": c.output,
+                "key": json.dumps(c.key, ensure_ascii=False, sort_keys=True),
+                "measure": c.measure,
+                "estimate": c.estimate,
+                "ci_half_width": c.ci_half_width,
+                "alpha": c.alpha,
+                "relative_error": c.relative_error,
+                "method": c.method,
+                "distribution": c.distribution,
+                "scale": c.scale,
+                "suppressed": c.suppressed,
+                "reason": c.reason,
+            }
+            for c in m.accuracy
+        ],
+        infer_schema_length=None,
+    )

@@ -1,0 +1,250 @@
+"""The release store: ``releases/<release-id>/`` with ``release.json`` (a ``ReleaseManifest``).
+
+A release is computed once. Its id is derived from the product id, the spec version and the
+ids of the input snapshots it read, so re-running the same build finds the stored release
+instead of drawing new noise. A release directory appears by an atomic rename
+(``shuyu_core.atomic.staged_dir``): if it exists, it is complete.
+
+Layout of one release::
+
+    releases/<release-id>/
+        release.json        the manifest below (the contract the assessment reads)
+        spec.yaml           the product spec exactly as built
+        data/<name>.parquet data/<name>.csv ...   the outputs (paths in the manifest are relative)
+        accuracy.csv        one row per released cell (also inside release.json)
+        report.html         statistical reports and indices
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shuyu_core.errors import NotFoundError
+from shuyu_core.hashing import sm3_hex
+from shuyu_core.home import Home
+
+MANIFEST = "release.json"
+SCHEMA_VERSION = 1
+
+ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
+PurposeCategory = Literal["public_good", "industry"]
+ValueKind = Literal["dp_aggregate", "verification_flag", "desensitized_record"]
+OutputFormat = Literal["parquet", "csv", "json", "html"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputRef(_Model):
+    """One input snapshot as read by the build (only ``fields`` were projected)."""
+
+    resource: str
+    snapshot_id: str
+    fields: list[str]
+    rows: int
+    snapshot_sm3: str
+
+
+class PrivacyUnit(_Model):
+    """Who is protected: one unit is one person (or enterprise) identified by ``field``."""
+
+    resource: str
+    field: str
+    max_contributions: int = Field(
+        default=1, description="rows per unit the DP step may see after bounding"
+    )
+
+
+class ContributionBound(_Model):
+    """How one measure's per-unit contribution was bounded before the DP step."""
+
+    resource: str
+    measure: str
+    source_field: str | None = None
+    reduction: str = Field(description="how a unit's rows were reduced to one value")
+    lower: float | None = None
+    upper: float | None = None
+    max_rows_per_unit: int = 1
+
+
+class LedgerRef(_Model):
+    """One ledger entry: the release's privacy loss charged to one resource's budget."""
+
+    resource: str
+    unit: str
+    period: str
+    entry_id: str
+
+
+class BudgetCharge(_Model):
+    """Privacy loss of this release (zCDP ρ, with the (ε, δ) guarantee it implies).
+
+    The same loss is charged to the budget of every input resource (one ledger entry each),
+    because every input's units are the persons (or enterprises) the release can reveal.
+    """
+
+    rho: float
+    epsilon: float = Field(description="ε of the (ε, δ)-DP guarantee implied by rho at delta")
+    delta: float
+    entries: list[LedgerRef]
+    composition: str = "zCDP: rho adds up across releases; ε = ρ + 2·sqrt(ρ·ln(1/δ))"
+
+
+class OutputColumn(_Model):
+    name: str
+    type: str
+    description: str = ""
+
+
+class OutputFile(_Model):
+    name: str
+    path: str = Field(description="relative to the release directory")
+    format: OutputFormat
+    columns: list[OutputColumn] = Field(default_factory=list)
+    rows: int
+    values: ValueKind
+    sm3: str = ""
+
+
+class AccuracyCell(_Model):
+    """The accuracy statement of one released value (CI half-width at ``alpha``)."""
+
+    output: str
+    key: dict[str, str]
+    measure: str
+    estimate: float | None
+    ci_half_width: float | None
+    alpha: float = 0.05
+    relative_error: float | None = None
+    method: str = Field(default="analytic", description="analytic | simulation")
+    distribution: str | None = Field(default=None, description="noise distribution (mechanism)")
+    scale: float | None = Field(default=None, description="noise scale (σ for Gaussian)")
+    suppressed: bool = False
+    reason: str | None = None
+
+
+class SuppressedCell(_Model):
+    output: str
+    key: dict[str, str]
+    measure: str
+    reason: str
+
+
+class ReversibleColumn(_Model):
+    """A column that can be reversed to raw values (e.g. SM4), from the desensitization sidecar."""
+
+    output: str
+    column: str
+    operator: str
+
+
+class KAnonymity(_Model):
+    quasi_identifiers: list[str]
+    target: int
+    achieved: int
+    records_in: int
+    records_out: int
+    records_suppressed: int
+    generalization: dict[str, str] = Field(default_factory=dict)
+
+
+class ReleaseManifest(_Model):
+    schema_version: int = SCHEMA_VERSION
+    release_id: str
+    product_id: str
+    name: str
+    name_en: str
+    version: str
+    kind: ProductKind
+    purpose_category: PurposeCategory
+    pricing_note: str
+    scenario: str
+    agreement_id: str
+    developer: str
+    destination: str
+    spec: dict[str, Any] = Field(description="the full product spec as built")
+    spec_sm3: str
+    inputs: list[InputRef]
+    privacy_unit: PrivacyUnit | None = None
+    contribution_bounds: list[ContributionBound] = Field(default_factory=list)
+    budget: BudgetCharge | None = Field(
+        default=None, description="None for products that draw no noise (verification, k-anon)"
+    )
+    outputs: list[OutputFile]
+    accuracy: list[AccuracyCell] = Field(default_factory=list)
+    accuracy_target: float | None = Field(
+        default=None, description="max relative CI half-width a released cell may have"
+    )
+    suppression_threshold: float | None = None
+    suppressed: list[SuppressedCell] = Field(default_factory=list)
+    reversible_columns: list[ReversibleColumn] = Field(default_factory=list)
+    k_anonymity: KAnonymity | None = None
+    verification: dict[str, Any] | None = Field(
+        default=None, description="verification batches: counts by outcome, refusals, quota"
+    )
+    authorization: dict[str, Any] | None = Field(
+        default=None, description="governance.authorization result at build time (evidence)"
+    )
+    notes: list[str] = Field(default_factory=list)
+    created_at: dt.datetime
+    actor: str
+
+    def output(self, name: str) -> OutputFile:
+        for out in self.outputs:
+            if out.name == name:
+                return out
+        raise KeyError(name)
+
+
+def derive_release_id(product_id: str, version: str, snapshots: dict[str, str]) -> str:
+    """``<product>-v<version>-<SM3 prefix>`` over product, version and sorted input snapshots.
+
+    Deterministic: the same spec version over the same snapshots is the same release.
+    """
+    payload = json.dumps(
+        {"product": product_id, "version": version, "inputs": sorted(snapshots.items())},
+        ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return f"{product_id}-v{version}-{sm3_hex(payload.encode())[:16]}"
+
+
+def release_dir(home: Home, release_id: str) -> Path:
+    return home.releases / release_id
+
+
+def exists(home: Home, release_id: str) -> bool:
+    return (release_dir(home, release_id) / MANIFEST).exists()
+
+
+def load(home: Home, release_id: str) -> ReleaseManifest:
+    path = release_dir(home, release_id) / MANIFEST
+    if not path.exists():
+        raise NotFoundError(
+            f"release {release_id} does not exist in {home.releases}",
+            hint="see 'shuyu products list' and build the product with 'shuyu build PRODUCT'",
+        )
+    return ReleaseManifest.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def list_releases(home: Home, product_id: str | None = None) -> list[ReleaseManifest]:
+    if not home.releases.is_dir():
+        return []
+    out: list[ReleaseManifest] = []
+    for d in sorted(home.releases.iterdir()):
+        if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).exists():
+            m = load(home, d.name)
+            if product_id is None or m.product_id == product_id:
+                out.append(m)
+    return sorted(out, key=lambda m: m.created_at)
+
+
+def manifest_json(m: ReleaseManifest) -> str:
+    return json.dumps(m.model_dump(mode="json"), ensure_ascii=False, indent=2)

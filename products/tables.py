@@ -1,0 +1,166 @@
+"""Post-processing of noisy tables: accuracy per cell, derived values, suppression.
+
+Everything here reads only the released noisy values and the public noise scales, so it
+costs no privacy budget and can be recomputed from the stored draw at any time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from catalogs.product_models import ProductSpec, TableSpec
+from privacy.dp import accuracy
+from products.release import AccuracyCell, SuppressedCell
+from products.specs import dimension_labels
+
+
+@dataclass
+class TableResult:
+    name: str
+    frame: pl.DataFrame  # the released table
+    raw: pl.DataFrame  # the noisy draw before suppression (stays in the domain)
+    accuracy: list[AccuracyCell] = field(default_factory=list)
+    suppressed: list[SuppressedCell] = field(default_factory=list)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+def _seed(*parts: str) -> int:
+    return zlib.crc32("/".join(parts).encode("utf-8"))
+
+
+def _noise(meta: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
+    return {n["column"]: n for n in meta["noise"][table]}
+
+
+def finish_table(
+    spec: ProductSpec,
+    table: TableSpec,
+    raw: pl.DataFrame,
+    meta: dict[str, Any],
+    release_id: str,
+) -> TableResult:
+    """Released table with CI columns, derived values and suppression applied."""
+    noise = _noise(meta, table.name)
+    alpha = spec.alpha
+    sup = spec.suppression
+    n = raw.height
+    keys = raw.select(table.by)
+    key_dicts = [{k: str(v) for k, v in row.items()} for row in keys.iter_rows(named=True)]
+
+    counts = [m for m in table.measures if m.aggregate == "count"]
+    basis = counts[0].name if counts else None
+    est: dict[str, np.ndarray] = {}
+    hw: dict[str, np.ndarray] = {}
+    for m in table.measures:
+        est[m.name] = raw[m.name].cast(pl.Float64).to_numpy()
+        hw[m.name] = np.full(n, float(noise[m.name]["accuracy"]))
+
+    # The cell's count decides small-cell suppression for every measure of the cell.
+    if basis is not None:
+        base_sup = accuracy.suppress(
+            est[basis],
+            accuracy.relative_error(hw[basis], est[basis]),
+            sup.min_count,
+            sup.max_relative_error,
+        )
+        cell_suppressed = base_sup.suppressed
+        cell_reason = base_sup.reasons
+    else:
+        cell_suppressed = np.zeros(n, dtype=bool)
+        cell_reason = [None] * n
+
+    values: dict[str, np.ndarray] = dict(est)
+    methods: dict[str, str] = {m.name: "analytic" for m in table.measures}
+    for d in table.derived:
+        num, den = est[d.numerator], est[d.denominator]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values[d.name] = np.where(den >= 1.0, num / np.maximum(den, 1.0), np.nan)
+        hw[d.name] = accuracy.ratio_half_width(
+            num,
+            float(noise[d.numerator]["scale"]),
+            den,
+            float(noise[d.denominator]["scale"]),
+            alpha=alpha,
+            seed=_seed(release_id, table.name, d.name),
+        )
+        methods[d.name] = "simulation"
+
+    result = TableResult(name=table.name, frame=raw, raw=raw)
+    columns: dict[str, Any] = {}
+    for dim in table.by:
+        columns[dim] = keys[dim].to_list()
+        labels = dimension_labels(spec.dimension(dim))
+        if any(labels.get(k, k) != k for k in labels):
+            columns[f"{dim}_name"] = [labels.get(str(k), "") for k in keys[dim].to_list()]
+            result.descriptions[f"{dim}_name"] = f"{spec.dimension(dim).title} (label)"
+        result.descriptions[dim] = spec.dimension(dim).title
+
+    reasons_any: list[list[str]] = [[r] if r else [] for r in cell_reason]
+    titles = {m.name: (m.title, m.unit) for m in table.measures}
+    titles.update({d.name: (d.title, d.unit) for d in table.derived})
+    for name in [*(m.name for m in table.measures), *(d.name for d in table.derived)]:
+        val = values[name]
+        rel = accuracy.relative_error(hw[name], val)
+        own = ~np.isfinite(val) | (
+            np.zeros(n, dtype=bool)
+            if sup.max_relative_error is None
+            else ~(rel <= sup.max_relative_error)
+        )
+        suppressed = cell_suppressed | own
+        is_count = name in {m.name for m in counts}
+        digits = 0 if is_count else 2
+        shown: list[float | int | None] = []
+        for i in range(n):
+            reason: str | None = None
+            if suppressed[i]:
+                shown.append(None)
+                reason = cell_reason[i] or (
+                    f"{name}: relative error {rel[i]:.2f} above target {sup.max_relative_error:g}"
+                    if np.isfinite(val[i])
+                    else f"{name}: undefined (denominator below 1)"
+                )
+                if not cell_suppressed[i]:
+                    reasons_any[i].append(reason)
+                result.suppressed.append(
+                    SuppressedCell(output=table.name, key=key_dicts[i], measure=name, reason=reason)
+                )
+            else:
+                shown.append(round(val[i]) if is_count else round(float(val[i]), digits))
+            result.accuracy.append(
+                AccuracyCell(
+                    output=table.name,
+                    key=key_dicts[i],
+                    measure=name,
+                    estimate=None if suppressed[i] else float(val[i]),
+                    ci_half_width=float(hw[name][i]) if np.isfinite(hw[name][i]) else None,
+                    alpha=alpha,
+                    relative_error=None
+                    if suppressed[i] or not np.isfinite(rel[i])
+                    else float(rel[i]),
+                    method=methods[name],
+                    distribution=noise[name]["distribution"] if name in noise else "derived",
+                    scale=float(noise[name]["scale"]) if name in noise else None,
+                    suppressed=bool(suppressed[i]),
+                    reason=reason,
+                )
+            )
+        title, unit = titles[name]
+        columns[name] = pl.Series(name, shown, dtype=pl.Int64 if is_count else pl.Float64)
+        columns[f"{name}_ci95"] = [round(float(h), 2) if np.isfinite(h) else None for h in hw[name]]
+        result.descriptions[name] = f"{title}{f' ({unit})' if unit else ''}, DP estimate"
+        result.descriptions[f"{name}_ci95"] = (
+            f"half-width of the {round((1 - alpha) * 100)}% confidence interval of {name}"
+        )
+    columns["suppressed"] = [bool(x) for x in cell_suppressed]
+    columns["suppression_reason"] = pl.Series(
+        "suppression_reason", ["; ".join(r) if r else None for r in reasons_any], dtype=pl.String
+    )
+    result.descriptions["suppressed"] = "the cell is withheld (small or inaccurate count)"
+    result.descriptions["suppression_reason"] = "why a cell or a measure is withheld"
+    result.frame = pl.DataFrame(columns)
+    return result

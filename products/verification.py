@@ -1,0 +1,354 @@
+"""Verification 身份信息核验 / 企业信息核验 (batch): only ``match``, ``mismatch`` or ``not_found``.
+
+A batch file of queries (CSV or Parquet, strings) has the columns ``query_id``, ``kind``
+(``person`` or ``enterprise``), ``name``, ``id_number`` (ID number or USCC) and
+``consent_ref``. For each query the answer says only whether the name agrees with the record
+of that identifier — no other attribute leaves the domain (数据不落地，仅返回核验结果).
+
+- **Keyed index.** Per input snapshot the registry is reduced once to HMAC-SM3 tokens of the
+  identifier and of the normalized name (pseudonym key, own domain prefix) in
+  ``work/verification/``; queries are tokenized the same way and joined, so raw values are
+  not needed at query time. HMAC runs once per distinct value (batched).
+- **Consent.** Each query's subject (the identifier) must hold a valid authorization for the
+  spec's ``consent_purpose`` in the consent ledger (``governance.consent``): not missing,
+  not for another purpose, not expired, not revoked. Otherwise the query is refused.
+- **Quota.** A requester may ask ``quota_per_day`` queries per UTC day (refused ones count,
+  so the quota also stops probing the consent ledger); queries beyond it are refused.
+- **Audit.** Every batch writes an audit entry listing every query id with its outcome, and
+  refused queries another one with their reasons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Column, Date, Integer, String, Table, select, text
+
+from catalogs.product_models import ProductSpec, VerificationCheck
+from governance.actors import current_actor
+from governance.audit import record
+from governance.consent import ConsentLedger, subject_tokens
+from products import outputs
+from products.engine import BuildContext, BuildOptions, Draw, Finished
+from products.release import InputRef
+from shuyu_core import atomic
+from shuyu_core.db import METADATA
+from shuyu_core.errors import NotFoundError, ValidationError
+from shuyu_core.hashing import sm3_file
+from shuyu_core.home import Home, state_engine
+from shuyu_core.keys import PSEUDONYM, load_key
+
+_DOMAIN = b"shuyu/verification-index/v1\x00"
+QUERY_COLUMNS = ("query_id", "kind", "name", "id_number", "consent_ref")
+RESULTS = ("match", "mismatch", "not_found", "refused")
+
+verification_quota = Table(
+    "verification_quota",
+    METADATA,
+    Column("requester", String(200), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("used", Integer, nullable=False),
+)
+
+
+def normalize_name(value: str) -> str:
+    """NFKC (full-width brackets and digits), no whitespace: how names are compared."""
+    return "".join(unicodedata.normalize("NFKC", value).split())
+
+
+def _normalize_series(s: pl.Series, kind: str) -> pl.Series:
+    s = s.cast(pl.String)
+    if kind == "name":
+        # NFKC per distinct value (Python), mapped back vectorized.
+        uniq = s.drop_nulls().unique()
+        mapped = pl.Series([normalize_name(v) for v in uniq.to_list()], dtype=pl.String)
+        out = s.replace_strict(uniq, mapped, default=None, return_dtype=pl.String)
+    else:
+        out = s.str.strip_chars().str.to_uppercase()
+    return pl.select(pl.when(out.str.len_chars() > 0).then(out)).to_series().alias(s.name)
+
+
+def tokens(key: bytes, values: pl.Series) -> pl.Series:
+    """HMAC-SM3 (index domain) of already-normalized values, one HMAC per distinct value."""
+    uniq = values.drop_nulls().unique()
+    base = hmac.new(key, _DOMAIN, "sm3")
+    out: list[str] = []
+    for v in uniq.to_list():
+        h = base.copy()
+        h.update(v.encode("utf-8"))
+        out.append(h.hexdigest())
+    return values.replace_strict(
+        uniq, pl.Series(out, dtype=pl.String), default=None, return_dtype=pl.String
+    )
+
+
+def index_path(home: Home, check: VerificationCheck, snapshot_id: str) -> Path:
+    return home.work / "verification" / f"{check.resource}-{snapshot_id}.parquet"
+
+
+def keyed_index(ctx: BuildContext, check: VerificationCheck, key: bytes) -> pl.DataFrame:
+    """``key_token, name_token`` for one registry snapshot, built once and kept in work/."""
+    snap = ctx.inputs[check.resource]
+    path = index_path(ctx.home, check, snap.snapshot_id)
+    if path.exists():
+        return pl.read_parquet(path)
+    raw = ctx.scan(check.resource).select(check.key_field, check.name_field).collect()
+    keys = _normalize_series(raw[check.key_field], "id")
+    names = _normalize_series(raw[check.name_field], "name")
+    index = (
+        pl.DataFrame({"key_token": tokens(key, keys), "name_token": tokens(key, names)})
+        .drop_nulls("key_token")
+        .unique()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.parquet")
+    index.write_parquet(tmp)
+    atomic.write_bytes(path, tmp.read_bytes())
+    tmp.unlink()
+    return index
+
+
+def read_queries(path: Path, max_batch: int) -> pl.DataFrame:
+    if not path.exists():
+        raise NotFoundError(f"query file {path} does not exist", hint="check --queries PATH")
+    if path.suffix.lower() == ".parquet":
+        frame = pl.read_parquet(path)
+    elif path.suffix.lower() in (".csv", ".txt"):
+        frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
+    else:
+        raise ValidationError(
+            f"{path}: unsupported query file type", hint="use a .csv or .parquet file"
+        )
+    if "kind" not in frame.columns:
+        frame = frame.with_columns(pl.lit("person").alias("kind"))
+    missing = [c for c in QUERY_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValidationError(
+            f"{path}: missing column(s) {', '.join(missing)}",
+            hint=f"a query file has columns {', '.join(QUERY_COLUMNS)}",
+        )
+    frame = frame.select(pl.col(c).cast(pl.String) for c in QUERY_COLUMNS)
+    if frame.height > max_batch:
+        raise ValidationError(
+            f"{path}: {frame.height} queries exceed the batch limit {max_batch}",
+            hint="split the batch",
+        )
+    if frame["query_id"].is_null().any() or frame["query_id"].is_duplicated().any():
+        raise ValidationError(f"{path}: query_id must be unique and non-empty", hint="fix the ids")
+    bad = frame.filter(~pl.col("kind").is_in(["person", "enterprise"]))
+    if bad.height:
+        raise ValidationError(
+            f"{path}: kind must be person or enterprise (query {bad['query_id'][0]})",
+            hint="fix the kind column",
+        )
+    return frame
+
+
+def take_quota(home: Home, requester: str, wanted: int, per_day: int, day: dt.date) -> int:
+    """Atomically reserve up to ``wanted`` queries of today's quota; returns how many."""
+    engine = state_engine(home)
+    with engine.connect() as conn:
+        # Take the write lock before reading the count (check-then-reserve is one step).
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.begin()
+            conn.execute(text("LOCK TABLE verification_quota IN EXCLUSIVE MODE"))
+        try:
+            key = (verification_quota.c.requester == requester) & (verification_quota.c.day == day)
+            row = conn.execute(select(verification_quota.c.used).where(key)).first()
+            used = int(row[0]) if row else 0
+            granted = max(0, min(wanted, per_day - used))
+            if row is None:
+                conn.execute(
+                    verification_quota.insert().values(requester=requester, day=day, used=granted)
+                )
+            else:
+                conn.execute(verification_quota.update().where(key).values(used=used + granted))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    return granted
+
+
+def _requester(spec: ProductSpec, options: BuildOptions) -> str:
+    """Who the quota is counted against: the developer acting, else the one named."""
+    actor = current_actor()
+    if actor.kind == "developer" and actor.scope:
+        return actor.scope
+    return options.requester or spec.developer
+
+
+class VerificationBuilder:
+    def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
+        if options.queries is None:
+            raise ValidationError(
+                f"product {spec.id} answers a batch of queries",
+                hint=f"run 'shuyu build {spec.id} --queries FILE'",
+            )
+        assert spec.verification is not None
+        frame = read_queries(options.queries, spec.verification.max_batch)
+        digest = sm3_file(options.queries)
+        return [
+            InputRef(
+                resource="VERIFICATION_QUERIES",
+                snapshot_id=f"{digest[:16]}-{_requester(spec, options)}",
+                fields=list(QUERY_COLUMNS),
+                rows=frame.height,
+                snapshot_sm3=digest,
+            )
+        ]
+
+    def reversible_outputs(self, spec: ProductSpec) -> bool:
+        return False
+
+    def draw(self, ctx: BuildContext) -> Draw:
+        spec = ctx.spec
+        ver = spec.verification
+        assert ver is not None and ctx.options.queries is not None
+        queries = read_queries(ctx.options.queries, ver.max_batch).with_row_index("_row")
+        requester = _requester(spec, ctx.options)
+        today = dt.datetime.now(dt.UTC).date()
+        granted = take_quota(ctx.home, requester, queries.height, ver.quota_per_day, today)
+        key = load_key(ctx.home, PSEUDONYM)
+
+        # Consent per query where the check needs it: the subject is the identifier verified.
+        exempt = [c.kind for c in ver.checks if not c.consent_required]
+        needs = queries.filter(~pl.col("kind").is_in(exempt))
+        decided = ConsentLedger(ctx.home).check_many(
+            pl.DataFrame(
+                {
+                    "token": subject_tokens(key, needs["id_number"]),
+                    "purpose": [ver.consent_purpose] * needs.height,
+                }
+            )
+        )
+        consent = needs.select(
+            "_row",
+            decided["ok"].fill_null(False).alias("_consent_ok"),
+            decided["reason"].alias("_consent_reason"),
+        )
+        queries = queries.join(consent, on="_row", how="left").with_columns(
+            pl.col("_consent_ok").fill_null(True),  # exempt kinds
+            (pl.col("_row") < granted).alias("_in_quota"),
+            pl.col("consent_ref")
+            .str.strip_chars()
+            .fill_null("")
+            .str.len_chars()
+            .gt(0)
+            .alias("_has_ref"),
+        )
+        parts = []
+        for check in ver.checks:
+            index = keyed_index(ctx, check, key)
+            sub = queries.filter(pl.col("kind") == check.kind)
+            sub = sub.with_columns(
+                tokens(key, _normalize_series(sub["id_number"], "id")).alias("key_token"),
+                tokens(key, _normalize_series(sub["name"], "name")).alias("name_token"),
+            )
+            found = index.select("key_token").unique().with_columns(pl.lit(True).alias("_found"))
+            matched = index.with_columns(pl.lit(True).alias("_match"))
+            sub = sub.join(found, on="key_token", how="left").join(
+                matched, on=["key_token", "name_token"], how="left"
+            )
+            parts.append(sub)
+        joined = pl.concat(parts, how="diagonal_relaxed").sort("_row")
+        result = joined.select(
+            "query_id",
+            "kind",
+            pl.when(~pl.col("_in_quota"))
+            .then(pl.lit("refused"))
+            .when((~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt)) | ~pl.col("_consent_ok"))
+            .then(pl.lit("refused"))
+            .when(pl.col("_match").fill_null(False))
+            .then(pl.lit("match"))
+            .when(pl.col("_found").fill_null(False))
+            .then(pl.lit("mismatch"))
+            .otherwise(pl.lit("not_found"))
+            .alias("result"),
+            pl.when(~pl.col("_in_quota"))
+            .then(pl.lit("quota_exceeded"))
+            .when(~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt))
+            .then(pl.lit("consent_ref_missing"))
+            .when(~pl.col("_consent_ok"))
+            .then(pl.lit("consent_") + pl.col("_consent_reason"))
+            .otherwise(pl.lit(None, dtype=pl.String))
+            .alias("reason"),
+        )
+        counts = {r: int((result["result"] == r).sum()) for r in RESULTS}
+        refused = result.filter(pl.col("result") == "refused")
+        reasons = (
+            {str(k): int(v) for k, v in refused["reason"].value_counts().rows()}
+            if refused.height
+            else {}
+        )
+        record(
+            ctx.home,
+            "verify.batch",
+            ctx.release_id,
+            "ok",
+            {
+                "requester": requester,
+                "queries": result.height,
+                "results": counts,
+                "answers": [
+                    [q, r] for q, r in zip(result["query_id"], result["result"], strict=True)
+                ],
+            },
+        )
+        if refused.height:
+            record(
+                ctx.home,
+                "verify.refused",
+                ctx.release_id,
+                "refused",
+                {
+                    "requester": requester,
+                    "refused": [
+                        [q, r] for q, r in zip(refused["query_id"], refused["reason"], strict=True)
+                    ],
+                    "reasons": reasons,
+                },
+            )
+        meta: dict[str, Any] = {
+            "requester": requester,
+            "queries": result.height,
+            "results": counts,
+            "refused_reasons": reasons,
+            "quota": {"per_day": ver.quota_per_day, "day": today.isoformat(), "granted": granted},
+            "consent_purpose": ver.consent_purpose,
+        }
+        return Draw(tables={"results": result}, meta=meta)
+
+    def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
+        spec = ctx.spec
+        df = draw.tables["results"]
+        files = outputs.write_table(
+            stage,
+            "results",
+            df,
+            [f for f in spec.outputs.formats if f != "html"],
+            "verification_flag",
+            {
+                "query_id": "the requester's query id",
+                "kind": "person (身份信息核验) or enterprise (企业信息核验)",
+                "result": "match | mismatch | not_found | refused",
+                "reason": "why a query was refused (quota, consent); null otherwise",
+            },
+        )
+        return Finished(
+            outputs=files,
+            verification=draw.meta,
+            notes=[
+                "Only match / mismatch / not_found leave the domain; refused queries carry "
+                "the refusal reason only.",
+                "Names are compared after NFKC normalization without whitespace; identifiers "
+                "after trimming and upper-casing.",
+            ],
+        )

@@ -1,0 +1,76 @@
+"""CLI: build prints the release id, budget show JSON contract, products list, releases show."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from governance.actors import parse_actor, set_current
+from pipelines import cli_products
+from shuyu_core.home import Home
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        set_current(parse_actor(None, None))
+
+    cli_products.register(app)
+    return app
+
+
+def test_build_budget_and_release_commands(data_home: Home) -> None:
+    runner = CliRunner()
+    app = _app()
+    res = runner.invoke(app, ["build", "si_enrolment_report"])
+    assert res.exit_code == 0, res.output
+    release_id = res.stdout.strip().splitlines()[-1]
+    assert release_id.startswith("si_enrolment_report-v1.0.0-")
+
+    res = runner.invoke(app, ["build", "si_enrolment_report", "--format", "json"])
+    doc = json.loads(res.stdout)
+    assert doc["release"] == release_id and doc["reused"] is True
+
+    res = runner.invoke(app, ["budget", "show", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    budgets = json.loads(res.stdout)
+    assert set(budgets) == {"budgets"}
+    sb = next(b for b in budgets["budgets"] if b["resource"] == "SBCBJF")
+    assert set(sb) == {"resource", "unit", "total", "spent", "remaining", "releases"}
+    assert sb["releases"] == 1 and sb["spent"]["rho"] == 0.5
+
+    res = runner.invoke(app, ["budget", "show", "SCZTDJ", "--format", "json"])
+    assert [b["resource"] for b in json.loads(res.stdout)["budgets"]] == ["SCZTDJ"]
+
+    res = runner.invoke(app, ["releases", "show", release_id, "--format", "json"])
+    manifest = json.loads(res.stdout)
+    assert manifest["release_id"] == release_id and manifest["budget"]["rho"] == 0.5
+
+    res = runner.invoke(app, ["releases", "show", release_id])
+    assert res.exit_code == 0 and "inputs" in res.stdout
+
+    res = runner.invoke(app, ["products", "list", "--format", "json"])
+    listed = {p["id"]: p for p in json.loads(res.stdout)["products"]}
+    assert listed["si_enrolment_report"]["latest_release"] == release_id
+    assert listed["identity_verification"]["releases"] == 0
+
+
+def test_developer_may_not_read_budgets(data_home: Home) -> None:
+    runner = CliRunner()
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        set_current(parse_actor("dev", "developer:dev-001"))
+
+    cli_products.register(app)
+    try:
+        res = runner.invoke(app, ["budget", "show"])
+    finally:
+        set_current(parse_actor(None, None))  # the actor is a context variable: restore it
+    assert res.exit_code != 0
+    assert "may not budget.read" in str(res.exception)

@@ -1,0 +1,52 @@
+"""The business vitality index as a built release."""
+
+from __future__ import annotations
+
+import polars as pl
+from products_testkit import frames, ingest_frames
+
+from privacy.dp import ledger
+from products import engine
+from products import release as rel
+from shuyu_core.home import Home
+
+
+def test_index_release(home: Home) -> None:
+    ingest_frames(home, frames(20000), ["SCZTDJ"])
+    out = engine.build(home, "business_vitality_index")
+    m = out.manifest
+    root = rel.release_dir(home, m.release_id)
+    assert m.kind == "index" and m.purpose_category == "industry"
+    assert m.budget is not None and [e.resource for e in m.budget.entries] == ["SCZTDJ"]
+    assert ledger.show(home, "SCZTDJ")["budgets"][0]["spent"]["rho"] == m.budget.rho
+    idx = pl.read_parquet(root / "data/vitality_index.parquet")
+    assert idx.height == 6 * 8
+    shown = idx.filter(~pl.col("suppressed"))
+    assert shown.height > 24
+    assert (
+        shown.select(
+            (pl.col("score").is_between(0, 100))
+            & (pl.col("score_lower") <= pl.col("score"))
+            & (pl.col("score") <= pl.col("score_upper"))
+        )
+        .to_series()
+        .all()
+    )
+    hidden = idx.filter(pl.col("suppressed"))
+    assert hidden["score"].is_null().all() and hidden["suppression_reason"].is_not_null().all()
+    # The components follow from the released noisy tables (post-processing only).
+    new = pl.read_parquet(root / "data/new_registrations.parquet")
+    assert new.height == 6 * 8 and {"new", "new_ci95", "capital_per_new"} <= set(new.columns)
+    scores = [c for c in m.accuracy if c.output == "vitality_index"]
+    assert len(scores) == 48 and all(c.method == "simulation" for c in scores)
+    assert {b.measure for b in m.contribution_bounds} == {"counts", "capital"}
+    html = (root / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in html and "区域营商活力指数" in html
+    # Only the declared fields were read: the manifest lists exactly them.
+    assert m.inputs[0].fields == [
+        "统一社会信用代码",
+        "成立日期",
+        "注销日期",
+        "注册资本",
+        "区划代码",
+    ]

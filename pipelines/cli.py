@@ -48,10 +48,27 @@ def _global(
 
 
 def _register() -> None:
-    from pipelines import cli_catalog, cli_data
+    """Attach every area's commands; each area owns its ``cli_<area>.py``."""
+    from pipelines import (
+        cli_catalog,
+        cli_data,
+        cli_governance,
+        cli_pii,
+        cli_products,
+        cli_quality,
+        cli_synth,
+    )
 
+    if getattr(app, "_shuyu_registered", False):
+        return
     cli_data.register(app)
+    cli_synth.register(app)
     app.add_typer(cli_catalog.app, name="catalog", help="resource directory (数据资源目录)")
+    cli_governance.register(app)
+    cli_pii.register(app)
+    cli_quality.register(app)
+    cli_products.register(app)
+    app._shuyu_registered = True  # type: ignore[attr-defined]
 
 
 def _audit_failure(exc: ShuyuError) -> None:

@@ -84,9 +84,15 @@ def stages(persons: int, seed: int, rate: float) -> list[tuple[str, Stage]]:
     def generate_stage(home: Home, console: Console) -> dict[str, Any]:
         return _generate(home, console, persons, seed, rate)
 
+    from pipelines import demo_governance, demo_pii, demo_products, demo_quality
+
     return [
         ("synthetic data 合成数据", generate_stage),
         ("ingestion 数据归集", _ingest_all),
+        ("governance 授权与审计", demo_governance.stage),
+        ("personal information 个人信息识别与脱敏", demo_pii.stage),
+        ("quality feedback 数据质量反馈", demo_quality.stage),
+        ("data products 数据产品", demo_products.stage),
     ]
 
 

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint typecheck unit bench clean install install-dev
+.PHONY: demo test test-postgres lint typecheck unit bench clean install install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]' \
 		|| $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
+
+$(VENV)/.installed-pg: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,postgres]' \
+		|| $(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
@@ -39,6 +44,14 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The state-database tests (audit chain, ledger, concurrency, tickets, consents) again on a
+# throwaway PostgreSQL server; CI runs this after `make test`.
+PG_TESTS := tests/governance/test_gov_audit.py tests/governance/test_gov_concurrency.py \
+	tests/governance/test_gov_consent.py tests/products/test_products_ledger.py \
+	tests/quality/test_quality_tickets.py
+test-postgres: $(VENV)/.installed-pg
+	PATH=$(CURDIR)/$(BIN):$$PATH bash .ci/with_postgres.sh $(BIN)/pytest -q $(PG_TESTS)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run_all.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import getpass
 import os
 import re
 from dataclasses import dataclass
@@ -31,8 +32,16 @@ class Actor:
         return f"{self.name} ({self.role})"
 
 
+def _login_name() -> str:
+    """The operating-system account, so an unnamed actor is still traceable in the audit log."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
+        return "unknown"
+
+
 def parse_actor(name: str | None, role: str | None) -> Actor:
-    actor_name = name or os.environ.get("SHUYU_ACTOR") or os.environ.get("USER") or "unknown"
+    actor_name = name or os.environ.get("SHUYU_ACTOR") or _login_name()
     actor_role = role or os.environ.get("SHUYU_ROLE") or "operator"
     if not _ROLE.match(actor_role):
         raise PermissionDenied(

@@ -7,10 +7,12 @@ them on first use.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 
 METADATA = MetaData()
 
@@ -42,9 +44,26 @@ def engine_for(url: str) -> Engine:
             _engines[url] = engine
         # Modules declare tables on import; create whatever is new since the last call.
         if _created.get(url) != len(METADATA.tables):
-            METADATA.create_all(engine, checkfirst=True)
+            _create_tables(engine)
             _created[url] = len(METADATA.tables)
         return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """Create missing tables; tolerate another process creating them at the same moment.
+
+    ``checkfirst`` looks, then creates: two processes starting on a fresh database can both
+    look before either creates, and the loser gets "already exists" (SQLite) or a duplicate
+    key on the catalog (PostgreSQL). Looking again then finds the table.
+    """
+    for attempt in range(attempts):
+        try:
+            METADATA.create_all(engine, checkfirst=True)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def reset_engines() -> None:

@@ -1,26 +1,56 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, make_url
 
 from governance.actors import set_current
 from shuyu_core.db import reset_engines
 from shuyu_core.home import Home
 
 
+@contextmanager
+def _postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the server of ``admin_url``, dropped afterwards."""
+    name = f"shuyu_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        reset_engines()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
-    """A fresh operating domain per test, with SHUYU_HOME pointing at it."""
+    """A fresh operating domain per test, with SHUYU_HOME pointing at it.
+
+    State is in the home's SQLite file, or, when SHUYU_TEST_DATABASE_URL names a PostgreSQL
+    server (``make test-postgres``), in a fresh database on it.
+    """
     root = tmp_path / "shuyu_home"
     monkeypatch.setenv("SHUYU_HOME", str(root))
     monkeypatch.delenv("SHUYU_DATABASE_URL", raising=False)
     monkeypatch.setenv("SHUYU_ACTOR", "test-operator")
     monkeypatch.setenv("SHUYU_ROLE", "operator")
     reset_engines()
-    yield Home.from_env().ensure()
-    reset_engines()
+    with ExitStack() as stack:
+        admin_url = os.environ.get("SHUYU_TEST_DATABASE_URL")
+        if admin_url:
+            monkeypatch.setenv(
+                "SHUYU_DATABASE_URL", stack.enter_context(_postgres_database(admin_url))
+            )
+        yield Home.from_env().ensure()
+        reset_engines()
 
 
 @pytest.fixture(autouse=True)

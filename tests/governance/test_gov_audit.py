@@ -30,11 +30,19 @@ def _fill(home: Home, n: int = 10) -> list[str]:
     ]
 
 
+# Restore only the clock: monkeypatch.undo() would also revert the home fixture's environment.
+_REAL_UTCNOW = audit._utcnow
+
+
 def _tamper(home: Home, *statements: str) -> None:
     """Act as someone with database-owner rights: drop the guards, then alter rows."""
-    with state_engine(home).begin() as conn:
-        conn.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
-        conn.execute(text("DROP TRIGGER IF EXISTS audit_log_retention"))
+    engine = state_engine(home)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER IF EXISTS audit_log_no_update"))
+            conn.execute(text("DROP TRIGGER IF EXISTS audit_log_retention"))
+        else:
+            conn.execute(text("DROP TRIGGER IF EXISTS audit_log_guard ON audit_log"))
         for s in statements:
             conn.exec_driver_sql(s)
 
@@ -184,7 +192,7 @@ def test_export_since_and_reverify(home: Home, monkeypatch: pytest.MonkeyPatch) 
     old = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC)
     monkeypatch.setattr(audit, "_utcnow", lambda: old)
     _fill(home, 3)
-    monkeypatch.undo()
+    monkeypatch.setattr(audit, "_utcnow", _REAL_UTCNOW)
     _fill(home, 4)
     lines = list(audit.export(home, since=dt.date(2025, 1, 1)))
     assert len(lines) == 4
@@ -206,7 +214,7 @@ def test_purge_refuses_young_entries_and_keeps_chain_verifiable(
     ancient = now.replace(year=now.year - 7)
     monkeypatch.setattr(audit, "_utcnow", lambda: ancient)
     _fill(home, 4)
-    monkeypatch.undo()
+    monkeypatch.setattr(audit, "_utcnow", _REAL_UTCNOW)
     _fill(home, 3)
     cutoff = audit.retention_cutoff().date()
     with pytest.raises(PermissionDenied, match="younger than 5 years") as info:
@@ -228,7 +236,7 @@ def test_purge_refused_when_chain_is_broken(home: Home, monkeypatch: pytest.Monk
     now = dt.datetime.now(dt.UTC)
     monkeypatch.setattr(audit, "_utcnow", lambda: now.replace(year=now.year - 7))
     _fill(home, 4)
-    monkeypatch.undo()
+    monkeypatch.setattr(audit, "_utcnow", _REAL_UTCNOW)
     _tamper(home, "UPDATE audit_log SET object = 'nothing to see' WHERE seq = 2")
     with pytest.raises(PermissionDenied, match="chain is broken"):
         audit.purge(home, now.replace(year=now.year - 6).date())

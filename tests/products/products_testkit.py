@@ -38,3 +38,76 @@ def with_changes(spec: ProductSpec, **changes: Any) -> ProductSpec:
     data = spec.model_dump(mode="json")
     data.update(changes)
     return specs.parse(data, "test")
+
+
+# --- child processes ----------------------------------------------------------------------
+# Concurrency tests run their workers in separate processes from a forkserver that has
+# imported these modules once (a spawn per worker would re-import SQLAlchemy, polars and
+# OpenDP: seconds each on a shared 2-core machine). The forkserver forks before polars has
+# started any thread, unlike a plain fork of the pytest process.
+PRELOAD = [
+    "products_testkit",
+    "privacy.dp.ledger",
+    "products.engine",
+    "products.stat_report",
+    "opendp.prelude",
+]
+
+
+def process_context() -> Any:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _child_env(root: str, budgets: str, actor: str) -> Home:
+    import os
+
+    from shuyu_core.db import reset_engines
+
+    os.environ["SHUYU_HOME"] = root
+    os.environ["SHUYU_BUDGETS"] = budgets
+    os.environ["SHUYU_ACTOR"] = actor
+    os.environ["SHUYU_ROLE"] = "operator"
+    # SHUYU_DATABASE_URL stays as inherited: the parent's state database (SQLite or PostgreSQL).
+    reset_engines()
+    return Home.from_env()
+
+
+def child_charge(root: str, budgets: str, i: int, rho: float, barrier: Any, out: Any) -> None:
+    """Worker: charge ``rho`` for release ``p<i>``; report ok or refused."""
+    from privacy.dp import ledger
+    from shuyu_core.errors import BudgetExceeded
+
+    home = _child_env(root, budgets, f"proc-{i}")
+    req = ledger.ChargeRequest(
+        release_id=f"p{i}",
+        product_id="p",
+        version="1.0.0",
+        rho=rho,
+        delta=1e-7,
+        units={"SBCBJF": "公民身份号码"},
+        snapshots={"SBCBJF": "S1"},
+    )
+    barrier.wait()
+    try:
+        ledger.charge(home, req)
+        out.put((i, "ok"))
+    except BudgetExceeded:
+        out.put((i, "refused"))
+
+
+def child_build(root: str, budgets: str, version: str, barrier: Any, out: Any) -> None:
+    """Worker: build the statistical report under spec ``version``; report the outcome."""
+    from products import engine
+    from shuyu_core.errors import BudgetExceeded
+
+    home = _child_env(root, budgets, f"proc-{version}")
+    spec = with_changes(specs.get("si_enrolment_report"), version=version)
+    barrier.wait()
+    try:
+        out.put((version, engine.build(home, spec).release_id))
+    except BudgetExceeded:
+        out.put((version, "refused"))

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from pipelines.progress import steps
-from shuyu_core import snapshots
+from shuyu_core import atomic, snapshots
 from shuyu_core.home import Home
 
 console = Console()
@@ -54,8 +54,12 @@ def demo(
     """Run the whole pipeline on generated demo data, stage by stage."""
     from pipelines.demo import run_demo
 
-    summary = run_demo(Home.from_env().ensure(), console, persons, seed, defect_rate)
-    console.print_json(json.dumps(summary, ensure_ascii=False, default=str))
+    home = Home.from_env().ensure()
+    summary = run_demo(home, console, persons, seed, defect_rate)
+    # The per-stage details are for reading later, not for scrolling past.
+    path = home.work / "demo_summary.json"
+    atomic.write_text(path, json.dumps(summary, ensure_ascii=False, indent=2, default=str))
+    console.print(f"stage details: {path}")
 
 
 def register(app: typer.Typer) -> None:

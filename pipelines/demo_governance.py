@@ -100,10 +100,12 @@ def stage(home: Home, console: Console) -> dict[str, object]:
     ledger = ConsentLedger(home)
     summary = ledger.import_frame(consents, source="demo: sample of RKJBXX (latest snapshot)")
     revoked = 0
-    for sid in consents["subject_id"].slice(n_expired, REVOKED).to_list():
-        revoked += ledger.revoke(
-            subject_id=sid, purpose=CONSENT_PURPOSE, reason="demo: withdrawn by the subject"
-        )
+    # On a rerun every grant is a duplicate and the withdrawals were already recorded.
+    if summary["added"]:
+        for sid in consents["subject_id"].slice(n_expired, REVOKED).to_list():
+            revoked += ledger.revoke(
+                subject_id=sid, purpose=CONSENT_PURPOSE, reason="demo: withdrawn by the subject"
+            )
     del ids, sample, consents  # raw IDs leave memory; the ledger holds tokens only
     console.print(
         f"consent ledger: {summary['added']} authorizations imported for "

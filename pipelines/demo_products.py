@@ -16,10 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from governance import roles
+from governance.consent import ConsentLedger, subject_tokens
 from privacy.dp import ledger
+from products import specs
 from products.engine import BuildOptions, BuildOutcome, build
 from shuyu_core import snapshots
 from shuyu_core.home import Home
+from shuyu_core.keys import PSEUDONYM, load_key
 
 DEMO_PRODUCTS = (
     "si_enrolment_report",
@@ -38,12 +41,14 @@ def demo_queries(home: Home, n: int = QUERIES, seed: int = SEED) -> Path:
     people = (
         snapshots.scan(home, "RKJBXX", columns=["公民身份号码", "姓名"])
         .unique(subset=["公民身份号码"], keep="none")
+        .drop_nulls()  # injected defects: a query needs both a name and a number
         .sort("公民身份号码")
         .collect()
     )
     firms = (
         snapshots.scan(home, "SCZTDJ", columns=["统一社会信用代码", "企业名称"])
         .unique(subset=["统一社会信用代码"], keep="none")
+        .drop_nulls()  # injected defects: a query needs both a name and a number
         .sort("统一社会信用代码")
         .collect()
     )
@@ -77,15 +82,32 @@ def demo_queries(home: Home, n: int = QUERIES, seed: int = SEED) -> Path:
             ],
         }
     )
+    # The requester cites the evidence reference of the authorization it collected; for
+    # subjects without one it cites a reference the ledger does not know (refused).
+    ver = specs.get("identity_verification").verification
+    assert ver is not None
+    held = (
+        ConsentLedger(home)
+        .list(purpose=ver.consent_purpose, include_revoked=True)
+        .sort("id")
+        .unique(subset=["subject_token"], keep="last")
+        .select(pl.col("subject_token").alias("_token"), pl.col("evidence_ref").alias("_ref"))
+    )
+    queries = pl.concat([person_rows, firm_rows]).with_row_index("n")
+    tokens = subject_tokens(load_key(home, PSEUDONYM), queries["id_number"])
     queries = (
-        pl.concat([person_rows, firm_rows])
-        .with_row_index("n")
+        queries.with_columns(tokens.alias("_token"))
+        .join(held, on="_token", how="left")
+        .sort("n")
         .select(
             pl.format("DEMO-Q{}", pl.col("n").cast(pl.String).str.zfill(5)).alias("query_id"),
             "kind",
             "name",
             "id_number",
-            pl.format("YK-AUTH-REF-{}", pl.col("n")).alias("consent_ref"),
+            pl.coalesce(
+                pl.when(pl.col("kind") == "person").then(pl.col("_ref")),
+                pl.format("YK-AUTH-REF-{}", pl.col("n")),
+            ).alias("consent_ref"),
         )
     )
     path = home.root / "sources" / "verification_queries.csv"

@@ -184,6 +184,18 @@ class MeasureSpec(Strict):
     bounds: tuple[float, float] | None = None
     unit: str = ""
 
+    @field_validator("aggregate", mode="before")
+    @classmethod
+    def _known_aggregate(cls, v: object) -> object:
+        if v == "mean":
+            raise ValueError(
+                "a mean is released as a derived ratio of a sum and a count: declare both "
+                "measures and a derived {op: ratio} (no extra budget)"
+            )
+        if v == "quantile":
+            raise ValueError("quantile measures are not supported yet (count and sum are)")
+        return v
+
     @model_validator(mode="after")
     def _sum_has_bounds(self) -> MeasureSpec:
         if self.aggregate == "sum":

@@ -157,6 +157,12 @@ def releases_show(
             f"budget: ρ={b.rho:g} ⇒ (ε={b.epsilon:.3g}, δ={b.delta:g}); ledger "
             + ", ".join(e.entry_id for e in b.entries)
         )
+        for mech in manifest.mechanisms:
+            noise = ", ".join(
+                f"{n.column} {n.distribution} σ={n.scale:.4g} ±{n.ci_half_width:.4g}"
+                for n in mech.measures
+            )
+            console.print(f"  {mech.output}: ρ={mech.rho:.4g}; {noise}", highlight=False)
     o = Table(title="outputs")
     for c in ("name", "path", "format", "rows", "values"):
         o.add_column(c)

@@ -46,7 +46,7 @@ from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
 from shuyu_core import atomic, snapshots
-from shuyu_core.errors import ShuyuError, ValidationError
+from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
 from shuyu_core.home import Home
 
 
@@ -103,6 +103,8 @@ class Finished:
     k_anonymity: rel.KAnonymity | None = None
     verification: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # aggregate outputs computed from released tables only -> the tables they use
+    derived_from: dict[str, list[str]] = field(default_factory=dict)
 
 
 class Builder(Protocol):
@@ -289,6 +291,8 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                 _check_same_charge(charge, spec.budget.zcdp_rho, set(spec.declared_fields))
         draw = load_pending(home, release_id, digest)
         resumed = draw is not None
+        if draw is None and charge is not None and charge.reused:
+            _refuse_second_draw(charge)
         if draw is None:
             try:
                 draw = builder.draw(ctx)
@@ -326,6 +330,26 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     return BuildOutcome(manifest=manifest, reused=False)
 
 
+def _refuse_second_draw(charge: ledger.ChargeResult) -> None:
+    """A charge whose draw was kept once may not pay for another draw.
+
+    The ledger marks a release ``drawn`` only after its draw is durable in
+    ``work/products/pending/<id>/``; that draw is deleted only once the release is stored. So
+    a drawn (or stored) charge with neither a kept draw nor a release means someone removed
+    them: drawing again would show a second, independent noisy answer under one charge.
+    """
+    drawn = [e for e in charge.entries if e.draws > 0 or e.state != "charged"]
+    if drawn:
+        first = drawn[0]
+        raise BudgetExceeded(
+            f"release {first.release_id} already drew its noise (ledger {first.entry_id}: "
+            f"state {first.state}, {first.draws} draw) but neither its kept draw nor its "
+            "release exists; drawing again would spend its ρ twice",
+            hint="restore releases/<id>/ or work/products/pending/<id>/ from backup, or bump "
+            "the spec's version to build (and charge) a new release",
+        )
+
+
 def _check_same_charge(charge: ledger.ChargeResult, rho: float, resources: set[str]) -> None:
     """A resumed build must be the one that was charged (same ρ, same inputs)."""
     charged = {e.resource for e in charge.entries}
@@ -348,6 +372,13 @@ def _stored(home: Home, release_id: str, digest: str) -> BuildOutcome | None:
             "built from a different spec",
             hint="bump the spec's version: a changed spec is a new release",
         )
+    # A run that crashed after the atomic rename and before its bookkeeping left the ledger
+    # at "drawn" and the kept draw behind: finish both (idempotent).
+    if manifest.budget is not None and any(
+        e.state != "stored" for e in ledger.entries_for_release(home, release_id)
+    ):
+        ledger.mark(home, release_id, "stored")
+    shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
     record(home, "product.build", release_id, "ok", {"reused": True})
     return BuildOutcome(manifest=manifest, reused=True)
 
@@ -379,6 +410,7 @@ def _store(
                 ],
             )
         pu = spec.privacy_unit
+        mechanisms = [] if budget is None else _mechanisms(draw, budget)
         manifest = rel.ReleaseManifest(
             release_id=ctx.release_id,
             product_id=spec.id,
@@ -402,6 +434,8 @@ def _store(
             ),
             contribution_bounds=fin.contribution_bounds,
             budget=budget,
+            mechanisms=mechanisms,
+            derived_from=fin.derived_from,
             outputs=fin.outputs,
             accuracy=fin.accuracy,
             accuracy_target=spec.suppression.max_relative_error if spec.budget else None,
@@ -420,6 +454,34 @@ def _store(
             _accuracy_frame(manifest).write_csv(stage / "accuracy.csv", include_bom=True)
         atomic.write_text(stage / rel.MANIFEST, rel.manifest_json(manifest))
     return manifest
+
+
+def _mechanisms(draw: Draw, budget: rel.BudgetCharge) -> list[rel.Mechanism]:
+    """Per noisy table: the noise of each measure and the ledger entries that paid for it."""
+    entries = [e.entry_id for e in budget.entries]
+    out: list[rel.Mechanism] = []
+    for table, noise in sorted(draw.meta.get("noise", {}).items()):
+        measures = [
+            rel.MeasureNoise(
+                column=n["column"],
+                aggregate=n["aggregate"],
+                distribution=n["distribution"],
+                scale=float(n["scale"]),
+                ci_half_width=float(n["accuracy"]),
+                alpha=float(n["alpha"]),
+                rho=float(n["rho"]),
+            )
+            for n in noise
+        ]
+        out.append(
+            rel.Mechanism(
+                output=table,
+                rho=sum(m.rho for m in measures),
+                measures=measures,
+                ledger_entries=entries,
+            )
+        )
+    return out
 
 
 def _accuracy_frame(m: rel.ReleaseManifest) -> pl.DataFrame:

@@ -96,6 +96,28 @@ class BudgetCharge(_Model):
     composition: str = "zCDP: rho adds up across releases; ε = ρ + 2·sqrt(ρ·ln(1/δ))"
 
 
+class MeasureNoise(_Model):
+    """The noise one mechanism added to one measure column (public: fixed by the spec)."""
+
+    column: str
+    aggregate: str
+    distribution: str
+    scale: float = Field(description="σ of the (discrete) Gaussian; the same for every cell")
+    ci_half_width: float = Field(description="half-width of the 1−alpha interval of the noise")
+    alpha: float
+    rho: float = Field(description="this measure's share of the release's ρ")
+
+
+class Mechanism(_Model):
+    """One OpenDP measurement: it released the output ``output`` (every cell of every listed
+    measure) and was paid for by the release's ledger entries ``ledger_entries``."""
+
+    output: str
+    rho: float = Field(description="the table's share of the release's ρ (shares add up)")
+    measures: list[MeasureNoise]
+    ledger_entries: list[str]
+
+
 class OutputColumn(_Model):
     name: str
     type: str
@@ -175,6 +197,15 @@ class ReleaseManifest(_Model):
     contribution_bounds: list[ContributionBound] = Field(default_factory=list)
     budget: BudgetCharge | None = Field(
         default=None, description="None for products that draw no noise (verification, k-anon)"
+    )
+    mechanisms: list[Mechanism] = Field(
+        default_factory=list,
+        description="one per noisy output table: its noise per measure and its ledger entries",
+    )
+    derived_from: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="aggregate outputs computed only from released tables (post-processing, "
+        "no own ledger entry) -> the mechanism outputs they use",
     )
     outputs: list[OutputFile]
     accuracy: list[AccuracyCell] = Field(default_factory=list)

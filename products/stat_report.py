@@ -211,11 +211,13 @@ class StatReportBuilder:
         if "html" in spec.outputs.formats:
             html = report.render_stat_report(ctx, results, accuracy, draw.meta)
             files.append(outputs.html_output(stage, "report", html, "dp_aggregate"))
+        derived = {"report": [r.name for r in results]} if "html" in spec.outputs.formats else {}
         return Finished(
             outputs=files,
             accuracy=accuracy,
             suppressed=suppressed,
             contribution_bounds=bounds,
+            derived_from=derived,
             notes=[
                 "Persons in SBCBJF without a registry row in RKJBXX are not counted.",
                 "Counts are integers with discrete Gaussian noise; sums are in whole yuan.",

@@ -114,13 +114,20 @@ def finish_table(
         suppressed = cell_suppressed | own
         is_count = name in {m.name for m in counts}
         digits = 0 if is_count else 2
+        # A mechanism's half-width is public (it depends on the spec only); a simulated one
+        # depends on the noisy values, so it is withheld with a suppressed value.
+        shown_hw = np.isfinite(hw[name]) & (
+            np.ones(n, dtype=bool) if methods[name] == "analytic" else ~suppressed
+        )
         shown: list[float | int | None] = []
         for i in range(n):
             reason: str | None = None
             if suppressed[i]:
                 shown.append(None)
+                # Reasons carry no value of the cell: a relative error with the public
+                # half-width would give the withheld estimate back.
                 reason = cell_reason[i] or (
-                    f"{name}: relative error {rel[i]:.2f} above target {sup.max_relative_error:g}"
+                    f"{name}: relative error above target {sup.max_relative_error:g}"
                     if np.isfinite(val[i])
                     else f"{name}: undefined (denominator below 1)"
                 )
@@ -137,7 +144,7 @@ def finish_table(
                     key=key_dicts[i],
                     measure=name,
                     estimate=None if suppressed[i] else float(val[i]),
-                    ci_half_width=float(hw[name][i]) if np.isfinite(hw[name][i]) else None,
+                    ci_half_width=float(hw[name][i]) if shown_hw[i] else None,
                     alpha=alpha,
                     relative_error=None
                     if suppressed[i] or not np.isfinite(rel[i])
@@ -151,7 +158,9 @@ def finish_table(
             )
         title, unit = titles[name]
         columns[name] = pl.Series(name, shown, dtype=pl.Int64 if is_count else pl.Float64)
-        columns[f"{name}_ci95"] = [round(float(h), 2) if np.isfinite(h) else None for h in hw[name]]
+        columns[f"{name}_ci95"] = [
+            round(float(h), 2) if ok else None for h, ok in zip(hw[name], shown_hw, strict=True)
+        ]
         result.descriptions[name] = f"{title}{f' ({unit})' if unit else ''}, DP estimate"
         result.descriptions[f"{name}_ci95"] = (
             f"half-width of the {round((1 - alpha) * 100)}% confidence interval of {name}"

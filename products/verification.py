@@ -11,7 +11,10 @@ of that identifier — no other attribute leaves the domain (数据不落地，�
   not needed at query time. HMAC runs once per distinct value (batched).
 - **Consent.** Each query's subject (the identifier) must hold a valid authorization for the
   spec's ``consent_purpose`` in the consent ledger (``governance.consent``): not missing,
-  not for another purpose, not expired, not revoked. Otherwise the query is refused.
+  not for another purpose, not expired, not revoked. The query's ``consent_ref`` must be the
+  evidence reference (``evidence_ref``) of one such valid authorization of that subject, so
+  a requester cannot lean on a consent collected by someone else or for another request.
+  Otherwise the query is refused.
 - **Quota.** A requester may ask ``quota_per_day`` queries per UTC day (refused ones count,
   so the quota also stops probing the consent ledger); queries beyond it are refused.
 - **Audit.** Every batch writes an audit entry listing every query id with its outcome, and
@@ -32,7 +35,7 @@ from sqlalchemy import Column, Date, Integer, String, Table, select, text
 from catalogs.product_models import ProductSpec, VerificationCheck
 from governance.actors import current_actor
 from governance.audit import record
-from governance.consent import ConsentLedger, subject_tokens
+from governance.consent import ConsentLedger, consent_ledger, subject_tokens
 from products import outputs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import InputRef
@@ -177,6 +180,30 @@ def take_quota(home: Home, requester: str, wanted: int, per_day: int, day: dt.da
     return granted
 
 
+def _valid_refs(home: Home, decided: pl.DataFrame, purpose: str) -> pl.DataFrame:
+    """``_token, _ref, _ref_ok``: evidence references of the currently valid authorizations
+    (for ``purpose``) of the subjects whose consent ``check_many`` found valid."""
+    tokens = decided.filter(pl.col("ok").fill_null(False))["token"].unique().to_list()
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # the consent ledger stores naive UTC
+    c = consent_ledger.c
+    rows: list[tuple[str, str]] = []
+    with state_engine(home).connect() as conn:
+        for i in range(0, len(tokens), 900):  # SQLite's bound-parameter limit
+            stmt = select(c.subject_token, c.evidence_ref).where(
+                c.subject_token.in_(tokens[i : i + 900]),
+                c.purpose == purpose,
+                c.revoked.is_(False),
+                c.granted_at <= now,
+                c.expires_at > now,
+            )
+            rows.extend((str(t), str(r)) for t, r in conn.execute(stmt).all())
+    return (
+        pl.DataFrame(rows, schema={"_token": pl.String, "_ref": pl.String}, orient="row")
+        .unique()
+        .with_columns(pl.lit(True).alias("_ref_ok"))
+    )
+
+
 def _requester(spec: ProductSpec, options: BuildOptions) -> str:
     """Who the quota is counted against: the developer acting, else the one named."""
     actor = current_actor()
@@ -229,13 +256,26 @@ class VerificationBuilder:
                 }
             )
         )
-        consent = needs.select(
-            "_row",
-            decided["ok"].fill_null(False).alias("_consent_ok"),
-            decided["reason"].alias("_consent_reason"),
+        valid_refs = _valid_refs(ctx.home, decided, ver.consent_purpose)
+        consent = (
+            needs.select(
+                "_row",
+                pl.col("consent_ref").str.strip_chars().alias("_ref"),
+                decided["token"].alias("_token"),
+                decided["ok"].fill_null(False).alias("_consent_ok"),
+                decided["reason"].alias("_consent_reason"),
+            )
+            .join(valid_refs, on=["_token", "_ref"], how="left")
+            .select(
+                "_row",
+                "_consent_ok",
+                "_consent_reason",
+                pl.col("_ref_ok").fill_null(False),
+            )
         )
         queries = queries.join(consent, on="_row", how="left").with_columns(
             pl.col("_consent_ok").fill_null(True),  # exempt kinds
+            pl.col("_ref_ok").fill_null(True),
             (pl.col("_row") < granted).alias("_in_quota"),
             pl.col("consent_ref")
             .str.strip_chars()
@@ -264,7 +304,11 @@ class VerificationBuilder:
             "kind",
             pl.when(~pl.col("_in_quota"))
             .then(pl.lit("refused"))
-            .when((~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt)) | ~pl.col("_consent_ok"))
+            .when(
+                (~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt))
+                | ~pl.col("_consent_ok")
+                | ~pl.col("_ref_ok")
+            )
             .then(pl.lit("refused"))
             .when(pl.col("_match").fill_null(False))
             .then(pl.lit("match"))
@@ -278,6 +322,8 @@ class VerificationBuilder:
             .then(pl.lit("consent_ref_missing"))
             .when(~pl.col("_consent_ok"))
             .then(pl.lit("consent_") + pl.col("_consent_reason"))
+            .when(~pl.col("_ref_ok"))
+            .then(pl.lit("consent_ref_mismatch"))
             .otherwise(pl.lit(None, dtype=pl.String))
             .alias("reason"),
         )

@@ -203,11 +203,16 @@ class VitalityIndexBuilder:
                 max_rows_per_unit=1,
             ),
         ]
+        tables = [t.name for t in spec.tables]
+        derived = {"vitality_index": tables}
+        if "html" in spec.outputs.formats:
+            derived["report"] = tables
         return Finished(
             outputs=files,
             accuracy=accuracy,
             suppressed=all_suppressed,
             contribution_bounds=bounds,
+            derived_from=derived,
             notes=notes,
         )
 
@@ -312,12 +317,11 @@ def compute_index(
     for i, d in enumerate(districts):
         for j, q in enumerate(quarters):
             reason = None
+            # Reasons carry no noisy value: a withheld score must not leak through them.
             if stock[i, j] < spec.index.min_base:
-                reason = f"noisy active stock {stock[i, j]:.0f} below {spec.index.min_base:g}"
+                reason = f"noisy active stock below {spec.index.min_base:g}"
             elif half[i, j] > spec.index.max_band_half_width:
-                reason = (
-                    f"band half-width {half[i, j]:.1f} above {spec.index.max_band_half_width:g}"
-                )
+                reason = f"band half-width above {spec.index.max_band_half_width:g}"
             key = {"district": d, "quarter": q}
             hidden = reason is not None
             rows.append(
@@ -328,7 +332,7 @@ def compute_index(
                     "score": None if hidden else round(float(score[i, j]), 1),
                     "score_lower": None if hidden else round(float(lower[i, j]), 1),
                     "score_upper": None if hidden else round(float(upper[i, j]), 1),
-                    "score_ci95": round(float(half[i, j]), 1),
+                    "score_ci95": None if hidden else round(float(half[i, j]), 1),
                     **{c: None if hidden else round(float(comps[c][i, j]), 4) for c in COMPONENTS},
                     "suppressed": hidden,
                     "suppression_reason": reason,
@@ -340,7 +344,7 @@ def compute_index(
                     key=key,
                     measure="score",
                     estimate=None if hidden else float(score[i, j]),
-                    ci_half_width=float(half[i, j]),
+                    ci_half_width=None if hidden else float(half[i, j]),
                     alpha=spec.alpha,
                     relative_error=None
                     if hidden or score[i, j] <= 0
@@ -357,6 +361,9 @@ def compute_index(
                 )
     frame = pl.DataFrame(rows, infer_schema_length=None).with_columns(
         pl.col("suppression_reason").cast(pl.String),
-        *(pl.col(c).cast(pl.Float64) for c in ("score", "score_lower", "score_upper", *COMPONENTS)),
+        *(
+            pl.col(c).cast(pl.Float64)
+            for c in ("score", "score_lower", "score_upper", "score_ci95", *COMPONENTS)
+        ),
     )
     return frame, cells, suppressed

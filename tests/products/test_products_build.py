@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 import pytest
-from products_testkit import frames, ingest_frames, with_changes
+from products_testkit import child_build, frames, ingest_frames, process_context, with_changes
 from sqlalchemy import select
 
 from governance.audit import audit_log
@@ -17,11 +18,19 @@ from privacy.dp import ledger
 from products import engine, specs
 from products import release as rel
 from products.stat_report import StatReportBuilder
+from shuyu_core.db import reset_engines
 from shuyu_core.errors import BudgetExceeded, PermissionDenied, ValidationError
 from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home, state_engine
 
 SI = "si_enrolment_report"
+# The crash tests restore only what they patched: monkeypatch.undo() would also revert the
+# home fixture's environment (SHUYU_HOME, SHUYU_DATABASE_URL, the actor).
+_ORIGINALS = {
+    (engine, "save_pending"): engine.save_pending,
+    (ledger, "mark"): ledger.mark,
+    (StatReportBuilder, "finish"): StatReportBuilder.finish,
+}
 
 
 def _truth_districts(home: Home) -> dict[str, int]:
@@ -165,7 +174,7 @@ def test_crash_after_drawing_reuses_the_kept_draw(
     assert entry.state == "drawn" and entry.draws == 1
     assert not rel.exists(data_home, entry.release_id)
 
-    monkeypatch.undo()
+    monkeypatch.setattr(StatReportBuilder, "finish", _ORIGINALS[(StatReportBuilder, "finish")])
     out = engine.build(data_home, SI)
     assert out.release_id == entry.release_id
     released = pl.read_parquet(
@@ -191,7 +200,7 @@ def test_crash_before_the_draw_is_kept_draws_once_under_the_same_charge(
         engine.build(data_home, SI)
     entries = ledger.all_entries(data_home)
     assert [e.state for e in entries] == ["charged", "charged"]
-    monkeypatch.undo()
+    monkeypatch.setattr(engine, "save_pending", _ORIGINALS[(engine, "save_pending")])
     out = engine.build(data_home, SI)
     after = ledger.entries_for_release(data_home, out.release_id)
     assert len(ledger.all_entries(data_home)) == 2  # no second charge
@@ -284,3 +293,143 @@ def test_eight_concurrent_builds_of_one_release_charge_once(data_home: Home) -> 
         ).all()
     reused = [json.loads(b[0]).get("reused", False) for b in builds]
     assert reused.count(False) == 1 and reused.count(True) == 7
+
+
+@pytest.mark.slow
+def test_eight_concurrent_builds_in_processes_never_overspend(
+    data_home: Home, budgets_file: Callable[..., Path]
+) -> None:
+    path = budgets_file({"SBCBJF": 1.6, "RKJBXX": 10.0})
+    ledger.show(data_home)  # tables exist before the children start
+    reset_engines()
+    ctx = process_context()
+    barrier, out = ctx.Barrier(8), ctx.Queue()
+    versions = [f"3.0.{i}" for i in range(8)]
+    procs = [
+        ctx.Process(target=child_build, args=(str(data_home.root), str(path), v, barrier, out))
+        for v in versions
+    ]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=300) for _ in versions)
+    for p in procs:
+        p.join(timeout=30)
+    assert [p.exitcode for p in procs] == [0] * 8
+    ok = {v for v, r in results.items() if r != "refused"}
+    assert len(ok) == 3  # 3 × 0.5 fits in 1.6, a fourth does not
+    spent = ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"]
+    assert spent == pytest.approx(1.5) and spent <= 1.6
+    assert {m.version for m in rel.list_releases(data_home, SI)} == ok
+    assert {e.release_id for e in ledger.all_entries(data_home)} == {
+        r for r in results.values() if r != "refused"
+    }
+    assert all(e.draws == 1 and e.state == "stored" for e in ledger.all_entries(data_home))
+
+
+def test_deleted_release_is_not_redrawn_under_the_old_charge(data_home: Home) -> None:
+    first = engine.build(data_home, SI)
+    root = rel.release_dir(data_home, first.release_id)
+    # Someone removes the stored release (and with it the only copy of the drawn noise).
+    shutil.rmtree(root)
+    with pytest.raises(BudgetExceeded, match="already drew its noise"):
+        engine.build(data_home, SI)
+    assert not rel.exists(data_home, first.release_id)
+    entries = ledger.all_entries(data_home)
+    assert len(entries) == 2 and all(e.draws == 1 for e in entries)
+    # A new version is a new release with its own charge.
+    again = engine.build(data_home, with_changes(specs.get(SI), version="1.0.1"))
+    assert again.release_id != first.release_id
+    assert len(ledger.all_entries(data_home)) == 4
+
+
+def test_lost_pending_draw_is_not_redrawn(data_home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(*_args: object, **_kw: object) -> None:
+        raise RuntimeError("simulated crash after the draw was kept")
+
+    monkeypatch.setattr(StatReportBuilder, "finish", crash)
+    with pytest.raises(RuntimeError):
+        engine.build(data_home, SI)
+    monkeypatch.setattr(StatReportBuilder, "finish", _ORIGINALS[(StatReportBuilder, "finish")])
+    [entry, _] = ledger.all_entries(data_home)
+    shutil.rmtree(engine.pending_dir(data_home, entry.release_id))
+    with pytest.raises(BudgetExceeded, match="drawing again would spend"):
+        engine.build(data_home, SI)
+    assert all(e.draws == 1 for e in ledger.all_entries(data_home))
+
+
+def test_every_aggregate_output_is_tied_to_ledger_entries(data_home: Home) -> None:
+    m = engine.build(data_home, SI).manifest
+    assert m.budget is not None
+    paid = {e.entry_id for e in ledger.entries_for_release(data_home, m.release_id)}
+    assert paid == {e.entry_id for e in m.budget.entries}
+    mech = {x.output: x for x in m.mechanisms}
+    assert set(mech) == {t.name for t in specs.get(SI).tables}
+    assert sum(x.rho for x in m.mechanisms) == pytest.approx(m.budget.rho)
+    for x in m.mechanisms:
+        assert set(x.ledger_entries) == paid
+    for out in m.outputs:
+        assert out.values == "dp_aggregate"
+        sources = [out.name] if out.name in mech else m.derived_from[out.name]
+        assert sources and all(s in mech for s in sources)
+    # Every released cell of a measure carries the scale its mechanism declares.
+    for cell in m.accuracy:
+        noise = {n.column: n for n in mech[cell.output].measures}
+        if cell.measure in noise:
+            assert cell.scale == noise[cell.measure].scale
+            assert cell.ci_half_width == pytest.approx(noise[cell.measure].ci_half_width)
+        else:
+            assert cell.method == "simulation"
+
+
+def test_withheld_values_do_not_leak_through_reasons_or_intervals(data_home: Home) -> None:
+    spec = with_changes(
+        specs.get(SI),
+        version="1.2.0",
+        suppression={"min_count": 40, "max_relative_error": 0.06},
+    )
+    m = engine.build(data_home, spec).manifest
+    root = rel.release_dir(data_home, m.release_id)
+    reasons = {s.reason for s in m.suppressed}
+    # Both kinds of suppression happen, and no reason carries a number of the cell.
+    allowed = {
+        "noisy count below 40",
+        "relative error above target 0.06",
+        "base_sum: relative error above target 0.06",
+        "avg_base: relative error above target 0.06",
+        "avg_base: undefined (denominator below 1)",
+    }
+    assert reasons <= allowed
+    assert {"noisy count below 40", "relative error above target 0.06"} <= reasons
+    for c in m.accuracy:
+        if c.suppressed:
+            assert c.estimate is None and c.relative_error is None
+            # a simulated interval depends on the withheld value; a mechanism's does not
+            assert (c.ci_half_width is None) == (c.method == "simulation")
+    by_district = pl.read_parquet(root / "data/contribution_base_by_district.parquet")
+    hidden = by_district.filter(pl.col("avg_base").is_null())
+    assert hidden.height > 0 and hidden["avg_base_ci95"].is_null().all()
+    shown = by_district.filter(pl.col("avg_base").is_not_null())
+    assert shown["avg_base_ci95"].is_not_null().all()
+
+
+def test_crash_after_the_release_is_stored_finishes_the_bookkeeping(
+    data_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_mark = ledger.mark
+
+    def crash_on_stored(home: Home, release_id: str, state: str, drew: bool = False) -> None:
+        if state == "stored":
+            raise RuntimeError("simulated crash after the atomic rename")
+        real_mark(home, release_id, state, drew=drew)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger, "mark", crash_on_stored)
+    with pytest.raises(RuntimeError):
+        engine.build(data_home, SI)
+    monkeypatch.setattr(ledger, "mark", _ORIGINALS[(ledger, "mark")])
+    [entry, _] = ledger.all_entries(data_home)
+    assert entry.state == "drawn" and rel.exists(data_home, entry.release_id)
+    assert engine.pending_dir(data_home, entry.release_id).exists()
+    out = engine.build(data_home, SI)
+    assert out.reused and out.release_id == entry.release_id
+    assert all(e.state == "stored" and e.draws == 1 for e in ledger.all_entries(data_home))
+    assert not engine.pending_dir(data_home, entry.release_id).exists()

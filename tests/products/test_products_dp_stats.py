@@ -58,6 +58,7 @@ def _max_misses(n: int, alpha: float) -> int:
     return int(stats.binom.ppf(1 - FALSE_FAILURE, n, alpha))
 
 
+@pytest.mark.slow
 def test_report_noise_matches_declared_scale_and_cis_cover(data_home: Home) -> None:
     spec = specs.get("si_enrolment_report")
     assert spec.budget is not None

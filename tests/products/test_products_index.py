@@ -34,6 +34,13 @@ def test_index_release(home: Home) -> None:
     )
     hidden = idx.filter(pl.col("suppressed"))
     assert hidden["score"].is_null().all() and hidden["suppression_reason"].is_not_null().all()
+    # A withheld score's band (simulated around it) and its reason reveal nothing of it.
+    assert hidden["score_ci95"].is_null().all()
+    assert set(hidden["suppression_reason"]) <= {
+        "noisy active stock below 20",
+        "band half-width above 25",
+    }
+    assert set(m.derived_from["vitality_index"]) == {x.output for x in m.mechanisms}
     # The components follow from the released noisy tables (post-processing only).
     new = pl.read_parquet(root / "data/new_registrations.parquet")
     assert new.height == 6 * 8 and {"new", "new_ci95", "capital_per_new"} <= set(new.columns)

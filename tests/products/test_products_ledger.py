@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from products_testkit import child_charge, process_context
 from sqlalchemy import select
 
 from catalogs.product_models import epsilon_from_rho, rho_from_epsilon
@@ -135,36 +133,26 @@ def test_eight_threads_never_overspend(home: Home, budgets_file: Callable[..., P
     assert spent == pytest.approx(0.9) and spent <= 1.0
 
 
-def _proc_charge(root: str, budgets: str, i: int, barrier: Any, out: Any) -> None:
-    os.environ["SHUYU_HOME"] = root
-    os.environ["SHUYU_BUDGETS"] = budgets
-    os.environ["SHUYU_ACTOR"] = f"proc-{i}"
-    home = Home.from_env()
-    barrier.wait()
-    try:
-        ledger.charge(home, _req(f"p{i}", 0.25))
-        out.put("ok")
-    except BudgetExceeded:
-        out.put("refused")
-
-
 def test_eight_processes_never_overspend(home: Home, budgets_file: Callable[..., Path]) -> None:
     path = budgets_file({"SBCBJF": 1.1})
     ledger.show(home)  # tables exist before the children start
     reset_engines()
-    ctx = mp.get_context("spawn")
+    ctx = process_context()
     barrier, out = ctx.Barrier(8), ctx.Queue()
     procs = [
-        ctx.Process(target=_proc_charge, args=(str(home.root), str(path), i, barrier, out))
+        ctx.Process(target=child_charge, args=(str(home.root), str(path), i, 0.25, barrier, out))
         for i in range(8)
     ]
     for p in procs:
         p.start()
+    results = dict(out.get(timeout=120) for _ in range(8))
     for p in procs:
-        p.join(timeout=120)
+        p.join(timeout=30)
     assert [p.exitcode for p in procs] == [0] * 8
-    results = [out.get(timeout=5) for _ in range(8)]
-    assert results.count("ok") == 4 and results.count("refused") == 4
+    assert sorted(results.values()) == ["ok"] * 4 + ["refused"] * 4
     entries = ledger.all_entries(home, "SBCBJF")
-    assert len(entries) == 4
+    assert sorted(e.release_id for e in entries) == sorted(
+        f"p{i}" for i, r in results.items() if r == "ok"
+    )
     assert sum(e.rho for e in entries) == pytest.approx(1.0)
+    assert len({e.actor for e in entries}) == 4  # written by four different processes

@@ -73,6 +73,10 @@ def test_table_and_measure_rules() -> None:
     with pytest.raises(ValidationError, match="a sum needs field and bounds"):
         specs.parse(data, "t")
     data = _si()
+    data["tables"][1]["measures"][1]["aggregate"] = "mean"
+    with pytest.raises(ValidationError, match="derived ratio of a sum and a count"):
+        specs.parse(data, "t")
+    data = _si()
     data["dimensions"][1]["bands"][1]["lower"] = 25
     with pytest.raises(ValidationError, match="overlap"):
         specs.parse(data, "t")

@@ -32,6 +32,7 @@ def _grant(home: Home, ids: list[str], purpose: str = PURPOSE, expires: str = "2
                 "purpose": [purpose] * len(ids),
                 "granted_at": ["2025-01-01"] * len(ids),
                 "expires_at": [expires] * len(ids),
+                # the i-th subject of a batch is granted under reference EV-<i>
                 "evidence_ref": [f"EV-{i}" for i in range(len(ids))],
             }
         ),
@@ -76,7 +77,7 @@ def _labelled_sample(seed: int = 3) -> tuple[pl.DataFrame, list[str]]:
     q = pl.DataFrame(rows).with_columns(
         pl.Series("query_id", [f"Q{i:03d}" for i in range(len(rows))]),
         pl.Series("kind", kinds),
-        pl.lit("CONSENT-REF").alias("consent_ref"),
+        pl.Series("consent_ref", [f"EV-{i}" for i in range(len(rows))]),
     )
     return q.select("query_id", "kind", "name", "id_number", "consent_ref"), truth
 
@@ -127,6 +128,9 @@ def test_queries_without_valid_consent_are_refused_and_logged(data_home: Home) -
     q = q.with_columns(
         pl.when(pl.col("query_id") == "Q005")
         .then(pl.lit(""))
+        # a valid consent exists for Q007's subject, but the query cites another subject's
+        .when(pl.col("query_id") == "Q007")
+        .then(pl.lit("EV-8"))
         .otherwise("consent_ref")
         .alias("consent_ref")
     )
@@ -141,6 +145,7 @@ def test_queries_without_valid_consent_are_refused_and_logged(data_home: Home) -
         + ["consent_ok"] * 12  # enterprise registration data needs no subject consent
     )
     expect_reason[5] = "consent_ref_missing"
+    expect_reason[7] = "consent_ref_mismatch"
     for row, reason, answer in zip(res.iter_rows(named=True), expect_reason, truth, strict=True):
         if reason == "consent_ok":
             assert row["result"] == answer and row["reason"] is None

@@ -50,6 +50,7 @@ def _global(
 def _register() -> None:
     """Attach every area's commands; each area owns its ``cli_<area>.py``."""
     from pipelines import (
+        cli_assessment,
         cli_catalog,
         cli_data,
         cli_governance,
@@ -68,6 +69,7 @@ def _register() -> None:
     cli_pii.register(app)
     cli_quality.register(app)
     cli_products.register(app)
+    cli_assessment.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 

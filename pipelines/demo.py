@@ -84,7 +84,13 @@ def stages(persons: int, seed: int, rate: float) -> list[tuple[str, Stage]]:
     def generate_stage(home: Home, console: Console) -> dict[str, Any]:
         return _generate(home, console, persons, seed, rate)
 
-    from pipelines import demo_governance, demo_pii, demo_products, demo_quality
+    from pipelines import (
+        demo_assessment,
+        demo_governance,
+        demo_pii,
+        demo_products,
+        demo_quality,
+    )
 
     return [
         ("synthetic data 合成数据", generate_stage),
@@ -93,6 +99,7 @@ def stages(persons: int, seed: int, rate: float) -> list[tuple[str, Stage]]:
         ("personal information 个人信息识别与脱敏", demo_pii.stage),
         ("quality feedback 数据质量反馈", demo_quality.stage),
         ("data products 数据产品", demo_products.stage),
+        ("assessment 发布前评估与发布", demo_assessment.stage),
     ]
 
 

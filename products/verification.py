@@ -64,7 +64,7 @@ def normalize_name(value: str) -> str:
     return "".join(unicodedata.normalize("NFKC", value).split())
 
 
-def _normalize_series(s: pl.Series, kind: str) -> pl.Series:
+def normalize_series(s: pl.Series, kind: str) -> pl.Series:
     s = s.cast(pl.String)
     if kind == "name":
         # NFKC per distinct value (Python), mapped back vectorized.
@@ -101,8 +101,8 @@ def keyed_index(ctx: BuildContext, check: VerificationCheck, key: bytes) -> pl.D
     if path.exists():
         return pl.read_parquet(path)
     raw = ctx.scan(check.resource).select(check.key_field, check.name_field).collect()
-    keys = _normalize_series(raw[check.key_field], "id")
-    names = _normalize_series(raw[check.name_field], "name")
+    keys = normalize_series(raw[check.key_field], "id")
+    names = normalize_series(raw[check.name_field], "name")
     index = (
         pl.DataFrame({"key_token": tokens(key, keys), "name_token": tokens(key, names)})
         .drop_nulls("key_token")
@@ -289,8 +289,8 @@ class VerificationBuilder:
             index = keyed_index(ctx, check, key)
             sub = queries.filter(pl.col("kind") == check.kind)
             sub = sub.with_columns(
-                tokens(key, _normalize_series(sub["id_number"], "id")).alias("key_token"),
-                tokens(key, _normalize_series(sub["name"], "name")).alias("name_token"),
+                tokens(key, normalize_series(sub["id_number"], "id")).alias("key_token"),
+                tokens(key, normalize_series(sub["name"], "name")).alias("name_token"),
             )
             found = index.select("key_token").unique().with_columns(pl.lit(True).alias("_found"))
             matched = index.with_columns(pl.lit(True).alias("_match"))

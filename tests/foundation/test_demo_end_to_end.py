@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -26,6 +28,13 @@ def test_demo_runs_every_stage_and_reuses_its_work_on_a_second_run(home: Home) -
     releases = summary["data products 数据产品"]["releases"]
     assert len(releases) == 4
     assert all((home.releases / rid / "release.json").is_file() for rid in releases.values())
+    assessed = summary["assessment 发布前评估与发布"]
+    assert assessed["verdicts"] == {product: "pass" for product in releases}
+    assert sorted(assessed["published"]) == sorted(releases.values())
+    catalog_path = Path(assessed["catalog"])
+    assert catalog_path.is_relative_to(home.published)
+    registered = json.dumps(json.loads(catalog_path.read_text(encoding="utf-8")))
+    assert all(rid in registered for rid in releases.values())
     assert audit.verify(home).ok
 
     again = run_demo(home, Console(file=io.StringIO(), width=160), 2000, 5, 0.02)

@@ -1,0 +1,335 @@
+"""The publication gate: the only code that writes to ``published/`` (the egress).
+
+``publish(home, release_id)`` (operator role) copies a release's outputs to
+``published/products/<release-id>/`` only when
+
+1. the release has an assessment, and the latest one's verdict is ``pass``;
+2. the latest reviewer decision approves *that* assessment;
+3. nothing changed since the assessment: release manifest, output files, the product's spec
+   on disk, agreements and blacklist, catalog (the assessment's fingerprint).
+
+It then registers the product (登记) in the published product catalog
+(``published/catalog.json`` / ``.html``) and refreshes the disclosure listing (信息披露:
+products and services, resource usage counts; ``published/disclosure.json`` / ``.html``).
+Every write is atomic (a staged directory renamed into place; files written by rename), and
+the registry files are rewritten under one lock from the ``publications`` table, so
+concurrent publications never lose an entry. Each publication and each refusal is audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Column, DateTime, String, Table, Text, select
+
+from assessment import adapters as ad
+from assessment import engine, review
+from governance.audit import record
+from shuyu_core import atomic
+from shuyu_core.db import METADATA
+from shuyu_core.errors import PermissionDenied, ShuyuError
+from shuyu_core.home import Home, state_engine
+
+publications = Table(
+    "publications",
+    METADATA,
+    Column("release_id", String(200), primary_key=True),
+    Column("product_id", String(200), nullable=False),
+    Column("published_at", DateTime(), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("assessment_id", String(200), nullable=False),
+    Column("registration", Text, nullable=False),
+)
+
+CATALOG = "catalog"
+DISCLOSURE = "disclosure"
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def products_root(home: Home) -> Path:
+    return home.published / "products"
+
+
+def catalog_paths(home: Home) -> dict[str, Path]:
+    return {
+        "catalog_json": home.published / f"{CATALOG}.json",
+        "catalog_html": home.published / f"{CATALOG}.html",
+        "disclosure_json": home.published / f"{DISCLOSURE}.json",
+        "disclosure_html": home.published / f"{DISCLOSURE}.html",
+    }
+
+
+@contextlib.contextmanager
+def _lock(home: Home) -> Iterator[None]:
+    path = home.work / "assessments" / "publish.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _refuse(home: Home, release_id: str, message: str, hint: str) -> ShuyuError:
+    exc = PermissionDenied(message, hint=hint)
+    record(home, "publish", release_id, "refused", {"reason": message})
+    exc.audited = True
+    return exc
+
+
+def gate(home: Home, release_id: str) -> tuple[engine.Assessment, review.Review]:
+    """The assessment and approval that allow publishing ``release_id``; else refuse."""
+    try:
+        ad.load_release(home, release_id)
+    except ShuyuError as exc:
+        record(home, "publish", release_id, "refused", {"reason": exc.message})
+        exc.audited = True
+        raise
+    a = engine.latest(home, release_id)
+    if a is None:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id} has not been assessed (发布前评估)",
+            f"run 'shuyu assess {release_id}', then have a reviewer approve it",
+        )
+    if a.verdict != "pass":
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id}: assessment {a.assessment_id} verdict is {a.verdict}",
+            "only a release whose assessment passed can be published; see "
+            f"'shuyu review show {release_id}'",
+        )
+    decision = review.latest_decision(home, release_id)
+    if decision is None or decision.decision != "approve":
+        what = "no reviewer decision" if decision is None else f"decision {decision.decision}"
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id} is not approved ({what})",
+            f"a reviewer runs 'shuyu review approve {release_id} --comment TEXT'",
+        )
+    if decision.assessment_id != a.assessment_id:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id}: the approval was given on {decision.assessment_id}, not on "
+            f"the latest assessment {a.assessment_id}",
+            "the reviewer approves the latest assessment again",
+        )
+    if a.assessed_for != a.assessed_at.date():
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id}: assessment {a.assessment_id} was made as of "
+            f"{a.assessed_for}, not on the day it ran",
+            f"re-run 'shuyu assess {release_id}' without --at",
+        )
+    today = dt.datetime.now(dt.UTC).date()
+    failures = engine.authorization_failures(home, release_id, today)
+    if failures:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id} is not authorized on {today}: {'; '.join(failures)}",
+            f"re-run 'shuyu assess {release_id}' and resolve the legality findings",
+        )
+    changed = review.unchanged_since(home, a)
+    if changed:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id}: {', '.join(changed)} changed since assessment "
+            f"{a.assessment_id}",
+            f"re-run 'shuyu assess {release_id}' and have a reviewer approve it again",
+        )
+    return a, decision
+
+
+def _registration(
+    manifest: ad.ReleaseManifest, a: engine.Assessment, decision: review.Review, at: dt.datetime
+) -> dict[str, Any]:
+    """The registration record (登记) of one published product."""
+    return {
+        "product_code": manifest.product_id,
+        "name": manifest.name,
+        "name_en": manifest.name_en,
+        "version": manifest.version,
+        "kind": manifest.kind,
+        "release": manifest.release_id,
+        "sources": [
+            {"resource": i.resource, "snapshot": i.snapshot_id, "fields": list(i.fields)}
+            for i in manifest.inputs
+            if i.resource != "VERIFICATION_QUERIES"
+        ],
+        "purpose_category": manifest.purpose_category,
+        "pricing_note": manifest.pricing_note,
+        "developer": manifest.developer,
+        "agreement": manifest.agreement_id,
+        "scenario": manifest.scenario,
+        "release_date": manifest.created_at.date().isoformat(),
+        "published_at": at.isoformat(),
+        "verdict": a.verdict,
+        "assessment": a.assessment_id,
+        "reviewer": decision.reviewer,
+        "review_comment": decision.comment,
+        "files": [
+            {"path": o.path, "format": o.format, "rows": o.rows, "sm3": o.sm3}
+            for o in manifest.outputs
+        ],
+    }
+
+
+def publish(home: Home, release_id: str) -> dict[str, Any]:
+    """Publish an approved release whose assessment passed (see the module doc)."""
+    actor = ad.require_role(home, "publish", release_id)
+    with _lock(home):
+        a, decision = gate(home, release_id)
+        manifest = ad.load_release(home, release_id)
+        final = products_root(home) / release_id
+        existing = publication(home, release_id)
+        if existing is not None and final.exists():
+            record(home, "publish", release_id, "ok", {"already_published": True})
+            return existing
+        now = dt.datetime.now(dt.UTC)
+        reg = _registration(manifest, a, decision, now)
+        src = ad.release_dir(home, release_id)
+        if final.exists():  # a directory without its publication row: an interrupted run
+            shutil.rmtree(final)
+        with atomic.staged_dir(final, staging_root=home.tmp) as stage:
+            for out in manifest.outputs:
+                target = stage / out.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / out.path, target)
+                if out.sm3 and ad.file_sm3(target) != out.sm3:
+                    raise ShuyuError(
+                        f"copy of {out.path} does not match its SM3",
+                        hint="check the disk and publish again",
+                    )
+            atomic.write_text(
+                stage / "registration.json", json.dumps(reg, ensure_ascii=False, indent=1)
+            )
+        with state_engine(home).begin() as conn:
+            conn.execute(publications.delete().where(publications.c.release_id == release_id))
+            conn.execute(
+                publications.insert().values(
+                    release_id=release_id,
+                    product_id=manifest.product_id,
+                    published_at=now.replace(tzinfo=None),
+                    actor=actor,
+                    assessment_id=a.assessment_id,
+                    registration=json.dumps(reg, ensure_ascii=False),
+                )
+            )
+        paths = refresh_listings(home)
+    record(
+        home,
+        "publish",
+        release_id,
+        "ok",
+        {
+            "product": manifest.product_id,
+            "assessment": a.assessment_id,
+            "review": decision.id,
+            "path": str(final),
+            "files": [o.path for o in manifest.outputs],
+        },
+    )
+    return reg | {"path": str(final), "listings": {k: str(v) for k, v in paths.items()}}
+
+
+def publication(home: Home, release_id: str) -> dict[str, Any] | None:
+    with state_engine(home).connect() as conn:
+        row = conn.execute(
+            select(publications.c.registration).where(publications.c.release_id == release_id)
+        ).first()
+    return json.loads(row[0]) if row else None
+
+
+def registrations(home: Home) -> list[dict[str, Any]]:
+    """Every registration (登记) of a published product, oldest first."""
+    with state_engine(home).connect() as conn:
+        rows = conn.execute(
+            select(publications.c.registration).order_by(publications.c.published_at)
+        ).all()
+    return [json.loads(r[0]) for r in rows]
+
+
+def disclosure(home: Home) -> dict[str, Any]:
+    """信息披露: products and services, and how often each resource is used."""
+    regs = registrations(home)
+    catalog = ad.load_catalog()
+    built: dict[str, int] = {}
+    for m in ad.all_releases(home):
+        for i in m.inputs:
+            built[i.resource] = built.get(i.resource, 0) + 1
+    usage = []
+    for res in catalog:
+        used_by = sorted(
+            {r["product_code"] for r in regs for s in r["sources"] if s["resource"] == res.code}
+        )
+        usage.append(
+            {
+                "resource": res.code,
+                "name": res.name,
+                "source_unit": res.source_unit.name,
+                "published_products": len(used_by),
+                "products": used_by,
+                "releases_built": built.get(res.code, 0),
+            }
+        )
+    items = [
+        {
+            "product_code": r["product_code"],
+            "name": r["name"],
+            "name_en": r["name_en"],
+            "version": r["version"],
+            "type": "service 数据服务" if r["kind"] == "verification" else "product 数据产品",
+            "kind": r["kind"],
+            "purpose_category": r["purpose_category"],
+            "pricing_note": r["pricing_note"],
+            "developer": r["developer"],
+            "release_date": r["release_date"],
+            "published_at": r["published_at"],
+            "reviewer": r["reviewer"],
+        }
+        for r in regs
+    ]
+    return {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+        "products_and_services": items,
+        "resource_usage": usage,
+    }
+
+
+def refresh_listings(home: Home) -> dict[str, Path]:
+    """Rewrite the product catalog and the disclosure listing (caller holds the lock)."""
+    paths = catalog_paths(home)
+    regs = registrations(home)
+    disc = disclosure(home)
+    env = Environment(
+        loader=FileSystemLoader(str(_TEMPLATES)),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    cat_doc = {"generated_at": disc["generated_at"], "products": regs}
+    atomic.write_text(paths["catalog_json"], json.dumps(cat_doc, ensure_ascii=False, indent=1))
+    atomic.write_text(
+        paths["catalog_html"], env.get_template("catalog.html.j2").render(doc=cat_doc)
+    )
+    atomic.write_text(paths["disclosure_json"], json.dumps(disc, ensure_ascii=False, indent=1))
+    atomic.write_text(
+        paths["disclosure_html"], env.get_template("disclosure.html.j2").render(doc=disc)
+    )
+    return paths

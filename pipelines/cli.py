@@ -88,6 +88,10 @@ def _audit_failure(exc: ShuyuError) -> None:
 
 
 def main() -> None:
+    # A temporary Prefect server (``--prefect`` without PREFECT_API_URL) needs ~25 s to start
+    # on two busy cores; its default timeout is too short, and it must not phone home.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _register()
     try:
         app(standalone_mode=False)

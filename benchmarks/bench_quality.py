@@ -18,7 +18,8 @@ fresh process on the same files (so its peak RSS is its own), in this order:
 - the same check without samples;
 - the full check with the local check-digit validators instead of ``privacy.pii``'s.
 
-Peak memory is the step process's getrusage peak RSS, and that peak minus the RSS before
+CPU seconds (user + system) are printed beside wall seconds because the machine may be
+shared. Peak memory is the step process's getrusage peak RSS, and that peak minus the RSS before
 the step (the interpreter and libraries).
 """
 
@@ -107,6 +108,7 @@ def _measure(home_dir: Path, what: str) -> None:
     files = [str(snapshots.snapshot_dir(home, "RKJBXX", m.snapshot_id) / f) for f in m.files]
     before = psutil.Process().memory_info().rss
     extra: dict[str, Any] = {}
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     t = time.perf_counter()
     if what == "baseline":
         pl.scan_parquet(files).select([pl.col(c).null_count() for c in res.field_names]).collect(
@@ -120,11 +122,14 @@ def _measure(home_dir: Path, what: str) -> None:
         result = check_snapshot(home, res, samples=what != "nosamples")
         extra["failing"] = {r.rule: r.failed for r in result.rules if r.failed}
     secs = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    peak = cpu1.ru_maxrss * 1024
     print(
         json.dumps(
             {
                 "seconds": secs,
+                "cpu_seconds": cpu,
                 "peak_mib": peak / 2**20,
                 "delta_mib": (peak - before) / 2**20,
                 **extra,
@@ -199,15 +204,21 @@ def main() -> None:
         )
         print(
             f"{'step':<34}{'rows':>12}{'seconds':>9}{'rows/s':>13}{'ratio':>7}"
-            f"{'peak RSS MiB':>14}{'above start':>12}"
+            f"{'CPU s':>8}{'CPU ratio':>10}{'peak RSS MiB':>14}{'above start':>12}"
         )
         base = results[0][1]["seconds"]
+        base_cpu = results[0][1]["cpu_seconds"]
         for name, r in results:
             print(
                 f"{name:<34}{info['rows']:>12,}{r['seconds']:>9.2f}"
                 f"{info['rows'] / r['seconds']:>13,.0f}{r['seconds'] / base:>7.1f}"
+                f"{r['cpu_seconds']:>8.1f}{r['cpu_seconds'] / base_cpu:>10.1f}"
                 f"{r['peak_mib']:>14.0f}{r['delta_mib']:>12.0f}"
             )
+        print(
+            f"load average at the end: {os.getloadavg()[0]:.1f} (wall seconds are inflated "
+            "when other work shares the cores; CPU seconds are user + system time of the step)"
+        )
         print(f"failing rules: {results[2][1]['failing']}")
     finally:
         if args.keep:

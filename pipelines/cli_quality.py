@@ -113,16 +113,72 @@ def check_cmd(
     console.print(f"checked in {result.seconds:.2f} s")
 
 
+@quality_app.command("sweep")
+def sweep_cmd(
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="judge dates against this day (YYYY-MM-DD, default today in China)"
+    ),
+) -> None:
+    """Check every resource whose latest snapshot is new; verify/reopen tickets (run after
+    each ingestion or on a schedule; a second run does nothing)."""
+    from pipelines.progress import steps
+    from quality import api
+
+    _fmt(fmt, ("table", "json"))
+    home = Home.from_env().ensure()
+    with steps(err_console, "quality sweep") as step:
+        done = api.check_pending(home, as_of=_date(as_of, "--as-of"), progress=step)
+    if fmt == "json":
+        doc = [
+            {
+                **result.contract(),
+                "tickets": [
+                    {"ticket": c.ticket, "rule": c.rule, "from": c.from_state, "to": c.to_state}
+                    for c in changes
+                ],
+            }
+            for result, changes in done
+        ]
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    if not done:
+        console.print("no new snapshot to check (每个资源的最新快照均已检查)")
+        return
+    table = Table(title="quality sweep (新快照质量检查)")
+    for col in ("resource", "snapshot", "rows", "failing rules", "ticket changes"):
+        table.add_column(col)
+    for result, changes in done:
+        moves: dict[str, int] = {}
+        for c in changes:
+            moves[c.to_state] = moves.get(c.to_state, 0) + 1
+        table.add_row(
+            result.resource,
+            result.snapshot,
+            f"{result.rows:,}",
+            str(sum(1 for r in result.rules if r.failed)),
+            ", ".join(f"{n} {state}" for state, n in sorted(moves.items())) or "—",
+        )
+    console.print(table)
+
+
 @quality_app.command("report")
 def report_cmd(
-    unit: str = typer.Option(..., "--unit", help="source-unit code, e.g. SU-GA"),
+    unit: str | None = typer.Option(
+        None, "--unit", help="source-unit code, e.g. SU-GA (a source unit: its own by default)"
+    ),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Write the source unit's quality report (HTML + JSON) and print where it is."""
     from quality import api
 
     _fmt(fmt, ("table", "json"))
-    html_path, json_path, doc = api.write_unit_report(Home.from_env().ensure(), unit)
+    scoped = api.scope_unit(unit)
+    if scoped is None:
+        raise ValidationError(
+            "quality report needs --unit", hint="e.g. --unit SU-GA; see 'shuyu sources evaluate'"
+        )
+    html_path, json_path, doc = api.write_unit_report(Home.from_env().ensure(), scoped)
     if fmt == "json":
         typer.echo(json.dumps(doc, ensure_ascii=False))
         return
@@ -236,7 +292,8 @@ def sources_evaluate(
     rows = api.evaluate_sources(Home.from_env().ensure())
     if fmt == "table":
         table = Table(title="data-supply evaluation (数据供给评估)")
-        for col in ("unit", "resources", "rows", "freshness", "quality", "releases", "score"):
+        cols = ("unit", "resources", "rows", "freshness", "quality", "products (releases)", "score")
+        for col in cols:
             table.add_column(col)
         for r in rows:
             table.add_row(
@@ -245,7 +302,7 @@ def sources_evaluate(
                 f"{r['rows']:,}",
                 _pct(r["freshness"]),
                 _pct(r["quality"]),
-                str(r["releases_using"]),
+                f"{r['products_using']} ({r['releases_using']})",
                 f"{r['score']:.3f}",
             )
         console.print(table)

@@ -69,6 +69,11 @@ def stage(home: Home, console: Console) -> dict[str, Any]:
         console.print(f"  {unit}: {doc['summary']['headline_zh']}")
         console.print(f"    report → {html_path} (+ report.json)")
 
+    csv_path, _json, evaluated = api.export_evaluation(home, catalog)
+    console.print(
+        f"  data-supply evaluation (数据供给评估) of {len(evaluated)} units → {csv_path} (+ .json)"
+    )
+
     # The source unit's view: it sees only its own tickets and acknowledges one.
     acknowledged = None
     operator = current_actor()
@@ -98,4 +103,5 @@ def stage(home: Home, console: Console) -> dict[str, Any]:
         "tickets_waiting": len(waiting),
         "acknowledged": acknowledged,
         "reports": reports,
+        "evaluation": str(csv_path),
     }

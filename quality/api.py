@@ -10,6 +10,7 @@ and ``ticket.read`` operators, reviewers and the owning source unit; ``ticket.ac
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from governance.roles import require
 from quality import engine, evaluation, report, store, tickets
 from quality.models import CheckResult
 from quality.tickets import Change, Ticket
-from shuyu_core.errors import ShuyuError
+from shuyu_core import atomic, snapshots
+from shuyu_core.errors import NotFoundError, ShuyuError
 from shuyu_core.home import Home, state_engine
 
 
@@ -105,6 +107,45 @@ def run_check(
     return result, changes
 
 
+def pending(home: Home, catalog: Catalog | None = None) -> list[tuple[str, str]]:
+    """(resource, snapshot) for every resource whose latest snapshot was never checked."""
+    cat = catalog or Catalog.load()
+    out: list[tuple[str, str]] = []
+    with state_engine(home).connect() as conn:
+        for res in cat:
+            try:
+                sid = snapshots.latest(home, res.code).snapshot_id
+            except NotFoundError:
+                continue
+            if store.latest_check(conn, res.code, snapshot=sid) is None:
+                out.append((res.code, sid))
+    return out
+
+
+def check_pending(
+    home: Home,
+    *,
+    catalog: Catalog | None = None,
+    as_of: dt.date | None = None,
+    today: dt.date | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[tuple[CheckResult, list[Change]]]:
+    """Check each resource whose latest snapshot is new (never checked), in catalog order.
+
+    This is how a new snapshot verifies or reopens tickets on its own: run it after every
+    ingestion (``shuyu quality sweep``, or the ``shuyu-quality-sweep`` Prefect flow on a
+    schedule). Idempotent: a second run finds nothing pending and changes nothing.
+    """
+    cat = catalog or Catalog.load()
+    require(home, "quality.check", "resources/pending")
+    done = []
+    for code, sid in pending(home, cat):
+        if progress is not None:
+            progress(f"{code} snapshot {sid}")
+        done.append(run_check(home, code, sid, as_of=as_of, catalog=cat, today=today))
+    return done
+
+
 def write_unit_report(
     home: Home, unit: str, catalog: Catalog | None = None, today: dt.date | None = None
 ) -> tuple[Path, Path, dict[str, Any]]:
@@ -125,7 +166,8 @@ def write_unit_report(
     return html_path, json_path, doc
 
 
-def _scope_unit(unit: str | None) -> str | None:
+def scope_unit(unit: str | None) -> str | None:
+    """``unit``, or for a source-unit actor who named none, its own unit."""
     who = current_actor()
     if who.kind == "source_unit" and unit is None:
         return who.scope
@@ -139,7 +181,7 @@ def list_tickets(
     today: dt.date | None = None,
 ) -> list[Ticket]:
     """Tickets the actor may see: a source unit only its own (``unit`` defaults to it)."""
-    scoped = _scope_unit(unit)
+    scoped = scope_unit(unit)
     require(home, "ticket.read", f"tickets/{scoped or 'all'}", scoped)
     tickets.flag_overdue(home, today)
     return tickets.list_tickets(home, unit=scoped, states=states)
@@ -165,10 +207,22 @@ def answer(home: Home, ticket_id: int, note: str) -> Ticket:
 
 def evaluate_sources(home: Home, catalog: Catalog | None = None) -> list[dict[str, Any]]:
     """The data-supply evaluation; a source unit gets only its own row."""
-    scoped = _scope_unit(None)
+    scoped = scope_unit(None)
     require(home, "quality.report.read", f"sources/{scoped or 'all'}", scoped)
     rows = evaluation.evaluate(home, catalog)
     if scoped is not None:
         rows = [r for r in rows if r["unit"] == scoped]
     record(home, "sources.evaluate", f"sources/{scoped or 'all'}", "ok", {"units": len(rows)})
     return rows
+
+
+def export_evaluation(
+    home: Home, catalog: Catalog | None = None
+) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """Write the evaluation to ``work/quality/evaluation/sources.{csv,json}`` (atomically)."""
+    rows = evaluate_sources(home, catalog)
+    out = evaluation.export_dir(home)
+    csv_path, json_path = out / "sources.csv", out / "sources.json"
+    atomic.write_text(csv_path, evaluation.to_csv(rows))
+    atomic.write_text(json_path, evaluation.to_json(rows))
+    return csv_path, json_path, rows

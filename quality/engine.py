@@ -1,9 +1,11 @@
 """Run a resource's compiled rules over one snapshot in one lazy pass.
 
-The pass is a single ``select`` of sums of failure flags (plus, per rule, the first few
-offending row numbers and values for the report), collected with the streaming engine.
-Reference checks join the distinct values of the referenced resource's latest snapshot
-into the same plan. Duplicate samples (rare) need a second, targeted pass.
+The pass is a single ``select`` of sums of failure flags (plus, per rule, up to five
+offending row numbers for the report, and distinct key-hash counts), collected with the
+streaming engine. Reference checks join the distinct values of the referenced resource's
+latest snapshot into the same plan. Follow-up passes run only when needed and touch few
+rows: the values at the sample rows of failing rules, and the rows whose key repeats (with
+whole-record duplicates found among them). See docs/quality.md, "How a check runs".
 """
 
 from __future__ import annotations
@@ -21,7 +23,16 @@ from catalogs.models import Resource
 from quality.dimensions import Dimension
 from quality.masking import SAMPLES, mask_value
 from quality.models import CheckResult, RuleResult, Sample
-from quality.rules import ROW_INDEX, AggRule, Plan, RowRule, RuleSpec, compile_resource
+from quality.rules import (
+    ROW_INDEX,
+    AggRule,
+    Plan,
+    RowRule,
+    RuleSpec,
+    as_text,
+    compile_resource,
+)
+from quality.validators import check_digit_valid
 from quality.workdays import CHINA, today_cn
 from shuyu_core import snapshots
 from shuyu_core.errors import NotFoundError
@@ -108,34 +119,45 @@ def _samples(
     ]
 
 
-def _duplicates(
-    lf: pl.LazyFrame, rule: AggRule, resource: Resource, samples: bool
-) -> tuple[int, list[Sample]]:
-    """Exact count of rows repeating an earlier row's key, and up to SAMPLES of them.
+_HASH = "__shuyu_h"
+# Whole-record duplicates are looked for among the rows a key rule already singles out
+# (repeated key, or key missing), which are collected; beyond this many rows with a missing
+# key, every row's whole-record hash is counted instead.
+_MISSING_KEY_MAX = 1_000_000
 
-    Runs only when the hash count of the main pass found candidates: rows whose key hash
-    repeats are collected (few) and counted on their real key values.
-    """
-    fld = rule.spec.field
-    keys = list(rule.columns)
+
+def _repeated_hashes(lf: pl.LazyFrame, rule: AggRule) -> pl.LazyFrame | None:
+    """The key hashes that occur more than once (a small frame), or None if there are none."""
     rows_lf = lf if rule.present is None else lf.filter(rule.present)
-    hashed = rows_lf.with_columns(rule.key_hash.alias("__shuyu_h"))
-    # Two separate queries: one plan using ``hashed`` twice would cache (materialize) it.
     repeated = (
-        hashed.group_by("__shuyu_h")
+        rows_lf.select(rule.key_hash.alias(_HASH))
+        .group_by(_HASH)
         .agg(pl.len().alias("__shuyu_n"))
         .filter(pl.col("__shuyu_n") > 1)
-        .select("__shuyu_h")
+        .select(_HASH)
         .collect(engine="streaming")
     )
-    if repeated.height == 0:
-        return 0, []
-    cols = [*keys, ROW_INDEX] if samples else keys
-    rows = (
-        hashed.join(repeated.lazy(), on="__shuyu_h", how="semi")
-        .select(cols)
-        .collect(engine="streaming")
+    return repeated.lazy() if repeated.height else None
+
+
+def _with_repeated_key(lf: pl.LazyFrame, rule: AggRule, repeated: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows of ``lf`` (key present) whose key hash is one of ``repeated``.
+
+    A separate query from :func:`_repeated_hashes`: one plan reading the hashed frame twice
+    would cache (materialize) it."""
+    rows_lf = lf if rule.present is None else lf.filter(rule.present)
+    return (
+        rows_lf.with_columns(rule.key_hash.alias(_HASH))
+        .join(repeated, on=_HASH, how="semi")
+        .drop(_HASH)
     )
+
+
+def _repeats(
+    rows: pl.DataFrame, keys: list[str], fld: str | None, resource: Resource, samples: bool
+) -> tuple[int, list[Sample]]:
+    """Exact count of rows of ``rows`` repeating an earlier row's ``keys`` (nulls compare
+    equal), and up to SAMPLES of them, the first by row number."""
     key = pl.col(keys[0]) if len(keys) == 1 else pl.struct(keys)
     failed = rows.height - rows.select(key.n_unique()).item()
     if not samples or failed == 0:
@@ -150,10 +172,65 @@ def _duplicates(
     return failed, _samples(resource, fld, repeats[ROW_INDEX].to_list(), values)
 
 
+def _duplicates(
+    lf: pl.LazyFrame, rule: AggRule, resource: Resource, samples: bool
+) -> tuple[int, list[Sample]]:
+    """Exact count of rows repeating an earlier row's key, and up to SAMPLES of them.
+
+    Runs only when the hash count of the main pass found candidates: rows whose key hash
+    repeats are collected (few) and counted on their real key values.
+    """
+    repeated = _repeated_hashes(lf, rule)
+    if repeated is None:
+        return 0, []
+    keys = list(rule.columns)
+    cols = [*keys, ROW_INDEX] if samples else keys
+    rows = _with_repeated_key(lf, rule, repeated).select(cols).collect(engine="streaming")
+    return _repeats(rows, keys, rule.spec.field, resource, samples)
+
+
+def _key_and_records(
+    lf: pl.LazyFrame,
+    key_rule: AggRule,
+    record_rule: AggRule,
+    key_candidates: int,
+    missing_key: int,
+    resource: Resource,
+    samples: bool,
+) -> tuple[tuple[int, list[Sample]], tuple[int, list[Sample]]]:
+    """Repeated keys and whole-record duplicates from one collection of suspect rows.
+
+    Two identical records have the same key, so both are among the rows whose key hash
+    repeats or, if their key is missing, among the rows without a key. Those rows (few in
+    any delivery worth checking) are collected with every field, and both rules are counted
+    exactly on them: no hash of every column of every row is needed.
+    """
+    assert key_rule.present is not None
+    parts: list[pl.LazyFrame] = []
+    repeated = _repeated_hashes(lf, key_rule) if key_candidates > 0 else None
+    if repeated is not None:
+        parts.append(_with_repeated_key(lf, key_rule, repeated))
+    if missing_key > 0:
+        parts.append(lf.filter(~key_rule.present))
+    if not parts:
+        return (0, []), (0, [])
+    suspects = pl.concat(parts).collect(engine="streaming")
+    keyed = suspects.filter(key_rule.present)
+    key_result = _repeats(keyed, list(key_rule.columns), key_rule.spec.field, resource, samples)
+    record_result = _repeats(suspects, list(record_rule.columns), None, resource, samples)
+    return key_result, record_result
+
+
 def build_plan(
     home: Home, resource: Resource, manifest: snapshots.Manifest, as_of: dt.date, samples: bool
-) -> tuple[pl.LazyFrame, Plan, dict[str, str], set[str]]:
-    """The lazy frame (snapshot with reference markers joined) and the compiled rules."""
+) -> tuple[pl.LazyFrame, pl.LazyFrame, Plan, dict[str, str], set[str]]:
+    """The snapshot alone (catalogued columns, row index when ``samples``), the same with
+    the reference and code-list markers joined, the compiled rules, the reference snapshots
+    read and the reference rules skipped.
+
+    The follow-up passes (sample values, duplicates) read the snapshot alone: polars cannot
+    drop a left join from a plan (it might multiply rows), so reusing the joined frame
+    would redo every join."""
     code = resource.code
     base = snapshots.snapshot_dir(home, code, manifest.snapshot_id)
     readable = _readable(base, manifest.files)
@@ -173,6 +250,7 @@ def build_plan(
     )
     if samples:
         lf = lf.with_row_index(ROW_INDEX)
+    plain = lf
     plan = compile_resource(resource, as_of)
     refs: dict[str, str] = {}
     skipped: set[str] = set()
@@ -204,6 +282,16 @@ def build_plan(
             right_on="__shuyu_code",
             how="left",
         )
+    for dj in plan.digit_joins:
+        spec = resource.field(dj.column)
+        # Collected on its own: a plan reading the snapshot twice would cache all of it.
+        distinct = plain.select(pl.col(dj.column).drop_nulls().unique()).collect(engine="streaming")
+        valid = distinct.with_columns(
+            check_digit_valid(dj.kind, as_text(pl.col(dj.column), spec))
+            .fill_null(False)
+            .alias(dj.marker)
+        )
+        lf = lf.join(valid.lazy(), on=dj.column, how="left")
     if skipped:
         # The referenced resource has no snapshot: the rule cannot be judged on any row.
         plan.row_rules = [
@@ -217,7 +305,7 @@ def build_plan(
                 if f"references:{j.column}" in skipped
             ]
         )
-    return lf, plan, refs, skipped
+    return plain, lf, plan, refs, skipped
 
 
 def _flags(i: int, rule: RowRule) -> list[pl.Expr]:
@@ -294,14 +382,19 @@ def check_snapshot(
             if as_of is None
             else dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=CHINA)
         )
-    lf, plan, refs, skipped = build_plan(home, resource, manifest, day, samples)
+    plain, lf, plan, refs, skipped = build_plan(home, resource, manifest, day, samples)
     flagged = evaluation_frame(lf, plan)
     exprs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("rows")]
     for i, rule in enumerate(plan.row_rules):
         exprs.extend(_row_exprs(i, rule, samples))
+    # Whole-record duplicates ride on a key rule when there is one (see _key_and_records).
+    kinds = [a.spec.kind for a in plan.agg_rules]
+    key_j = next((j for j, k in enumerate(kinds) if k in ("primary_key", "unique")), None)
+    record_j = kinds.index("duplicate_record") if "duplicate_record" in kinds else None
     for j, agg in enumerate(plan.agg_rules):
         exprs.append(agg.total.cast(pl.Int64).alias(f"at{j}"))
-        exprs.append(agg.candidates.cast(pl.Int64).alias(f"ac{j}"))
+        if j != record_j or key_j is None:
+            exprs.append(agg.candidates.cast(pl.Int64).alias(f"ac{j}"))
     query = flagged.select(exprs)
     frame = query.collect(engine="streaming") if streaming else query.collect()
     out = frame.row(0, named=True)
@@ -316,7 +409,7 @@ def check_snapshot(
         fld = plan.row_rules[i].spec.field
         if fld is not None and rows:
             wanted.setdefault(fld, set()).update(rows)
-    values = _sample_values(lf, wanted) if wanted else {}
+    values = _sample_values(plain, wanted) if wanted else {}
 
     results: list[RuleResult] = []
     for i, rule in enumerate(plan.row_rules):
@@ -333,10 +426,27 @@ def check_snapshot(
                 "referenced resource has no snapshot" if spec.id in skipped else None,
             )
         )
+    repeats: dict[int, tuple[int, list[Sample]]] = {}
+    if key_j is not None and record_j is not None:
+        missing_key = int(out["rows"]) - int(out[f"at{key_j}"])
+        if missing_key <= _MISSING_KEY_MAX:
+            repeats[key_j], repeats[record_j] = _key_and_records(
+                plain,
+                plan.agg_rules[key_j],
+                plan.agg_rules[record_j],
+                int(out[f"ac{key_j}"]),
+                missing_key,
+                resource,
+                samples,
+            )
+        else:
+            repeats[record_j] = _duplicates(plain, plan.agg_rules[record_j], resource, samples)
     for j, agg in enumerate(plan.agg_rules):
-        failed, dup = 0, list[Sample]()
-        if int(out[f"ac{j}"]) > 0:
-            failed, dup = _duplicates(lf, agg, resource, samples)
+        if j not in repeats:
+            repeats[j] = (0, [])
+            if int(out[f"ac{j}"]) > 0:
+                repeats[j] = _duplicates(plain, agg, resource, samples)
+        failed, dup = repeats[j]
         results.append(_result(agg.spec, failed, int(out[f"at{j}"]), dup, None))
     base = snapshots.snapshot_dir(home, resource.code, manifest.snapshot_id)
     results.extend(_meta_rules(resource, manifest, _readable(base, manifest.files), now))

@@ -42,6 +42,8 @@ def release_inputs(home: Home) -> list[tuple[str, str, set[str]]]:
     if not home.releases.is_dir():
         return out
     for path in sorted(home.releases.glob("*/release.json")):
+        if path.parent.name.startswith("."):
+            continue  # a release still being staged
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

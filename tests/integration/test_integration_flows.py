@@ -87,3 +87,27 @@ def test_build_flow_twice_returns_the_stored_release(
     assert (first_reused, second_reused) == (False, True)
     assert first_id == second_id
     assert (home.releases / first_id).is_dir()
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.flows_assessment import artifact_key, assess_flow
+
+    result = assess_flow(first_id)
+    assert result["verdict"] in ("pass", "rectify", "fail")
+    # The REST API directly: the 3.8 client sends null for omitted run filters (422), and
+    # empty run filters join away flow-level artifacts.
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter",
+        json={
+            "artifacts": {"key": {"any_": [artifact_key(first_id)]}},
+            "sort": "CREATED_DESC",
+            "limit": 5,
+            "offset": 0,
+        },
+        timeout=30,
+    )
+    response.raise_for_status()
+    found = response.json()
+    assert len(found) == 1 and found[0]["type"] == "markdown"
+    assert first_id in found[0]["data"] and result["verdict"] in found[0]["data"]

@@ -233,3 +233,79 @@ def test_missing_field_counts_as_accessibility_and_completeness(home: Home) -> N
     assert (fp.failed, fp.total) == (2, 11)
     assert sorted(s.value or "" for s in fp.samples) == sorted(absent)
     assert r.dimensions()["accessibility"] == pytest.approx(1 - 2 / 12)
+
+
+@pytest.mark.parametrize("missing_key_max", [1_000_000, 0])
+def test_duplicate_records_found_through_the_key_or_by_hashing_every_row(
+    home: Home, monkeypatch: pytest.MonkeyPatch, missing_key_max: int
+) -> None:
+    from quality import engine
+
+    # 0 forces the fallback that hashes every whole record instead of riding on the key.
+    monkeypatch.setattr(engine, "_MISSING_KEY_MAX", missing_key_max)
+    res = Catalog.load().get("RKJBXX")
+    f = _people(120)
+    f = _set(f, "公民身份号码", 20, None)
+    f = _set(f, "公民身份号码", 21, None)
+    f = pl.concat(
+        [
+            f,
+            f.slice(9, 1),  # exact copy: repeated key and repeated record
+            f.slice(20, 1),  # exact copy of a record without an ID: repeated record only
+            f.slice(21, 1).with_columns(pl.lit("赵六").alias("姓名")),  # no ID, new name
+            f.slice(30, 1).with_columns(pl.lit("孙七").alias("姓名")),  # repeated key only
+            f.slice(9, 1),  # a third copy of row 10
+        ]
+    )
+    write_snapshot(home, res, f)
+    r = check_snapshot(home, res)
+    ids = pl.col("公民身份号码")
+    # Independent counts: rows that are not the first occurrence of their record / key.
+    expected_records = f.height - f.unique().height
+    keyed = f.filter(ids.is_not_null())
+    expected_keys = keyed.height - keyed["公民身份号码"].n_unique()
+    assert (expected_records, expected_keys) == (3, 3)
+    dup = r.rule("duplicate_record")
+    assert (dup.failed, dup.total) == (3, f.height)
+    key = r.rule("unique:公民身份号码")
+    assert (key.failed, key.total) == (3, f.height - 4)  # four rows have no ID
+    assert [s.row for s in dup.samples] == [121, 122, 125]
+    assert [s.row for s in key.samples] == [121, 124, 125]
+    assert r.rule("required:公民身份号码").failed == 4
+
+
+def test_check_digits_of_repeated_foreign_keys_are_judged_per_row(
+    home: Home, synth: SyntheticFrames, ingest: Any, as_of: dt.date
+) -> None:
+    # SBCBJF's person and employer codes repeat on many rows, so their check digits are
+    # validated once per distinct value and joined back: each row must still count.
+    ingest("RKJBXX", synth.frames["RKJBXX"])
+    ingest("SCZTDJ", synth.frames["SCZTDJ"])
+    f = synth.frames["SBCBJF"].filter(pl.col("公民身份号码").is_not_null())
+    ids, codes = f["公民身份号码"].to_list(), f["单位统一社会信用代码"].to_list()
+    employer = codes[0]
+    for i in range(0, 40, 4):  # ten rows of several people, all with one wrong ID
+        ids[i] = ids[i][:17] + ("0" if ids[i][17] != "0" else "1")
+    codes = [
+        c[:17] + ("1" if c[17] != "1" else "2") if c == employer and i % 2 else c
+        for i, c in enumerate(codes)
+    ]
+    f = f.with_columns(pl.Series("公民身份号码", ids), pl.Series("单位统一社会信用代码", codes))
+    ingest("SBCBJF", f)
+    r = check_snapshot(home, Catalog.load().get("SBCBJF"), as_of=as_of)
+
+    def bad(values: list[str | None], ok: Any) -> int:
+        return sum(1 for v in values if v is not None and not ok(v))
+
+    expected_ids = bad(ids, lambda v: ric.calc_check_digit(v) == v[17])
+    expected_codes = bad(codes, lambda v: uscc.calc_check_digit(v[:17]) == v[17])
+    assert expected_ids == 10 and expected_codes > 1
+    cd = r.rule("check_digit:公民身份号码")
+    assert (cd.failed, cd.total) == (expected_ids, f.height)
+    assert r.rule("check_digit:单位统一社会信用代码").failed == expected_codes
+    assert {s.row - 1 for s in cd.samples} <= set(range(0, 40, 4))
+    # A value with a wrong check digit is not judged again as a dangling reference.
+    ref = r.rule("references:公民身份号码")
+    assert (ref.failed, ref.total) == (0, f.height - expected_ids)
+    ref = r.rule("references:单位统一社会信用代码")
+    assert (ref.failed, ref.total) == (0, f.height - expected_codes)

@@ -101,6 +101,14 @@ def test_source_unit_is_refused_another_units_report(home: Home) -> None:
     assert [(r.action, r.object, r.role) for r in refused] == [
         ("quality.report.read", "quality-report/SU-GA", "source_unit:SU-RS")
     ]
+    # Through the CLI: its own report by default, another unit's refused.
+    runner = CliRunner()
+    out = runner.invoke(_cli(), ["quality", "report", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["unit"]["code"] == "SU-RS"
+    out = runner.invoke(_cli(), ["quality", "report", "--unit", "SU-GA"])
+    assert isinstance(out.exception, PermissionDenied)
+    assert not (home.work / "quality" / "SU-GA").exists()
     # Its own report and a reviewer's read are fine.
     api.write_unit_report(home, "SU-RS")
     _as("source_unit:SU-GA")
@@ -193,6 +201,16 @@ def test_cli_check_json_contract_tickets_and_csv_export(
     out = runner.invoke(app, ["quality", "report", "--unit", "SU-GA"])
     assert out.exit_code == 0 and html.exists()
 
+    # The sweep checks the enterprise registry (new) but not the population registry again.
+    ingest("SCZTDJ", synth.frames["SCZTDJ"])
+    out = runner.invoke(app, ["quality", "sweep", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    swept = json.loads(out.stdout)
+    assert [d["resource"] for d in swept] == ["SCZTDJ"]
+    assert {t["to"] for t in swept[0]["tickets"]} == {"open"}
+    out = runner.invoke(app, ["quality", "sweep", "--format", "json"])
+    assert json.loads(out.stdout) == []
+
 
 def test_demo_stage_checks_reports_and_acknowledges(
     home: Home, synth: SyntheticFrames, ingest: Any
@@ -210,6 +228,8 @@ def test_demo_stage_checks_reports_and_acknowledges(
     for path in summary["reports"].values():
         assert Path(path).exists()
     assert summary["tickets_opened"] > 0 and summary["acknowledged"] is not None
+    evaluated = list(csv.DictReader(io.StringIO(Path(summary["evaluation"]).read_text("utf-8"))))
+    assert [r["unit"] for r in evaluated] == ["SU-GA", "SU-RS", "SU-SCJG", "SU-YB"]
     out = console.export_text()
     assert str(home.work / "quality") in out.replace("\n", "")
     # A second run re-checks the same snapshots: no new tickets, nothing to acknowledge twice.

@@ -198,3 +198,28 @@ def test_source_units_act_only_on_their_own_tickets(home: Home) -> None:
     api.answer(home, tid, "已更正")
     with pytest.raises(ValidationError):
         api.acknowledge(home, tid, "too late to acknowledge an answered ticket")
+
+
+def test_sweep_checks_only_new_snapshots_and_verifies_on_its_own(home: Home) -> None:
+    assert api.check_pending(home) == []  # nothing ingested yet
+    s1 = _snapshot(home, _bad_people(2), days_ago=2)
+    done = api.check_pending(home, today=dt.date(2025, 9, 29))
+    assert [(r.resource, r.snapshot) for r, _ in done] == [("RKJBXX", s1)]
+    assert [c.to_state for c in done[0][1]] == ["open"]
+    assert api.pending(home) == [] and api.check_pending(home) == []  # idempotent
+    tid = tickets.list_tickets(home)[0].id
+
+    _as("source_unit:SU-GA")
+    with pytest.raises(PermissionDenied):
+        api.check_pending(home)  # source units do not run checks, even with nothing pending
+    api.answer(home, tid, "已补录姓名")
+
+    # The corrected delivery arrives; the sweep alone verifies the ticket.
+    _as("operator")
+    s2 = _snapshot(home, _bad_people(0, seed=9), days_ago=1)
+    assert api.pending(home) == [("RKJBXX", s2)]
+    done = api.check_pending(home)
+    assert [(c.ticket, c.from_state, c.to_state) for c in done[0][1]] == [
+        (tid, "answered", "verified")
+    ]
+    assert tickets.get(home, tid).state == "verified"

@@ -1,0 +1,67 @@
+"""Prefect flow for the quality sweep: a thin wrapper around ``quality.api.check_pending``.
+
+Scheduled after ingestion (or every few minutes), it checks each resource whose latest
+snapshot is new, so tickets are verified or reopened by new data without anyone running
+``shuyu quality check``. A retry is safe: checks already stored are not pending any more.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from quality import api
+from shuyu_core.errors import ShuyuError
+from shuyu_core.home import Home
+
+
+def _retry_unless_user_error(_task: object, _run: object, state: object) -> bool:
+    exc = getattr(state, "result", lambda **_: None)(raise_on_failure=False)
+    return not isinstance(exc, ShuyuError)
+
+
+def sweep_summary(home: Home) -> list[dict[str, object]]:
+    """Run the sweep and summarise each check (the flow's task body, testable alone)."""
+    return [
+        {
+            "resource": result.resource,
+            "snapshot": result.snapshot,
+            "rows": result.rows,
+            "failing_rules": sum(1 for r in result.rules if r.failed),
+            "ticket_changes": ", ".join(
+                f"{c.ticket}:{c.from_state or 'new'}→{c.to_state}" for c in changes
+            ),
+        }
+        for result, changes in api.check_pending(home)
+    ]
+
+
+@task(
+    name="quality-sweep",
+    retries=1,
+    retry_delay_seconds=10,
+    retry_condition_fn=_retry_unless_user_error,
+)
+def sweep_task() -> list[dict[str, object]]:
+    return sweep_summary(Home.from_env())
+
+
+@flow(name="shuyu-quality-sweep", log_prints=True)
+def quality_sweep_flow() -> list[dict[str, object]]:
+    """Check every new snapshot, open/verify/reopen tickets, publish a summary artifact."""
+    checked = sweep_task()
+    lines = "".join(
+        f"| {c['resource']} | {c['snapshot']} | {c['rows']} | {c['failing_rules']} | "
+        f"{c['ticket_changes'] or '—'} |\n"
+        for c in checked
+    )
+    create_markdown_artifact(
+        key="quality-sweep",
+        markdown=(
+            "### Quality sweep (新快照质量检查)\n\n"
+            "| resource | snapshot | rows | failing rules | ticket changes |\n"
+            "|---|---|---|---|---|\n" + (lines or "| — | nothing new | | | |\n")
+        ),
+        description="quality checks of new snapshots",
+    )
+    return checked

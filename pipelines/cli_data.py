@@ -24,6 +24,11 @@ def ingest(
     prefect: bool = typer.Option(
         False, "--prefect", help="run as a Prefect flow run (needs a Prefect API or starts one)"
     ),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="run the quality checks on the new snapshot (verifies or reopens tickets)",
+    ),
 ) -> None:
     """Validate an export against the catalog and write an immutable snapshot into raw/."""
     home = Home.from_env().ensure()
@@ -38,11 +43,27 @@ def ingest(
             manifest = ingest_path(home, code, source, progress=step)
     if fmt == "json":
         typer.echo(snapshots.manifest_json(manifest))
+    else:
+        console.print(
+            f"[green]ingested[/] {code}: {manifest.rows:,} rows → "
+            f"{snapshots.snapshot_dir(home, code, manifest.snapshot_id)} "
+            f"(SM3 {manifest.sm3[:16]}…, encoding {manifest.source_encoding or 'parquet'})"
+        )
+    if check:
+        _check_new_snapshot(home, code, manifest.snapshot_id, quiet=fmt == "json")
+
+
+def _check_new_snapshot(home: Home, code: str, snapshot_id: str, *, quiet: bool) -> None:
+    """A new snapshot re-runs its quality checks, so tickets are verified or reopened."""
+    from quality.api import run_check
+
+    result, changes = run_check(home, code, snapshot_id)
+    if quiet:
         return
+    failing = sum(1 for r in result.rules if r.failed)
     console.print(
-        f"[green]ingested[/] {code}: {manifest.rows:,} rows → "
-        f"{snapshots.snapshot_dir(home, code, manifest.snapshot_id)} "
-        f"(SM3 {manifest.sm3[:16]}…, encoding {manifest.source_encoding or 'parquet'})"
+        f"quality: {failing} of {len(result.rules)} rules with failures; "
+        f"{len(changes)} ticket change(s) — `shuyu quality check {code}` for details"
     )
 
 

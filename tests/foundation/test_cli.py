@@ -99,3 +99,25 @@ def test_unknown_role_is_refused(home: Home) -> None:
 @pytest.mark.parametrize("args", [["ingest", "RKJBXX"], ["nonexistent-command"]])
 def test_usage_errors_exit_2(home: Home, args: list[str]) -> None:
     assert shuyu(home, *args).returncode == 2
+
+
+def test_ingest_checks_the_new_snapshot_unless_told_not_to(home: Home, tmp_path: Path) -> None:
+    from quality.api import latest_result
+    from shuyu_core import snapshots
+    from synthetic_data.generate import generate_frames
+
+    frames, _ = generate_frames(persons=300, seed=3, defect_rate=0.05)
+    src = tmp_path / "SCZTDJ.parquet"
+    frames["SCZTDJ"].write_parquet(src)
+
+    skipped = shuyu(home, "ingest", "SCZTDJ", "--from", str(src), "--no-check")
+    assert skipped.returncode == 0, skipped.stderr
+    first = snapshots.latest(home, "SCZTDJ")
+    assert first is not None and latest_result(home, "SCZTDJ", first.snapshot_id) is None
+
+    checked = shuyu(home, "ingest", "SCZTDJ", "--from", str(src))
+    assert checked.returncode == 0, checked.stderr
+    second = snapshots.latest(home, "SCZTDJ")
+    assert second is not None and second.snapshot_id != first.snapshot_id
+    assert latest_result(home, "SCZTDJ", second.snapshot_id) is not None
+    assert "quality:" in checked.stdout

@@ -15,10 +15,13 @@ from rich.table import Table
 
 from governance.audit import record
 from pipelines.progress import steps
-from shuyu_core.errors import ShuyuError, ValidationError
+from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
 if TYPE_CHECKING:
+    import polars as pl
+
+    from catalogs.models import Resource
     from privacy.pii.check import Finding
 
 app = typer.Typer(
@@ -112,49 +115,96 @@ def print_findings(out: Console, code: str, findings: list[Finding]) -> None:
 def risk(
     code: str = typer.Argument(..., help="resource code"),
     k: int = typer.Option(5, "--k", help="target k for the share below k"),
-    sensitive: str | None = typer.Option(
-        None, "--sensitive", help="sensitive attribute for distinct l-diversity"
+    sensitive: list[str] | None = typer.Option(
+        None,
+        "--sensitive",
+        help="sensitive attribute for distinct l-diversity (repeatable; default: the "
+        "catalog's sensitive_personal attributes)",
     ),
     output: Path | None = typer.Option(
         None, "--output", help="a desensitized output directory (default: the latest one)"
     ),
+    enforce: bool = typer.Option(
+        False,
+        "--enforce",
+        help="reach k by generalization then suppression; write the result to work/kanon/",
+    ),
+    max_suppression: float = typer.Option(
+        0.05, "--max-suppression", help="with --enforce: share of records that may be dropped"
+    ),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
-    """k-anonymity (and l-diversity) of a desensitized output over declared quasi-identifiers."""
+    """k-anonymity and l-diversity of a desensitized output over declared quasi-identifiers."""
     import polars as pl
 
     from catalogs.catalog import Catalog
-    from privacy.risk import k_anonymity, l_diversity
+    from privacy.risk import record_risk
     from transforms.apply import DATA_FILE, latest_output
 
     _format(fmt)
     home = Home.from_env().ensure()
     resource = Catalog.load().get(code)
     directory = output or latest_output(home, code)
-    lf = pl.scan_parquet(directory / DATA_FILE)
-    names = lf.collect_schema().names()
-    qis = [f.name for f in resource.fields if f.quasi_identifier and f.name in names]
-    if not qis:
-        raise ShuyuError(
-            f"{code} has no declared quasi-identifier in {directory}",
-            hint="mark quasi_identifier fields in the catalog",
+    if not (directory / DATA_FILE).is_file():
+        raise ValidationError(
+            f"{directory} holds no {DATA_FILE}",
+            hint=f"pass a directory written by 'shuyu desensitize {code}'",
         )
-    report = k_anonymity(lf, qis)
-    doc: dict[str, object] = {
-        "resource": code,
-        "output": str(directory),
-        "quasi_identifiers": qis,
-        **report.to_dict(k),
-    }
-    if sensitive is not None:
-        doc["sensitive"] = sensitive
-        doc["l_diversity"] = l_diversity(lf, qis, sensitive)
+    lf = pl.scan_parquet(directory / DATA_FILE)
+    measured = record_risk(lf, resource, k, sensitive or None)
+    doc: dict[str, object] = {"resource": code, "output": str(directory), **measured.to_dict()}
+    if enforce:
+        doc["enforce_k"] = _enforce(home, resource, directory, lf, k, max_suppression)
     record(home, "pii.risk", code, "ok", doc)
     if fmt == "json":
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
         return
     for key, value in doc.items():
-        console.print(f"{key}: {value}")
+        console.print(f"{key}: {value}", highlight=False)
+
+
+def _enforce(
+    home: Home,
+    resource: Resource,
+    directory: Path,
+    lf: pl.LazyFrame,
+    k: int,
+    max_suppression: float,
+) -> dict[str, object]:
+    """Write the k-anonymous version of a desensitized output next to it, in work/kanon/."""
+    from privacy.risk import declared_quasi_identifiers, enforce_k, hierarchy_for
+    from shuyu_core import atomic
+    from transforms.apply import DATA_FILE, SIDECAR, read_desensitization
+
+    if not 0.0 <= max_suppression <= 1.0:
+        raise ValidationError(
+            f"--max-suppression {max_suppression} is not a share",
+            hint="use a number between 0 and 1, e.g. 0.05",
+        )
+    final = home.work / "kanon" / resource.code / f"{directory.name}-k{k}-max{max_suppression:g}"
+    if (final / SIDECAR).is_file():
+        # Same input, k and budget give the same output: report the stored cost.
+        stored = json.loads((final / SIDECAR).read_text(encoding="utf-8"))
+        return {"written": str(final), "reused": True, **stored["enforce_k"]}
+    schema = lf.collect_schema()
+    qis = declared_quasi_identifiers(resource, schema.names())
+    out, cost = enforce_k(
+        lf, qis, k, hierarchy_for(resource, qis, dict(schema)), max_suppression=max_suppression
+    )
+    # The source's desensitization record stays at the top level, so reversible columns
+    # (SM4) are still visible to ``transforms.apply.reversible_columns`` on this copy.
+    doc = {
+        **read_desensitization(directory),
+        "source": str(directory),
+        "rows": cost.records_in - cost.records_suppressed,
+        "enforce_k": cost.to_dict(),
+    }
+    with atomic.staged_dir(final, staging_root=home.tmp) as stage:
+        out.sink_parquet(stage / DATA_FILE)
+        atomic.write_text(
+            stage / SIDECAR, json.dumps(doc, ensure_ascii=False, indent=2, default=str)
+        )
+    return {"written": str(final), **cost.to_dict()}
 
 
 def desensitize(

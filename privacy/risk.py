@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from catalogs.models import Resource
+from catalogs.vocabulary import Sensitivity
 from shuyu_core.errors import ValidationError
 from transforms import operators as ops
 
@@ -106,6 +107,76 @@ def l_diversity(lf: pl.LazyFrame | pl.DataFrame, qis: Sequence[str], sensitive: 
     )
     value = per_class.item()
     return int(value) if value is not None else 0
+
+
+# -- what the catalog declares ----------------------------------------------------------------
+
+
+def declared_quasi_identifiers(resource: Resource, columns: Sequence[str]) -> list[str]:
+    """The resource's ``quasi_identifier`` fields among ``columns``, in catalog order."""
+    present = set(columns)
+    return [f.name for f in resource.fields if f.quasi_identifier and f.name in present]
+
+
+def declared_sensitive_attributes(resource: Resource, columns: Sequence[str]) -> list[str]:
+    """Sensitive attributes for l-diversity: ``sensitive_personal`` fields among ``columns``
+    that are neither quasi-identifiers nor identifiers (a pseudonymized ID number is
+    sensitive but identifies; it is not an attribute whose diversity protects anyone)."""
+    present = set(columns)
+    return [
+        f.name
+        for f in resource.fields
+        if f.sensitivity == Sensitivity.SENSITIVE_PERSONAL
+        and not f.quasi_identifier
+        and f.pii_type is None
+        and f.name in present
+    ]
+
+
+@dataclass(frozen=True)
+class RecordRisk:
+    """k-anonymity and distinct l-diversity of a record-level table."""
+
+    quasi_identifiers: list[str]
+    k: int
+    anonymity: KAnonymityReport
+    l_diversity: dict[str, int]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "quasi_identifiers": self.quasi_identifiers,
+            **self.anonymity.to_dict(self.k),
+            "records_below_k": self.anonymity.records_below_k(self.k),
+            "l_diversity": self.l_diversity,
+        }
+
+
+def record_risk(
+    lf: pl.LazyFrame | pl.DataFrame,
+    resource: Resource,
+    k: int = 5,
+    sensitive: Sequence[str] | None = None,
+) -> RecordRisk:
+    """Disclosure risk of a record-level table of ``resource`` over its declared
+    quasi-identifiers; l-diversity for ``sensitive`` (default: the declared sensitive
+    attributes present). Refuses a table with no declared quasi-identifier."""
+    frame = lf.lazy()
+    names = frame.collect_schema().names()
+    qis = declared_quasi_identifiers(resource, names)
+    if not qis:
+        raise ValidationError(
+            f"{resource.code} declares no quasi-identifier among the columns",
+            hint="mark quasi_identifier: true on fields such as sex, birth date, region",
+        )
+    attrs = (
+        list(sensitive) if sensitive is not None else declared_sensitive_attributes(resource, names)
+    )
+    return RecordRisk(
+        quasi_identifiers=qis,
+        k=k,
+        anonymity=k_anonymity(frame, qis),
+        l_diversity={a: l_diversity(frame, qis, a) for a in attrs},
+    )
 
 
 # -- hierarchies ----------------------------------------------------------------------------

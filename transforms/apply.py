@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from catalogs.catalog import Catalog
 from catalogs.models import Resource
 from catalogs.vocabulary import PiiType, Sensitivity
 from governance.audit import record
+from privacy.pii.entities import FREE_TEXT_ENTITIES
 from shuyu_core import atomic, keys, snapshots
 from shuyu_core.errors import NotFoundError, ShuyuError, ValidationError
 from shuyu_core.hashing import hmac_sm3_hex, sm3_hex
@@ -95,6 +96,7 @@ def _expression(
     pii_type: PiiType | None,
     rule: Rule,
     key_provider: KeyProvider,
+    free_text: bool = False,
 ) -> tuple[pl.Expr, dict[str, Any]]:
     """The output expression for one column, and the parameters actually used."""
     col = pl.col(column)
@@ -102,6 +104,16 @@ def _expression(
     temporal = dtype.is_temporal()
     if rule.op == "keep":
         return col, params
+    if rule.op == "mask" and free_text:
+        # A type's mask convention assumes the value *is* the identifier: on a remark it
+        # would keep whatever precedes the cut (an address mask keeps text up to the
+        # district, a name included). Shaped identifiers are redacted in place; names and
+        # addresses cannot be found by a pattern, so the whole text is hidden.
+        if pii_type in FREE_TEXT_ENTITIES:
+            params["free_text"] = "identifiers redacted"
+            return ops.redact_identifiers(col), params
+        params["free_text"] = "all characters hidden"
+        return ops.mask(col, ""), params
     if rule.op == "mask":
         expr = ops.mask(
             col,
@@ -158,11 +170,14 @@ def desensitize_frame(
     policy: Policy,
     key_provider: KeyProvider,
     detected: Mapping[str, str] | None = None,
+    free_text: Collection[str] = (),
 ) -> tuple[pl.LazyFrame, list[ColumnAction]]:
     """Compile ``policy`` for ``lf``: the desensitized lazy frame and one action per column.
 
     ``resource`` supplies declared types and sensitivities (None: all undeclared);
-    ``detected`` maps columns to entities the scanner found (used for undeclared columns).
+    ``detected`` maps columns to entities the scanner found (used for undeclared columns);
+    ``free_text`` names the detected columns whose entity sits inside free text
+    (``ScanReport.free_text_columns()``): their ``mask`` redacts identifiers in place.
     """
     schema = lf.collect_schema()
     code = resource.code if resource is not None else ""
@@ -180,7 +195,8 @@ def desensitize_frame(
         if rule.op == "suppress":
             actions.append(ColumnAction(column, "suppress", {}, _v(pii_type), source, False, None))
             continue
-        expr, params = _expression(lf, column, dtype, pii_type, rule, key_provider)
+        in_text = column in free_text and "detected" in source
+        expr, params = _expression(lf, column, dtype, pii_type, rule, key_provider, in_text)
         exprs.append(expr.alias(column))
         actions.append(
             ColumnAction(column, rule.op, params, _v(pii_type), source, rule.reversible, column)
@@ -274,8 +290,10 @@ def _desensitize_resource(
     # declares no type for, and let the policy's ``detected`` rule decide.
     declared = {f.name for f in resource.fields if f.pii_type is not None}
     undeclared = [c for c in lf.collect_schema().names() if c not in declared]
-    detected = scan_frame(lf.select(undeclared), sample=sample).detected() if undeclared else {}
-    plan, actions = desensitize_frame(lf, resource, policy, provider, detected)
+    report = scan_frame(lf.select(undeclared), sample=sample) if undeclared else None
+    detected = report.detected() if report is not None else {}
+    in_text = report.free_text_columns() if report is not None else set()
+    plan, actions = desensitize_frame(lf, resource, policy, provider, detected, in_text)
 
     doc: dict[str, Any] = {
         "resource": code,

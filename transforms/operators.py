@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hmac
+import threading
 from collections.abc import Callable
 from typing import overload
 
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from catalogs.vocabulary import PiiType
+from privacy.pii import entities as E
 from privacy.pii.entities import normalize_mobile
 from privacy.pii.surnames import COMPOUND
 from shuyu_core.errors import ShuyuError
@@ -202,6 +204,34 @@ def mask(
     return _stars(expr.cast(pl.String))
 
 
+# -- identifiers inside free text -------------------------------------------------------------
+
+REDACTED = "****"
+# Identifier-shaped tokens, deliberately broader than the detector (no check digits): in a
+# column known to carry identifiers in its text, hiding a few amounts or serials too is the
+# right side to err on. Order matters: longer, more specific forms first.
+_FREE_TEXT_TOKENS = "|".join(
+    [
+        E.EMAIL_FIND,
+        r"(?:\+?86[ \-]?)?1[0-9]{2}[ \-][0-9]{4}[ \-][0-9]{4}",
+        r"[0-9]{4}(?:[ \-][0-9]{4}){3}(?:[ \-][0-9]{1,3})?",
+        r"\(?0[0-9]{2,3}\)?-[0-9]{7,8}(?:-[0-9]{1,6})?",
+        r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
+        rf"[{E.PROVINCE_CHARS}][A-Za-z][ ·]?[A-Za-z0-9]{{5,6}}",
+        r"[0-9]{6}[0-9A-Za-z]{9,12}",
+        r"[A-Za-z]{1,2}[0-9]{7,8}",
+        r"[0-9]{6,}",
+    ]
+)
+
+
+def redact_identifiers(expr: pl.Expr) -> pl.Expr:
+    """Free text with every identifier-shaped token (ID, phone, card, credit code, e-mail,
+    IP, plate, passport, any run of six or more digits) replaced by ``****``; the rest of
+    the text stays readable."""
+    return expr.cast(pl.String).str.replace_all(_FREE_TEXT_TOKENS, REDACTED)
+
+
 # -- pseudonymize (HMAC-SM3) ------------------------------------------------------------------
 
 
@@ -239,6 +269,46 @@ def _map_unique(s: pl.Series, fn: Callable[[list[str]], list[str]]) -> pl.Series
     return text.replace_strict(uniq, mapped, default=None, return_dtype=pl.String).rename(s.name)
 
 
+class _TokenMemo:
+    """Tokens one query has already computed, kept across its batches.
+
+    A streaming query hands the function one morsel at a time, and the rows of one person
+    (visits, monthly contributions) are rarely in the same morsel: deduplicating inside a
+    batch alone leaves most repeats to be hashed again. The memo is a two-column frame
+    joined against each batch's distinct values (vectorized); past ``capacity`` entries it
+    starts over, which bounds memory and only costs recomputation.
+    """
+
+    def __init__(self, fn: Callable[[list[str]], list[str]], capacity: int = 1_000_000) -> None:
+        self.fn = fn
+        self.capacity = capacity
+        self.known = pl.DataFrame(schema={"v": pl.String, "t": pl.String})
+        self.lock = threading.Lock()
+
+    def __call__(self, s: pl.Series) -> pl.Series:
+        text = s.cast(pl.String)
+        uniq = text.drop_nulls().unique()
+        if uniq.len() == 0:
+            return pl.Series(s.name, [None] * s.len(), dtype=pl.String)
+        with self.lock:
+            known = self.known
+        table = uniq.to_frame("v").join(known, on="v", how="left")
+        missing = table.filter(pl.col("t").is_null())["v"]
+        if missing.len():
+            new = pl.DataFrame(
+                {"v": missing, "t": pl.Series(self.fn(missing.to_list()), dtype=pl.String)}
+            )
+            table = pl.concat([table.filter(pl.col("t").is_not_null()), new])
+            with self.lock:
+                # Batches run in parallel: another one may have added some of these since.
+                fresh = new.join(self.known, on="v", how="anti")
+                full = self.known.height + fresh.height > self.capacity
+                self.known = fresh if full else pl.concat([self.known, fresh], rechunk=False)
+        return text.replace_strict(
+            table["v"], table["t"], default=None, return_dtype=pl.String
+        ).rename(s.name)
+
+
 def pseudonymize_series(s: pl.Series, key: bytes) -> pl.Series:
     k = _require_key(key, "pseudonymization")
     return _map_unique(s, lambda values: hmac_sm3_tokens(values, k))
@@ -253,9 +323,8 @@ def pseudonymize(values: pl.Expr | pl.Series, key: bytes) -> pl.Expr | pl.Series
     k = _require_key(key, "pseudonymization")
     if isinstance(values, pl.Series):
         return pseudonymize_series(values, k)
-    return values.map_batches(
-        lambda s: pseudonymize_series(s, k), return_dtype=pl.String, is_elementwise=True
-    )
+    memo = _TokenMemo(lambda batch: hmac_sm3_tokens(batch, k))
+    return values.map_batches(memo, return_dtype=pl.String, is_elementwise=True)
 
 
 # -- encrypt (SM4) ----------------------------------------------------------------------------

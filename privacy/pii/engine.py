@@ -14,13 +14,13 @@ import os
 import shutil
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 from spacy.tokens import Doc
 
+from privacy.pii import segmenter
 from privacy.pii.recognizers import LANGUAGE, all_recognizers
 from shuyu_core.home import Home
 
@@ -39,6 +39,8 @@ def ensure_blank_model(path: Path) -> Path:
     if (path / "config.cfg").exists():
         return path
     import spacy
+
+    segmenter.jieba()  # spaCy's tokenizer would import jieba the slow way
 
     nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,13 +75,7 @@ class ChineseNlpEngine(SpacyNlpEngine):
 
 
 def build_analyzer(path: Path) -> AnalyzerEngine:
-    with warnings.catch_warnings():
-        # jieba 0.42 has regex literals with invalid escapes (harmless DeprecationWarnings).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import jieba
-        import jieba.posseg
-
-    jieba.setLogLevel(60)  # its dictionary-loading chatter would land in CLI output
+    segmenter.posseg()  # before spaCy's tokenizer imports jieba the slow way
     ensure_blank_model(path)
     nlp_engine = ChineseNlpEngine(models=[{"lang_code": LANGUAGE, "model_name": str(path)}])
     nlp_engine.load()
@@ -95,12 +91,15 @@ def build_analyzer(path: Path) -> AnalyzerEngine:
 
 
 def analyzer(home: Home | None = None) -> AnalyzerEngine:
-    """The process-wide analyzer for ``home`` (built once: loading takes about a second)."""
+    """The process-wide analyzer, its model saved inside ``home`` (built once per process:
+    loading takes seconds). Every home holds the same blank pipeline, so the engine built
+    for the first home serves the others; each home still gets its own saved copy, so a
+    later process finds the model there without building anything from the network."""
     path = model_dir(home)
-    key = str(path)
     with _lock:
-        engine = _engines.get(key)
+        ensure_blank_model(path)
+        engine = _engines.get(MODEL_NAME)
         if engine is None:
             engine = build_analyzer(path)
-            _engines[key] = engine
+            _engines[MODEL_NAME] = engine
     return engine

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import warnings
 from functools import cache
 from typing import Any
 
@@ -28,6 +27,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from catalogs.vocabulary import PiiType
 from privacy.pii import entities as E
+from privacy.pii import segmenter
 from privacy.pii import validators as V
 from privacy.pii.surnames import COMPOUND, single_set
 
@@ -224,13 +224,7 @@ class AddressRecognizer(_Validated):
 
 @cache
 def _jieba_posseg() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # jieba's regex literals
-        import jieba
-        import jieba.posseg
-
-    jieba.setLogLevel(60)
-    return jieba.posseg
+    return segmenter.posseg()
 
 
 _NAME_FLAGS = ("nr", "nrfg", "nrt")

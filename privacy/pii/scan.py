@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ import polars as pl
 
 from catalogs.vocabulary import PiiType
 from privacy.pii import entities as E
+from privacy.pii import segmenter
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -69,6 +68,8 @@ class ColumnFinding:
     hit_rate: float
     evidence: str
     rates: dict[str, float] = field(default_factory=dict, compare=False)
+    # The entity was found *inside* free text, not as the whole value.
+    free_text: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,10 @@ class ScanReport:
     def detected(self) -> dict[str, str]:
         """Column -> entity for the columns that hold personal information."""
         return {c.column: c.entity for c in self.columns if c.entity is not None}
+
+    def free_text_columns(self) -> set[str]:
+        """Columns whose entity was found inside free text (see ``transforms.apply``)."""
+        return {c.column for c in self.columns if c.entity is not None and c.free_text}
 
 
 # -- sampling --------------------------------------------------------------------------------
@@ -129,6 +134,15 @@ def _values(s: pl.Series, sample: int, seed: int) -> pl.Series | None:
         or dtype.is_temporal()
     ):
         strings = s.cast(pl.String)
+    elif dtype.is_float():
+        # Spreadsheet exports turn phone and card numbers into floats (1.3812345678E10);
+        # whole-number floats are read as the integers they were. Amounts are not.
+        whole = s.drop_nulls().drop_nans()
+        largest = whole.abs().max() if whole.len() else None
+        integral = bool((whole == whole.round(0)).all())
+        if not integral or not isinstance(largest, int | float) or largest < 1e5:
+            return None
+        strings = s.fill_nan(None).cast(pl.Int64, strict=False).cast(pl.String)
     else:
         return None
     strings = strings.drop_nulls().str.strip_chars()
@@ -148,11 +162,11 @@ def _dictionary_non_names() -> frozenset[str]:
     Read straight from the dictionary file that ships inside the jieba package (word,
     frequency, part-of-speech tag): faster than initialising jieba's tokenizer.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # jieba's regex literals
-        path = resources.files("jieba").joinpath("dict.txt")
+    root = segmenter.package_dir()
+    if root is None:
+        return frozenset()
     table = pl.read_csv(
-        io.BytesIO(path.read_bytes()),
+        io.BytesIO((root / "dict.txt").read_bytes()),
         separator=" ",
         has_header=False,
         new_columns=["word", "freq", "tag"],
@@ -290,7 +304,8 @@ def scan_column(
     """Decide one column from its values (already a sample or the whole column)."""
     values = _values(series, sample, seed)
     if values is None:
-        return ColumnFinding(column, None, 0.0, 0.0, f"{series.dtype} values are not scanned")
+        what = "fractional or small numbers" if series.dtype.is_float() else "values"
+        return ColumnFinding(column, None, 0.0, 0.0, f"{series.dtype} {what} are not scanned")
     n = values.len()
     if n == 0:
         return ColumnFinding(column, None, 0.0, 0.0, "no non-null values to scan")
@@ -351,6 +366,7 @@ def scan_column(
                 round(rate, 4),
                 f"free text: {rate:.1%} of {n} sampled values {source} {entity.value}",
                 rate_json,
+                free_text=True,
             )
 
     if best is None or best_score <= 0 or rates.get(best, 0.0) == 0.0:

@@ -12,6 +12,7 @@ import datetime as dt
 
 from catalogs.catalog import Catalog
 from privacy.pii.scan import scan_frame
+from shuyu_core.home import Home
 from synthetic_data.generate import generate_frames
 from synthetic_data.tricky import tricky_frame
 
@@ -37,13 +38,14 @@ def _tally(pairs: list[tuple[str | None, str | None]]) -> dict[str, float]:
     }
 
 
-def test_detection_precision_recall_and_entity_accuracy() -> None:
+def test_detection_precision_recall_and_entity_accuracy(home: Home) -> None:
+    # ``home``: the analyzer saves its blank model inside SHUYU_HOME.
     catalog = Catalog.load()
     pairs: list[tuple[str | None, str | None]] = []
     misses: list[str] = []
     for seed in (1, 2):
         frames, _ = generate_frames(
-            persons=3000, seed=seed, defect_rate=0.03, as_of=dt.date(2025, 6, 30)
+            persons=2000, seed=seed, defect_rate=0.03, as_of=dt.date(2025, 6, 30)
         )
         for code, frame in frames.items():
             resource = catalog.get(code)
@@ -56,7 +58,7 @@ def test_detection_precision_recall_and_entity_accuracy() -> None:
                 pairs.append((truth, finding.entity))
                 if truth != finding.entity:
                     misses.append(f"{code}.{finding.column}: {truth} vs {finding.entity}")
-    for seed in (0, 1, 2):
+    for seed in (0, 1):
         frame, truth_map = tricky_frame(rows=800, seed=seed)
         report = scan_frame(frame, sample=2000, seed=seed)
         for finding in report.columns:

@@ -9,13 +9,18 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+import typer
 import yaml
+from typer.testing import CliRunner
 
 from catalogs.catalog import Catalog
 from governance.audit import entries
+from pipelines import cli_pii
+from privacy.pii.scan import scan_frame
 from shuyu_core import keys, snapshots
 from shuyu_core.errors import ShuyuError, ValidationError
 from shuyu_core.home import Home
+from synthetic_data.tricky import tricky_frame
 from transforms.apply import (
     DATA_FILE,
     SIDECAR,
@@ -46,7 +51,11 @@ def test_frame_plan_removes_direct_identifiers(small_frames: dict[str, pl.DataFr
     assert out["公民身份号码"][0] == hmac.new(KEY, ids[0].upper().encode(), "sm3").hexdigest()
     assert not set(out["公民身份号码"].to_list()) & set(ids)
     # No ID number, name, phone or full address survives anywhere in the output.
-    text = out.select(pl.all().cast(pl.String)).to_pandas().to_string()
+    text = "\n".join(
+        out.select(pl.concat_str(pl.all().cast(pl.String), separator="|", ignore_nulls=True))
+        .to_series()
+        .to_list()
+    )
     for col in ("公民身份号码", "姓名", "联系电话", "现住址"):
         for value in raw[col].drop_nulls().head(50).to_list():
             assert value not in text, (col, value)
@@ -119,6 +128,15 @@ def test_reversible_encryption_is_marked(with_keys: Home, tmp_path: Path) -> Non
     path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     out = desensitize_resource(with_keys, "RKJBXX", path)
     assert reversible_columns(out) == ["姓名"]
+    # A k-anonymous copy ('pii risk --enforce') still says it carries a reversible column.
+    root = typer.Typer()
+    root.callback()(lambda: None)
+    cli_pii.register(root)
+    args = ["pii", "risk", "RKJBXX", "--output", str(out), "--enforce", "--format", "json"]
+    result = CliRunner().invoke(root, args, env={"SHUYU_HOME": str(with_keys.root)})
+    assert result.exit_code == 0, result.output
+    kanon = Path(json.loads(result.stdout)["enforce_k"]["written"])
+    assert reversible_columns(kanon) == ["姓名"]
     # The Parquet file alone (without the sidecar) still tells.
     (out / SIDECAR).unlink()
     assert reversible_columns(out / DATA_FILE) == ["姓名"]
@@ -137,3 +155,37 @@ def test_missing_key_is_a_clear_audited_error(ingested: Home) -> None:
     last = list(entries(ingested))[-1]
     assert last["action"] == "desensitize" and last["outcome"] == "error"
     assert not (ingested.work / "desensitized").exists()
+
+
+def test_free_text_columns_are_redacted_in_place() -> None:
+    df, _ = tricky_frame(300, seed=4)
+    frame = df.select("备注", "办理结果").with_columns(
+        ("王小明住" + pl.col("办理结果") + "辽宁省营口市站前区渤海大街12号").alias("说明")
+    )
+    report = scan_frame(frame.select("备注"))
+    assert report.detected() == {"备注": "CN_MOBILE"}
+    assert report.free_text_columns() == {"备注"}
+    detected = {**report.detected(), "说明": "ADDRESS"}
+    lf, actions = desensitize_frame(
+        frame.lazy(), None, load_policy(), _keys, detected, free_text={"备注", "说明"}
+    )
+    out = lf.collect()
+    by_col = {a.column: a for a in actions}
+    assert by_col["备注"].params["free_text"] == "identifiers redacted"
+    # Every mobile is gone, the words around it stay.
+    assert not out["备注"].str.contains(r"1[3-9][0-9]{9}").any()
+    had_phone = frame["备注"].str.contains("请回电")
+    assert out.filter(had_phone)["备注"].str.starts_with("请回电****").all()
+    assert out.filter(~had_phone)["备注"].to_list() == frame.filter(~had_phone)["备注"].to_list()
+    # An address mask on prose would keep the name before the district: all hidden instead.
+    assert by_col["说明"].params["free_text"] == "all characters hidden"
+    assert out["说明"].str.contains(r"^\*+$").all()
+    # The same column as a whole-value address keeps the district convention.
+    whole, _ = desensitize_frame(
+        pl.LazyFrame({"住址": ["辽宁省营口市站前区渤海大街12号"]}),
+        None,
+        load_policy(),
+        _keys,
+        {"住址": "ADDRESS"},
+    )
+    assert whole.collect()["住址"].to_list() == ["辽宁省营口市站前区"]

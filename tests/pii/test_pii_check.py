@@ -10,7 +10,8 @@ import yaml
 
 from catalogs.catalog import PACKAGED_RESOURCES, Catalog
 from governance.audit import entries
-from privacy.pii.check import check_resource
+from privacy.pii.check import check_resource, findings_from_report
+from privacy.pii.scan import ColumnFinding, ScanReport
 from shuyu_core.errors import NotFoundError
 from shuyu_core.home import Home
 
@@ -67,3 +68,48 @@ def test_no_snapshot_is_a_clear_error(home: Home) -> None:
     with pytest.raises(NotFoundError, match="no snapshot"):
         check_resource(home, "RKJBXX")
     assert list(entries(home))[-1]["outcome"] == "error"
+
+
+def _finding(column: str, entity: str | None, rates: dict[str, float]) -> ColumnFinding:
+    rate = rates.get(entity, 0.0) if entity else 0.0
+    return ColumnFinding(column, entity, rate, rate, "test evidence", rates)
+
+
+def test_comparison_rules_and_severities() -> None:
+    report = ScanReport(
+        [
+            # declared CN_PHONE, mostly mobiles but 60% still landline-valid: medium
+            _finding("a", "CN_MOBILE", {"CN_MOBILE": 0.9, "CN_PHONE": 0.6}),
+            # declared CN_PHONE, the data hold none: high
+            _finding("b", "CN_MOBILE", {"CN_MOBILE": 0.9}),
+            # declared ADDRESS; the scan doubts but 70% are addresses: not a finding
+            _finding("c", None, {"ADDRESS": 0.7}),
+            # undeclared: an address is medium, a bank card high
+            _finding("d", "ADDRESS", {"ADDRESS": 1.0}),
+            _finding("e", "CN_BANK_CARD", {"CN_BANK_CARD": 1.0}),
+            # agrees with the declaration / holds nothing and declares nothing
+            _finding("f", "EMAIL", {"EMAIL": 1.0}),
+            _finding("g", None, {}),
+            # not a catalog field at all: not this comparison's business
+            _finding("h", "CN_MOBILE", {"CN_MOBILE": 1.0}),
+        ]
+    )
+    declared = {
+        "a": "CN_PHONE",
+        "b": "CN_PHONE",
+        "c": "ADDRESS",
+        "d": None,
+        "e": None,
+        "f": "EMAIL",
+        "g": None,
+    }
+    found = findings_from_report("X", "snap", report, declared)
+    assert [(f.column, f.kind, f.severity) for f in found] == [
+        ("a", "contradicted_declaration", "medium"),
+        ("b", "contradicted_declaration", "high"),
+        ("d", "undeclared_pii", "medium"),
+        ("e", "undeclared_pii", "high"),
+    ]
+    assert all(f.resource == "X" and f.snapshot == "snap" for f in found)
+    assert found[1].declared == "CN_PHONE" and found[1].detected == "CN_MOBILE"
+    assert set(found[0].to_dict()) >= {"column", "kind", "severity", "message"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import typer
 from typer.testing import CliRunner, Result
@@ -13,6 +14,7 @@ from pipelines import cli_pii
 from shuyu_core.errors import ShuyuError
 from shuyu_core.home import Home
 from synthetic_data.tricky import tricky_frame
+from transforms.apply import read_desensitization
 
 
 def _app() -> typer.Typer:
@@ -67,7 +69,31 @@ def test_check_desensitize_and_risk(with_keys: Home) -> None:
     assert result.exit_code == 0, result.output
     risk = json.loads(result.stdout)
     assert risk["quasi_identifiers"] == ["性别", "出生日期", "民族", "户籍区划代码"]
-    assert 0.0 <= risk["share_below_k"] <= 1.0 and risk["l_diversity"] >= 1
+    assert 0.0 <= risk["share_below_k"] <= 1.0 and risk["l_diversity"]["民族"] >= 1
+    data = pl.read_parquet(Path(doc["output"]) / "data.parquet")
+    qis = risk["quasi_identifiers"]
+    sizes = data.group_by(qis).len()
+    assert risk["min_class_size"] == sizes["len"].min()
+    assert risk["records_below_k"] == sizes.filter(pl.col("len") < 5)["len"].sum()
+
+    # --enforce writes a k-anonymous copy into work/kanon/ and reports the cost.
+    args = ("pii", "risk", "RKJBXX", "--k", "5", "--enforce", "--format", "json")
+    result = _run(with_keys, *args)
+    assert result.exit_code == 0, result.output
+    cost = json.loads(result.stdout)["enforce_k"]
+    written = Path(cost["written"])
+    assert written.is_relative_to(with_keys.work / "kanon")
+    kanon = pl.read_parquet(written / "data.parquet")
+    assert kanon.group_by(qis).len().select(pl.col("len").min() >= 5).item()
+    assert cost["records_in"] - cost["records_suppressed"] == kanon.height
+    record = read_desensitization(written)
+    assert record["rows"] == kanon.height and record["resource"] == "RKJBXX"
+    assert record["reversible_columns"] == [] and record["source"] == doc["output"]
+    assert cost["share_suppressed"] <= 0.05 or cost["notes"]
+    again = json.loads(_run(with_keys, *args).stdout)["enforce_k"]
+    assert again["reused"] is True and again["records_suppressed"] == cost["records_suppressed"]
+    bad = _run(with_keys, "pii", "risk", "RKJBXX", "--enforce", "--max-suppression", "2")
+    assert isinstance(bad.exception, ShuyuError)
 
 
 def test_user_mistakes_raise_shuyu_errors(home: Home, tmp_path: Path) -> None:

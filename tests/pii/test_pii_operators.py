@@ -144,3 +144,29 @@ def test_top_bottom_coding_and_suppress() -> None:
     assert _apply(lambda e: ops.bottom_code(e, 10.0), [5.0, 150.0]) == [10.0, 150.0]
     out = pl.DataFrame({"x": [1, 2]}).select(ops.suppress(pl.col("x"), pl.Int64()))
     assert out.columns == ["x"] and out["x"].null_count() == 2
+
+
+def test_pseudonym_memo_is_safe_across_parallel_batches() -> None:
+    """Streaming runs batches on several threads; overlapping batches must neither
+    duplicate memo entries nor change a token, and a full memo starts over."""
+    import threading
+
+    memo = ops._TokenMemo(lambda vs: ops.hmac_sm3_tokens(vs, KEY), capacity=300)
+    batches = [pl.Series("v", [f"p{(i * 37 + j) % 400}" for j in range(250)]) for i in range(24)]
+    results: dict[int, list[object]] = {}
+    start = threading.Barrier(4)
+
+    def run(worker: int) -> None:
+        start.wait()
+        for i in range(worker, len(batches), 4):
+            results[i] = memo(batches[i]).to_list()
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, batch in enumerate(batches):
+        want = [hmac.new(KEY, v.encode(), "sm3").hexdigest() for v in batch.to_list()]
+        assert results[i] == want
+    assert memo.known["v"].n_unique() == memo.known.height <= 300

@@ -12,10 +12,12 @@ import pytest
 from catalogs.catalog import Catalog
 from privacy.risk import (
     date_levels,
+    declared_sensitive_attributes,
     enforce_k,
     hierarchy_for,
     k_anonymity,
     l_diversity,
+    record_risk,
     region_levels,
     suppress_levels,
 )
@@ -126,3 +128,33 @@ def test_hierarchy_for_catalog_quasi_identifiers() -> None:
     frame = pl.DataFrame({"户籍区划代码": ["210802"], "出生日期": ["1987"]})
     assert frame.select(levels["户籍区划代码"][0](pl.col("户籍区划代码"))).item() == "210800"
     assert frame.select(levels["出生日期"][0](pl.col("出生日期"))).item() == "1985-1989"
+
+
+def test_record_risk_uses_the_catalog_declarations() -> None:
+    catalog = Catalog.load()
+    people = catalog.get("RKJBXX")
+    df = pl.DataFrame(
+        {
+            "性别": ["男", "男", "女", "女", "女"],
+            "出生日期": ["1980", "1980", "1990", "1990", "1991"],
+            "民族": ["汉族", "汉族", "汉族", "满族", "汉族"],
+            "户籍区划代码": ["210802"] * 5,
+            "公民身份号码": ["t1", "t2", "t3", "t4", "t5"],
+        }
+    )
+    measured = record_risk(df, people, k=2)
+    assert measured.quasi_identifiers == ["性别", "出生日期", "民族", "户籍区划代码"]
+    assert measured.anonymity.min_class_size == 1
+    doc = measured.to_dict()
+    assert doc["records_below_k"] == 3 and doc["share_below_k"] == pytest.approx(3 / 5)
+    # 民族 is a quasi-identifier and the ID an identifier: neither is a sensitive attribute.
+    assert measured.l_diversity == {}
+    explicit = record_risk(df, people, k=2, sensitive=["公民身份号码"])
+    assert explicit.l_diversity == {"公民身份号码": 1}
+    visits = catalog.get("YBJS")
+    assert declared_sensitive_attributes(visits, ["诊断编码", "诊断名称", "公民身份号码"]) == [
+        "诊断编码",
+        "诊断名称",
+    ]
+    with pytest.raises(ValidationError, match="quasi-identifier"):
+        record_risk(pl.DataFrame({"诊断编码": ["I10"]}), visits)

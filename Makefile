@@ -11,19 +11,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
-# uv resolves and installs the ~160 dependencies in seconds; pip is the fallback.
+# uv resolves and installs the ~160 dependencies in seconds; pip is the fallback. Bytecode is
+# compiled at install: presidio, spacy and prefect otherwise cost seconds per test process.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e . \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e . \
 		|| $(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]' \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]' \
 		|| $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
 $(VENV)/.installed-pg: pyproject.toml $(VENV)/.installed-dev
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev,postgres]' \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev,postgres]' \
 		|| $(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
 	touch $@
 

@@ -203,36 +203,57 @@ def _sm4_like_columns(frame: pl.DataFrame) -> list[str]:
     return out
 
 
-def _check(
-    dimension: str,
-    name: str,
-    title: str,
-    status: Status,
-    evidence: str,
-    rule: str,
-    rectifiable: bool,
-    **data: Any,
-) -> Check:
-    return Check(
-        dimension=dimension,
-        name=name,
-        title=title,
-        status=status,
-        evidence=evidence,
-        rule=rule,
-        rectifiable=rectifiable,
-        data=data,
-    )
+@dataclass(frozen=True)
+class _CheckDef:
+    """What every outcome of one check shares; calling it gives the ``Check`` of an outcome."""
+
+    dimension: str
+    name: str
+    title: str
+    rule: str
+    rectifiable: bool
+
+    def __call__(
+        self, status: Status, evidence: str, *, rectifiable: bool | None = None, **data: Any
+    ) -> Check:
+        return Check(
+            dimension=self.dimension,
+            name=self.name,
+            title=self.title,
+            status=status,
+            evidence=evidence,
+            rule=self.rule,
+            rectifiable=self.rectifiable if rectifiable is None else rectifiable,
+            data=data,
+        )
+
+    def verdict(self, problems: list[str], passed: str) -> Check:
+        """Fail with the problems when there are any, else pass with ``passed``."""
+        if problems:
+            return self("fail", "; ".join(problems))
+        return self("pass", passed)
+
+    def fields_present(self, missing: list[str], passed: str) -> Check:
+        """Fail naming the ``missing`` fields when there are any, else pass with ``passed``."""
+        if missing:
+            return self("fail", f"missing {', '.join(missing)}")
+        return self("pass", passed)
 
 
 def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+def _grade(value: float, pass_at: float, warn_at: float) -> Status:
+    """Pass from ``pass_at`` up, warn from ``warn_at`` up, fail below (and on NaN)."""
+    return "pass" if value >= pass_at else "warn" if value >= warn_at else "fail"
+
+
 # =========================================================================== legality 合法性
 
 
 def _auth_check(ctx: Ctx, name: str, title: str, rule: str) -> Check:
+    check = _CheckDef("legality", name, title, rule, False)
     codes = AUTH_CHECKS[name]
     mapped = {c for group in AUTH_CHECKS.values() for c in group} | {"reversible_not_allowed"}
     failures = [
@@ -252,16 +273,11 @@ def _auth_check(ctx: Ctx, name: str, title: str, rule: str) -> Check:
     )
     if failures:
         ev = "; ".join(f"{f.code}: {f.message}" for f in failures)
-        return _check("legality", name, title, "fail", f"{ev} (checked for {ctx.at})", rule, False)
-    return _check(
-        "legality",
-        name,
-        title,
+        return check("fail", f"{ev} (checked for {ctx.at})")
+    return check(
         "pass",
         f"no {'/'.join(codes)} on {ctx.at} under agreement {ctx.manifest.agreement_id}, "
         f"scenario {ctx.manifest.scenario}; {build_note}",
-        rule,
-        False,
     )
 
 
@@ -336,25 +352,8 @@ def sources_annotated(ctx: Ctx) -> Check:
                 f"{inp.resource} ({res.name}, {res.source_unit.name}) snapshot "
                 f"{ref.snapshot_id} SM3 {ref.snapshot_sm3[:12]}…"
             )
-    if problems:
-        return _check(
-            "legality",
-            "sources_annotated",
-            "来源标注 sources annotated",
-            "fail",
-            "; ".join(problems),
-            rule,
-            True,
-        )
-    return _check(
-        "legality",
-        "sources_annotated",
-        "来源标注 sources annotated",
-        "pass",
-        f"{len(notes)} input(s): " + "; ".join(notes),
-        rule,
-        True,
-    )
+    check = _CheckDef("legality", "sources_annotated", "来源标注 sources annotated", rule, True)
+    return check.verdict(problems, f"{len(notes)} input(s): " + "; ".join(notes))
 
 
 def minimal_necessary(ctx: Ctx) -> Check:
@@ -372,18 +371,9 @@ def minimal_necessary(ctx: Ctx) -> Check:
         if unknown:
             problems.append(f"{ref.resource} has no field(s) {', '.join(unknown)}")
     title = "最小必要 minimal necessary"
-    if problems:
-        return _check(
-            "legality", "minimal_necessary", title, "fail", "; ".join(problems), rule, False
-        )
-    return _check(
-        "legality",
-        "minimal_necessary",
-        title,
-        "pass",
-        f"{total} field(s) read across {len(ctx.data_inputs)} input(s), all declared",
-        rule,
-        False,
+    check = _CheckDef("legality", "minimal_necessary", title, rule, False)
+    return check.verdict(
+        problems, f"{total} field(s) read across {len(ctx.data_inputs)} input(s), all declared"
     )
 
 
@@ -394,25 +384,10 @@ def purpose_pricing(ctx: Ctx) -> Check:
         "are stated"
     )
     title = "用途类别与定价说明 purpose category and pricing note"
+    check = _CheckDef("legality", "purpose_pricing", title, rule, True)
     if m.purpose_category not in ("public_good", "industry") or not m.pricing_note.strip():
-        return _check(
-            "legality",
-            "purpose_pricing",
-            title,
-            "fail",
-            f"purpose {m.purpose_category!r}, pricing note {m.pricing_note!r}",
-            rule,
-            True,
-        )
-    return _check(
-        "legality",
-        "purpose_pricing",
-        title,
-        "pass",
-        f"purpose {m.purpose_category}; pricing: {m.pricing_note}",
-        rule,
-        True,
-    )
+        return check("fail", f"purpose {m.purpose_category!r}, pricing note {m.pricing_note!r}")
+    return check("pass", f"purpose {m.purpose_category}; pricing: {m.pricing_note}")
 
 
 # ==================================================================== desensitization 脱敏
@@ -440,6 +415,7 @@ def pii_scan(ctx: Ctx) -> Check:
         "generalized values and DP aggregates carry none)"
     )
     title = "个人信息扫描 PII scan of every output column"
+    check = _CheckDef("desensitization", "pii_scan", title, rule, False)
     hits: list[str] = []
     scanned = 0
     paths = {o.name: ctx.rdir / o.path for o in ctx.tabular}
@@ -449,25 +425,15 @@ def pii_scan(ctx: Ctx) -> Check:
             if entity is not None:
                 hits.append(f"{name}.{column}: {entity} (score {score:.2f})")
     if hits:
-        return _check(
-            "desensitization",
-            "pii_scan",
-            title,
+        return check(
             "fail",
             f"{len(hits)} of {scanned} output columns hold personal information: "
             + "; ".join(hits),
-            rule,
-            False,
         )
-    return _check(
-        "desensitization",
-        "pii_scan",
-        title,
+    return check(
         "pass",
         f"{scanned} column(s) in {len(ctx.frames)} output(s) scanned; none holds personal "
         "information",
-        rule,
-        False,
     )
 
 
@@ -508,6 +474,7 @@ def raw_identifiers(ctx: Ctx) -> Check:
         "HMAC-SM3)"
     )
     title = "原始标识值外泄 raw identifier values in outputs"
+    check = _CheckDef("desensitization", "raw_identifiers", title, rule, False)
     key = secrets.token_bytes(32)
     seeds = _Seeds()
     inputs: list[pl.Series] = []
@@ -532,15 +499,7 @@ def raw_identifiers(ctx: Ctx) -> Check:
         inputs.append(values)
         fields += [f"{ref.resource}.{c}" for c in idents]
     if not inputs:
-        return _check(
-            "desensitization",
-            "raw_identifiers",
-            title,
-            "pass",
-            "the release reads no identifier field",
-            rule,
-            False,
-        )
+        return check("pass", "the release reads no identifier field")
     known_values = pl.concat(inputs).unique()
     known = pl.DataFrame({"v": known_values, "h": seeds.hash(known_values)})
     hits: list[str] = []
@@ -563,24 +522,10 @@ def raw_identifiers(ctx: Ctx) -> Check:
                 hits.append(f"{name}.{col}: {same.height} distinct value(s)")
     ev_inputs = f"{known.height} distinct identifier values of {', '.join(fields)}"
     if hits:
-        return _check(
-            "desensitization",
-            "raw_identifiers",
-            title,
-            "fail",
-            "raw input identifiers found in " + "; ".join(hits) + f" (against {ev_inputs})",
-            rule,
-            False,
+        return check(
+            "fail", "raw input identifiers found in " + "; ".join(hits) + f" (against {ev_inputs})"
         )
-    return _check(
-        "desensitization",
-        "raw_identifiers",
-        title,
-        "pass",
-        f"0 of {compared} distinct output values match any of {ev_inputs}",
-        rule,
-        False,
-    )
+    return check("pass", f"0 of {compared} distinct output values match any of {ev_inputs}")
 
 
 def public_keys(ctx: Ctx) -> Check:
@@ -589,11 +534,10 @@ def public_keys(ctx: Ctx) -> Check:
         "key sets (code lists, values, bands, quarters) — never by identifiers or private keys"
     )
     title = "公开分组键 public grouping keys (no group-by on identifiers)"
+    check = _CheckDef("desensitization", "public_keys", title, rule, False)
     aggs = ctx.outputs_of("dp_aggregate")
     if not aggs:
-        return _check(
-            "desensitization", "public_keys", title, "pass", "no aggregate output", rule, False
-        )
+        return check("pass", "no aggregate output")
     dims = {d.name for d in ctx.spec.dimensions}
     labels = {f"{d}_name" for d in dims} | {"suppression_reason"}
     problems: list[str] = []
@@ -614,19 +558,10 @@ def public_keys(ctx: Ctx) -> Check:
                 problems.append(
                     f"{name}.{col}: undeclared grouping column with {distinct} distinct keys"
                 )
-    if problems:
-        return _check(
-            "desensitization", "public_keys", title, "fail", "; ".join(problems), rule, False
-        )
-    return _check(
-        "desensitization",
-        "public_keys",
-        title,
-        "pass",
+    return check.verdict(
+        problems,
         f"{len(aggs)} aggregate output(s); {keys_checked} key values, all from public key sets "
         f"of {', '.join(sorted(dims))}",
-        rule,
-        False,
     )
 
 
@@ -655,11 +590,10 @@ def ledger_tied(ctx: Ctx) -> Check:
         "in the budget ledger (one stored entry per input resource, ρ as in the release)"
     )
     title = "预算台账关联 every number tied to a ledger entry"
+    check = _CheckDef("desensitization", "ledger_tied", title, rule, False)
     aggs = ctx.outputs_of("dp_aggregate")
     if not aggs:
-        return _check(
-            "desensitization", "ledger_tied", title, "pass", "no aggregate output", rule, False
-        )
+        return check("pass", "no aggregate output")
     m = ctx.manifest
     problems: list[str] = []
     entries = ad.ledger_entries(ctx.home, m.release_id)
@@ -713,24 +647,11 @@ def ledger_tied(ctx: Ctx) -> Check:
         ", ".join(f"{e['entry_id']} ρ={e['rho']:g} ({e['state']})" for e in entries) or "none"
     )
     if problems:
-        return _check(
-            "desensitization",
-            "ledger_tied",
-            title,
-            "fail",
-            "; ".join(problems) + f"; ledger: {ev_ledger}",
-            rule,
-            False,
-        )
-    return _check(
-        "desensitization",
-        "ledger_tied",
-        title,
+        return check("fail", "; ".join(problems) + f"; ledger: {ev_ledger}")
+    return check(
         "pass",
         f"{tied} of {rows} released rows tied to {len(acc)} accuracy statements; ledger: "
         f"{ev_ledger}{ev_scale}",
-        rule,
-        False,
     )
 
 
@@ -766,11 +687,10 @@ def small_cells(ctx: Ctx) -> Check:
         f"below {MIN_CELL}); suppressed cells are withheld (null) and listed"
     )
     title = "小单元格抑制 small cells suppressed (no cells of one person)"
+    check = _CheckDef("desensitization", "small_cells", title, rule, False)
     aggs = ctx.outputs_of("dp_aggregate")
     if not aggs:
-        return _check(
-            "desensitization", "small_cells", title, "pass", "no aggregate output", rule, False
-        )
+        return check("pass", "no aggregate output")
     problems: list[str] = []
     declared = ctx.manifest.suppression_threshold
     if declared is None or declared < MIN_CELL:
@@ -805,19 +725,10 @@ def small_cells(ctx: Ctx) -> Check:
     if withheld_bad:
         problems.append(f"{withheld_bad} suppressed cell(s) still carry a value")
     n_supp = len(ctx.manifest.suppressed)
-    if problems:
-        return _check(
-            "desensitization", "small_cells", title, "fail", "; ".join(problems), rule, False
-        )
-    return _check(
-        "desensitization",
-        "small_cells",
-        title,
-        "pass",
+    return check.verdict(
+        problems,
         f"{released} released count cell(s), none below {threshold:g}; {n_supp} cell(s) "
         "suppressed and withheld",
-        rule,
-        False,
     )
 
 
@@ -827,11 +738,10 @@ def k_anonymity(ctx: Ctx) -> Check:
         f"least the product's k (never below {MIN_K}), recomputed from the output itself"
     )
     title = "k-匿名 k-anonymity of record-level outputs"
+    check = _CheckDef("desensitization", "k_anonymity", title, rule, False)
     recs = ctx.outputs_of("desensitized_record")
     if not recs:
-        return _check(
-            "desensitization", "k_anonymity", title, "pass", "no record-level output", rule, False
-        )
+        return check("pass", "no record-level output")
     d = ctx.spec.desensitize
     target = max(d.k if d else MIN_K, MIN_K)
     qis = list(d.quasi_identifiers) if d else []
@@ -852,19 +762,7 @@ def k_anonymity(ctx: Ctx) -> Check:
     ka = ctx.manifest.k_anonymity
     if ka is not None and ka.achieved < target:
         problems.append(f"the release records k={ka.achieved} below {target}")
-    if problems:
-        return _check(
-            "desensitization", "k_anonymity", title, "fail", "; ".join(problems), rule, False
-        )
-    return _check(
-        "desensitization",
-        "k_anonymity",
-        title,
-        "pass",
-        "; ".join(notes) + f" (target {target})",
-        rule,
-        False,
-    )
+    return check.verdict(problems, "; ".join(notes) + f" (target {target})")
 
 
 def reversible_columns(ctx: Ctx) -> Check:
@@ -873,37 +771,17 @@ def reversible_columns(ctx: Ctx) -> Check:
         "allows reversible outputs (不得通过可逆模型或算法还原)"
     )
     title = "不可逆 no reversible (SM4) columns"
+    check = _CheckDef("desensitization", "reversible_columns", title, rule, False)
     found = ctx.reversible
     if not found:
-        return _check(
-            "desensitization",
-            "reversible_columns",
-            title,
-            "pass",
-            f"no reversible column in {len(ctx.frames)} output(s)",
-            rule,
-            False,
-        )
+        return check("pass", f"no reversible column in {len(ctx.frames)} output(s)")
     ag = ad.agreement(ctx.manifest.agreement_id)
     listing = "; ".join(f"{o}.{c} ({why})" for o, c, why in found)
     if ag is not None and ag.reversible_outputs:
-        return _check(
-            "desensitization",
-            "reversible_columns",
-            title,
-            "pass",
-            f"{listing}: allowed by agreement {ag.id}",
-            rule,
-            False,
-        )
-    return _check(
-        "desensitization",
-        "reversible_columns",
-        title,
+        return check("pass", f"{listing}: allowed by agreement {ag.id}")
+    return check(
         "fail",
         f"{listing}; agreement {ctx.manifest.agreement_id} does not allow reversible outputs",
-        rule,
-        False,
     )
 
 
@@ -913,11 +791,10 @@ def result_only(ctx: Ctx) -> Check:
         "not_found / refused) and a refusal reason (仅返回核验结果)"
     )
     title = "仅返回核验结果 verification returns results only"
+    check = _CheckDef("desensitization", "result_only", title, rule, False)
     ver = ctx.outputs_of("verification_flag")
     if not ver:
-        return _check(
-            "desensitization", "result_only", title, "pass", "no verification output", rule, False
-        )
+        return check("pass", "no verification output")
     problems: list[str] = []
     rows = 0
     for name, frame in ver.items():
@@ -931,18 +808,8 @@ def result_only(ctx: Ctx) -> Check:
                 problems.append(f"{name}: {bad} result(s) outside {sorted(VERIFICATION_RESULTS)}")
         else:
             problems.append(f"{name}: no result column")
-    if problems:
-        return _check(
-            "desensitization", "result_only", title, "fail", "; ".join(problems), rule, False
-        )
-    return _check(
-        "desensitization",
-        "result_only",
-        title,
-        "pass",
-        f"{rows} answer(s) with columns {', '.join(sorted(VERIFICATION_COLUMNS))} only",
-        rule,
-        False,
+    return check.verdict(
+        problems, f"{rows} answer(s) with columns {', '.join(sorted(VERIFICATION_COLUMNS))} only"
     )
 
 
@@ -956,6 +823,7 @@ def subject_consent(ctx: Ctx) -> Check:
         "k-anonymous record-level products rest on the agreement's scenario instead"
     )
     title = "信息主体授权 data-subject consent coverage"
+    check = _CheckDef("consent", "subject_consent", title, rule, False)
     spec = ctx.spec
     if spec.verification is None:
         basis = (
@@ -963,15 +831,10 @@ def subject_consent(ctx: Ctx) -> Check:
             if ctx.manifest.budget is not None
             else "de-identified records (no direct identifiers, k-anonymity enforced)"
         )
-        return _check(
-            "consent",
-            "subject_consent",
-            title,
+        return check(
             "pass",
             f"no per-person answers: {basis} under agreement {spec.agreement_id}, scenario "
             f"{spec.scenario}",
-            rule,
-            False,
         )
     problems: list[str] = []
     personal = []
@@ -1007,16 +870,8 @@ def subject_consent(ctx: Ctx) -> Check:
         "in the ledger for this purpose"
     )
     if problems:
-        return _check(
-            "consent",
-            "subject_consent",
-            title,
-            "fail",
-            "; ".join(problems) + f" ({ev})",
-            rule,
-            False,
-        )
-    return _check("consent", "subject_consent", title, "pass", ev, rule, False)
+        return check("fail", "; ".join(problems) + f" ({ev})")
+    return check("pass", ev)
 
 
 # ============================================================================ accuracy 准确性
@@ -1030,23 +885,14 @@ def accuracy_target(ctx: Ctx) -> Check:
         "index scores are held to the index's maximum band half-width"
     )
     title = "精度目标 cells meeting the accuracy target"
+    check = _CheckDef("accuracy", "accuracy_target", title, rule, True)
     cells = [c for c in ctx.manifest.accuracy if not c.suppressed and c.estimate is not None]
     if ctx.manifest.budget is None:
-        return _check(
-            "accuracy",
-            "accuracy_target",
-            title,
-            "pass",
-            "no noisy output (exact results)",
-            rule,
-            True,
-        )
+        return check("pass", "no noisy output (exact results)")
     if target is None:
-        return _check(
-            "accuracy", "accuracy_target", title, "warn", "no accuracy target declared", rule, True
-        )
+        return check("warn", "no accuracy target declared")
     if not cells:
-        return _check("accuracy", "accuracy_target", title, "warn", "no released cell", rule, True)
+        return check("warn", "no released cell")
     band = ctx.spec.index.max_band_half_width if ctx.spec.index is not None else None
     rel = pl.DataFrame(
         {
@@ -1071,21 +917,14 @@ def accuracy_target(ctx: Ctx) -> Check:
         .agg(pl.len().alias("cells"), pl.col("ok").mean().alias("share"), pl.col("rel").median())
         .to_dicts()
     )
-    status: Status = (
-        "pass" if share >= ACCURACY_PASS else "warn" if share >= ACCURACY_WARN else "fail"
-    )
+    status = _grade(share, ACCURACY_PASS, ACCURACY_WARN)
     detail = "; ".join(
         f"{p['output']}.{p['measure']} {p['share']:.0%} of {p['cells']}" for p in per
     )
-    return _check(
-        "accuracy",
-        "accuracy_target",
-        title,
+    return check(
         status,
         f"{int(met['ok'].sum())} of {met.height} released cells ({_pct(share)}) within relative "
         f"error {target:g}: {detail}",
-        rule,
-        True,
         per_measure=per,
     )
 
@@ -1097,28 +936,13 @@ def verification_correctness(ctx: Ctx) -> Check:
         "from the release's keyed index are correct"
     )
     title = "核验正确率 verification correctness on a labelled sample"
+    check = _CheckDef("accuracy", "verification_correctness", title, rule, True)
     spec = ctx.spec
     if spec.verification is None:
-        return _check(
-            "accuracy",
-            "verification_correctness",
-            title,
-            "pass",
-            "not a verification product",
-            rule,
-            True,
-        )
+        return check("pass", "not a verification product")
     key = ad.pseudonym_key(ctx.home)
     if key is None:
-        return _check(
-            "accuracy",
-            "verification_correctness",
-            title,
-            "warn",
-            "no pseudonym key in the home: the keyed index cannot be validated",
-            rule,
-            True,
-        )
+        return check("warn", "no pseudonym key in the home: the keyed index cannot be validated")
     refs = {i.resource: i for i in ctx.manifest.inputs}
     notes: list[str] = []
     total = correct = 0
@@ -1163,14 +987,9 @@ def verification_correctness(ctx: Ctx) -> Check:
             + ")"
         )
     if missing and not total:
-        return _check(
-            "accuracy",
-            "verification_correctness",
-            title,
+        return check(
             "warn",
             f"keyed index of {', '.join(missing)} not kept in work/verification: cannot validate",
-            rule,
-            True,
         )
     share = correct / total if total else 0.0
     status: Status = (
@@ -1180,16 +999,11 @@ def verification_correctness(ctx: Ctx) -> Check:
         if share < VERIFICATION_PASS
         else "warn"
     )
-    return _check(
-        "accuracy",
-        "verification_correctness",
-        title,
+    return check(
         status,
         f"{correct} of {total} labelled queries correct ({_pct(share)}): "
         + "; ".join(notes)
         + (f"; no index for {', '.join(missing)}" if missing else ""),
-        rule,
-        True,
     )
 
 
@@ -1246,6 +1060,7 @@ def totals(ctx: Ctx) -> Check:
         "must not fall short of the released sub-totals)"
     )
     title = "总分一致 totals vs sums of sub-totals"
+    check = _CheckDef("consistency", "totals", title, rule, True)
     tables = {t.name: t for t in ctx.spec.tables}
     aggs = ctx.outputs_of("dp_aggregate")
     compared = outside = 0
@@ -1283,42 +1098,21 @@ def totals(ctx: Ctx) -> Check:
                 outside += bad
                 pairs.append(f"{a.name}.{meas} vs {b.name} ({j.height} groups, {bad} outside)")
     if not pairs:
-        return _check(
-            "consistency",
-            "totals",
-            title,
-            "pass",
-            "no pair of nested tables with a shared count",
-            rule,
-            True,
-        )
+        return check("pass", "no pair of nested tables with a shared count")
     status: Status = "pass" if outside == 0 else "warn"
-    return _check(
-        "consistency",
-        "totals",
-        title,
-        status,
-        f"{compared - outside} of {compared} totals within bounds: " + "; ".join(pairs),
-        rule,
-        True,
+    return check(
+        status, f"{compared - outside} of {compared} totals within bounds: " + "; ".join(pairs)
     )
 
 
 def schema_vs_previous(ctx: Ctx) -> Check:
     rule = "the output schema (outputs, columns, types) equals the previous release's"
     title = "与上一版本结构一致 schema against the previous release"
+    check = _CheckDef("consistency", "schema_vs_previous", title, rule, True)
     m = ctx.manifest
     earlier = [r for r in ad.releases_of(ctx.home, m.product_id) if r.created_at < m.created_at]
     if not earlier:
-        return _check(
-            "consistency",
-            "schema_vs_previous",
-            title,
-            "pass",
-            "first release of the product",
-            rule,
-            True,
-        )
+        return check("pass", "first release of the product")
     prev = earlier[-1]
 
     def shape(r: ad.ReleaseManifest) -> dict[str, list[tuple[str, str]]]:
@@ -1327,29 +1121,18 @@ def schema_vs_previous(ctx: Ctx) -> Check:
     a, b = shape(prev), shape(m)
     diffs = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     if diffs:
-        return _check(
-            "consistency",
-            "schema_vs_previous",
-            title,
-            "warn",
-            f"differs from {prev.release_id} (v{prev.version}) in {', '.join(diffs)}",
-            rule,
-            True,
+        return check(
+            "warn", f"differs from {prev.release_id} (v{prev.version}) in {', '.join(diffs)}"
         )
-    return _check(
-        "consistency",
-        "schema_vs_previous",
-        title,
-        "pass",
-        f"same {len(b)} output file schemas as {prev.release_id} (v{prev.version})",
-        rule,
-        True,
+    return check(
+        "pass", f"same {len(b)} output file schemas as {prev.release_id} (v{prev.version})"
     )
 
 
 def file_integrity(ctx: Ctx) -> Check:
     rule = "every output file exists and its SM3 equals the digest recorded at build time"
     title = "文件完整性 output file integrity (SM3)"
+    check = _CheckDef("consistency", "file_integrity", title, rule, False)
     bad: list[str] = []
     for out in ctx.manifest.outputs:
         path = ctx.rdir / out.path
@@ -1357,17 +1140,7 @@ def file_integrity(ctx: Ctx) -> Check:
             bad.append(f"{out.path} missing")
         elif out.sm3 and ad.file_sm3(path) != out.sm3:
             bad.append(f"{out.path} changed since the build")
-    if bad:
-        return _check("consistency", "file_integrity", title, "fail", "; ".join(bad), rule, False)
-    return _check(
-        "consistency",
-        "file_integrity",
-        title,
-        "pass",
-        f"{len(ctx.manifest.outputs)} file(s) match their recorded SM3",
-        rule,
-        False,
-    )
+    return check.verdict(bad, f"{len(ctx.manifest.outputs)} file(s) match their recorded SM3")
 
 
 def spec_unchanged(ctx: Ctx) -> Check:
@@ -1376,59 +1149,26 @@ def spec_unchanged(ctx: Ctx) -> Check:
         "built from (a changed spec must carry a new version; a newer version warns)"
     )
     title = "规格未变 spec unchanged since the build"
+    check = _CheckDef("consistency", "spec_unchanged", title, rule, True)
     m = ctx.manifest
     own = ad.spec_digest(ctx.spec)
     if own != m.spec_sm3:
-        return _check(
-            "consistency",
-            "spec_unchanged",
-            title,
-            "fail",
-            "the release's spec copy does not match its SM3",
-            rule,
-            False,
-        )
+        return check("fail", "the release's spec copy does not match its SM3", rectifiable=False)
     cur = ctx.current_spec
     if cur is None:
-        return _check(
-            "consistency",
-            "spec_unchanged",
-            title,
-            "warn",
-            f"the spec file of {m.product_id} no longer exists",
-            rule,
-            True,
-        )
+        return check("warn", f"the spec file of {m.product_id} no longer exists")
     cur_sm3 = ad.spec_digest(cur)
     if cur_sm3 == m.spec_sm3:
-        return _check(
-            "consistency",
-            "spec_unchanged",
-            title,
-            "pass",
-            f"spec v{m.version} SM3 {own[:16]}… unchanged",
-            rule,
-            True,
-        )
+        return check("pass", f"spec v{m.version} SM3 {own[:16]}… unchanged")
     if cur.version == m.version:
-        return _check(
-            "consistency",
-            "spec_unchanged",
-            title,
+        return check(
             "fail",
             f"the spec of {m.product_id} v{m.version} changed without a new version "
             f"(now SM3 {cur_sm3[:16]}…, built from {own[:16]}…)",
-            rule,
-            False,
+            rectifiable=False,
         )
-    return _check(
-        "consistency",
-        "spec_unchanged",
-        title,
-        "warn",
-        f"a newer spec version {cur.version} exists (this release is v{m.version})",
-        rule,
-        True,
+    return check(
+        "warn", f"a newer spec version {cur.version} exists (this release is v{m.version})"
     )
 
 
@@ -1441,6 +1181,7 @@ def output_schema(ctx: Ctx) -> Check:
         "release metadata, and aggregate tables carry their spec's dimensions and measures"
     )
     title = "输出结构 output schema as declared"
+    check = _CheckDef("normativity", "output_schema", title, rule, True)
     problems: list[str] = []
     tables = _table_measures(ctx)
     for out in ctx.tabular:
@@ -1462,19 +1203,7 @@ def output_schema(ctx: Ctx) -> Check:
                 problems.append(f"{out.name}: lacks spec column(s) {', '.join(lacking)}")
     for name, err in ctx.read_errors.items():
         problems.append(f"{name}: unreadable ({err})")
-    if problems:
-        return _check(
-            "normativity", "output_schema", title, "fail", "; ".join(problems), rule, True
-        )
-    return _check(
-        "normativity",
-        "output_schema",
-        title,
-        "pass",
-        f"{len(ctx.tabular)} output(s) match their declared schema",
-        rule,
-        True,
-    )
+    return check.verdict(problems, f"{len(ctx.tabular)} output(s) match their declared schema")
 
 
 def code_standards(ctx: Ctx) -> Check:
@@ -1484,6 +1213,7 @@ def code_standards(ctx: Ctx) -> Check:
         "'*' = generalized away). Source defects are fed back through the quality loop"
     )
     title = "编码标准 codes follow their standards"
+    check = _CheckDef("normativity", "code_standards", title, rule, True)
     regions = list(ad.codelist("gbt2260_all"))
     checked: list[str] = []
     worst = 1.0
@@ -1507,9 +1237,9 @@ def code_standards(ctx: Ctx) -> Check:
                 f"{name}.{col}: {_pct(share)} of {vals.height} values follow {std}"
                 + (f" ({bad_codes} distinct non-conforming code(s))" if bad_codes else "")
             )
-    status: Status = "pass" if worst >= CODES_PASS else "warn" if worst >= CODES_WARN else "fail"
+    status = _grade(worst, CODES_PASS, CODES_WARN)
     ev = "; ".join(checked) if checked else "no coded column"
-    return _check("normativity", "code_standards", title, status, ev, rule, True)
+    return check(status, ev)
 
 
 def metadata_complete(ctx: Ctx) -> Check:
@@ -1518,6 +1248,7 @@ def metadata_complete(ctx: Ctx) -> Check:
         "agreement, developer, purpose, pricing, destination, inputs and outputs"
     )
     title = "元数据完整 metadata complete"
+    check = _CheckDef("normativity", "metadata_complete", title, rule, True)
     m = ctx.manifest
     required = {
         "name": m.name,
@@ -1536,25 +1267,10 @@ def metadata_complete(ctx: Ctx) -> Check:
         missing.append("inputs")
     if not m.outputs:
         missing.append("outputs")
-    if missing:
-        return _check(
-            "normativity",
-            "metadata_complete",
-            title,
-            "fail",
-            f"missing {', '.join(missing)}",
-            rule,
-            True,
-        )
-    return _check(
-        "normativity",
-        "metadata_complete",
-        title,
-        "pass",
+    return check.fields_present(
+        missing,
         f"{len(required) + 2} metadata fields present ({len(m.inputs)} inputs, "
         f"{len(m.outputs)} output files)",
-        rule,
-        True,
     )
 
 
@@ -1568,6 +1284,7 @@ def expected_keys(ctx: Ctx) -> Check:
         f"extract suppresses at most {SUPPRESSED_RECORDS_WARN:.0%} of records"
     )
     title = "预期键齐全 expected keys present"
+    check = _CheckDef("completeness", "expected_keys", title, rule, True)
     problems: list[str] = []
     warns: list[str] = []
     notes: list[str] = []
@@ -1604,28 +1321,10 @@ def expected_keys(ctx: Ctx) -> Check:
         line = f"{ka.records_out} of {ka.records_in} records kept ({_pct(share)} suppressed)"
         (warns if share > SUPPRESSED_RECORDS_WARN else notes).append(line)
     if problems:
-        return _check(
-            "completeness",
-            "expected_keys",
-            title,
-            "fail",
-            "; ".join(problems + warns + notes),
-            rule,
-            True,
-        )
+        return check("fail", "; ".join(problems + warns + notes))
     if warns:
-        return _check(
-            "completeness", "expected_keys", title, "warn", "; ".join(warns + notes), rule, True
-        )
-    return _check(
-        "completeness",
-        "expected_keys",
-        title,
-        "pass",
-        "; ".join(notes) or "nothing keyed",
-        rule,
-        True,
-    )
+        return check("warn", "; ".join(warns + notes))
+    return check("pass", "; ".join(notes) or "nothing keyed")
 
 
 def input_completeness(ctx: Ctx) -> Check:
@@ -1635,6 +1334,7 @@ def input_completeness(ctx: Ctx) -> Check:
         "snapshot warns"
     )
     title = "输入完整性 input completeness (quality scores)"
+    check = _CheckDef("completeness", "input_completeness", title, rule, True)
     notes: list[str] = []
     status: Status = "pass"
     for ref in ctx.data_inputs:
@@ -1649,15 +1349,7 @@ def input_completeness(ctx: Ctx) -> Check:
             status = "fail"
         elif c < COMPLETENESS_PASS and status == "pass":
             status = "warn"
-    return _check(
-        "completeness",
-        "input_completeness",
-        title,
-        status,
-        "; ".join(notes) or "no input",
-        rule,
-        True,
-    )
+    return check(status, "; ".join(notes) or "no input")
 
 
 # ======================================================================= timeliness 时效性
@@ -1669,6 +1361,7 @@ def snapshot_age(ctx: Ctx) -> Check:
         "(realtime 1 d, daily 2 d, weekly 8 d, monthly 35 d, quarterly 95 d, yearly 370 d)"
     )
     title = "输入时效 input snapshot ages"
+    check = _CheckDef("timeliness", "snapshot_age", title, rule, True)
     notes: list[str] = []
     stale: list[str] = []
     now = dt.datetime.now(dt.UTC)
@@ -1685,18 +1378,8 @@ def snapshot_age(ctx: Ctx) -> Check:
         line = f"{ref.resource} {age:.1f} d (≤ {limit} d, {res.update_frequency.value})"
         (stale if age > limit else notes).append(line)
     if stale:
-        return _check(
-            "timeliness",
-            "snapshot_age",
-            title,
-            "warn",
-            "stale: " + "; ".join(stale + notes),
-            rule,
-            True,
-        )
-    return _check(
-        "timeliness", "snapshot_age", title, "pass", "; ".join(notes) or "no input", rule, True
-    )
+        return check("warn", "stale: " + "; ".join(stale + notes))
+    return check("pass", "; ".join(notes) or "no input")
 
 
 # ===================================================================== accessibility 可访问性
@@ -1708,6 +1391,7 @@ def formats_readable(ctx: Ctx) -> Check:
         "declared number of rows"
     )
     title = "格式可读 formats readable"
+    check = _CheckDef("accessibility", "formats_readable", title, rule, True)
     problems: list[str] = []
     ok = 0
     for out in ctx.manifest.outputs:
@@ -1728,47 +1412,23 @@ def formats_readable(ctx: Ctx) -> Check:
         else:
             ok += 1
     formats = sorted({o.format for o in ctx.manifest.outputs})
-    if problems:
-        return _check(
-            "accessibility", "formats_readable", title, "fail", "; ".join(problems), rule, True
-        )
-    return _check(
-        "accessibility",
-        "formats_readable",
-        title,
-        "pass",
-        f"{ok} file(s) readable ({', '.join(formats)})",
-        rule,
-        True,
-    )
+    return check.verdict(problems, f"{ok} file(s) readable ({', '.join(formats)})")
 
 
 def fields_documented(ctx: Ctx) -> Check:
     rule = "every output column has a description in the release metadata"
     title = "字段说明 fields documented"
+    check = _CheckDef("accessibility", "fields_documented", title, rule, True)
     undocumented = [
         f"{o.name}.{c.name}" for o in ctx.tabular for c in o.columns if not c.description.strip()
     ]
     total = sum(len(o.columns) for o in ctx.tabular)
     if undocumented:
-        return _check(
-            "accessibility",
-            "fields_documented",
-            title,
+        return check(
             "warn",
             f"{len(undocumented)} of {total} columns undocumented: {', '.join(undocumented[:15])}",
-            rule,
-            True,
         )
-    return _check(
-        "accessibility",
-        "fields_documented",
-        title,
-        "pass",
-        f"{total} columns documented",
-        rule,
-        True,
-    )
+    return check("pass", f"{total} columns documented")
 
 
 # ================================================================= circulation 流通交易风险
@@ -1780,6 +1440,7 @@ def price_basis(ctx: Ctx) -> Check:
         "pricing note agrees with the purpose category"
     )
     title = "价格依据 price basis agrees with the purpose"
+    check = _CheckDef("circulation", "price_basis", title, rule, True)
     m = ctx.manifest
     note = m.pricing_note.lower()
     free = any(w in note for w in ("公益", "无偿", "free"))
@@ -1788,15 +1449,7 @@ def price_basis(ctx: Ctx) -> Check:
         m.purpose_category == "industry" and priced
     )
     status: Status = "pass" if agrees else "fail"
-    return _check(
-        "circulation",
-        "price_basis",
-        title,
-        status,
-        f"purpose {m.purpose_category}; pricing note: {m.pricing_note}",
-        rule,
-        True,
-    )
+    return check(status, f"purpose {m.purpose_category}; pricing note: {m.pricing_note}")
 
 
 def no_redevelopment(ctx: Ctx) -> Check:
@@ -1806,6 +1459,7 @@ def no_redevelopment(ctx: Ctx) -> Check:
         "products)"
     )
     title = "不得二次开发 no re-development by the operator"
+    check = _CheckDef("circulation", "no_redevelopment", title, rule, True)
     m = ctx.manifest
     problems: list[str] = []
     ag = ad.agreement(m.agreement_id)
@@ -1823,18 +1477,8 @@ def no_redevelopment(ctx: Ctx) -> Check:
     ]
     if other:
         problems.append(f"inputs outside the catalog: {', '.join(other)}")
-    if problems:
-        return _check(
-            "circulation", "no_redevelopment", title, "fail", "; ".join(problems), rule, True
-        )
-    return _check(
-        "circulation",
-        "no_redevelopment",
-        title,
-        "pass",
-        f"developer {m.developer} (operator {operator}); inputs are catalogued resources",
-        rule,
-        True,
+    return check.verdict(
+        problems, f"developer {m.developer} (operator {operator}); inputs are catalogued resources"
     )
 
 
@@ -1844,6 +1488,7 @@ def registration_fields(ctx: Ctx) -> Check:
         "purpose category, release date, developer"
     )
     title = "登记要素 registration fields present"
+    check = _CheckDef("circulation", "registration_fields", title, rule, True)
     m = ctx.manifest
     fields = {
         "product code": m.product_id,
@@ -1855,25 +1500,7 @@ def registration_fields(ctx: Ctx) -> Check:
         "developer": m.developer,
     }
     missing = [k for k, v in fields.items() if not v]
-    if missing:
-        return _check(
-            "circulation",
-            "registration_fields",
-            title,
-            "fail",
-            f"missing {', '.join(missing)}",
-            rule,
-            True,
-        )
-    return _check(
-        "circulation",
-        "registration_fields",
-        title,
-        "pass",
-        "; ".join(f"{k}: {v}" for k, v in fields.items()),
-        rule,
-        True,
-    )
+    return check.fields_present(missing, "; ".join(f"{k}: {v}" for k, v in fields.items()))
 
 
 CHECKS: list[Callable[[Ctx], Check]] = [

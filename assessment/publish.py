@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +65,8 @@ def catalog_paths(home: Home) -> dict[str, Path]:
     }
 
 
-@contextlib.contextmanager
-def _lock(home: Home) -> Iterator[None]:
-    path = home.work / "assessments" / "publish.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+def _lock(home: Home) -> contextlib.AbstractContextManager[None]:
+    return atomic.file_lock(home.work / "assessments" / "publish.lock")
 
 
 def _refuse(home: Home, release_id: str, message: str, hint: str) -> ShuyuError:

@@ -11,23 +11,17 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from pipelines.flow_support import retry_unless_user_error
 from pipelines.ingest import ingest_path
-from shuyu_core.errors import ShuyuError
 from shuyu_core.home import Home
 from shuyu_core.snapshots import Manifest
-
-
-# A user error (bad file, unknown resource) will not heal on retry; I/O hiccups might.
-def _retry_unless_user_error(_task: object, _run: object, state: object) -> bool:
-    exc = getattr(state, "result", lambda **_: None)(raise_on_failure=False)
-    return not isinstance(exc, ShuyuError)
 
 
 @task(
     name="ingest-snapshot",
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=_retry_unless_user_error,
+    retry_condition_fn=retry_unless_user_error,
 )
 def ingest_task(code: str, source: str) -> Manifest:
     return ingest_path(Home.from_env(), code, Path(source))

@@ -11,21 +11,16 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from pipelines.flow_support import retry_unless_user_error
 from products.engine import BuildOptions, build
-from shuyu_core.errors import ShuyuError
 from shuyu_core.home import Home
-
-
-def _retry_unless_user_error(_task: object, _run: object, state: object) -> bool:
-    exc = getattr(state, "result", lambda **_: None)(raise_on_failure=False)
-    return not isinstance(exc, ShuyuError)
 
 
 @task(
     name="build-product",
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=_retry_unless_user_error,
+    retry_condition_fn=retry_unless_user_error,
 )
 def build_task(
     product: str,

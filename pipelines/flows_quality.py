@@ -10,14 +10,9 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from pipelines.flow_support import retry_unless_user_error
 from quality import api
-from shuyu_core.errors import ShuyuError
 from shuyu_core.home import Home
-
-
-def _retry_unless_user_error(_task: object, _run: object, state: object) -> bool:
-    exc = getattr(state, "result", lambda **_: None)(raise_on_failure=False)
-    return not isinstance(exc, ShuyuError)
 
 
 def sweep_summary(home: Home) -> list[dict[str, object]]:
@@ -40,7 +35,7 @@ def sweep_summary(home: Home) -> list[dict[str, object]]:
     name="quality-sweep",
     retries=1,
     retry_delay_seconds=10,
-    retry_condition_fn=_retry_unless_user_error,
+    retry_condition_fn=retry_unless_user_error,
 )
 def sweep_task() -> list[dict[str, object]]:
     return sweep_summary(Home.from_env())

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import shutil
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -179,17 +177,9 @@ def load_pending(home: Home, release_id: str, spec_digest: str) -> Draw | None:
     return Draw(tables=tables, meta=doc["meta"])
 
 
-@contextlib.contextmanager
-def release_lock(home: Home, release_id: str) -> Iterator[None]:
+def release_lock(home: Home, release_id: str) -> contextlib.AbstractContextManager[None]:
     """Exclusive per-release lock across threads and processes (flock per open file)."""
-    path = home.work / "products" / "locks" / f"{release_id}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return atomic.file_lock(home.work / "products" / "locks" / f"{release_id}.lock")
 
 
 # --- the build ---------------------------------------------------------------------------

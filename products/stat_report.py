@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -29,7 +28,7 @@ from privacy.dp.mechanisms import Measure, TableQuery, release_tables
 from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import ContributionBound, InputRef
-from products.tables import TableResult, finish_table
+from products.tables import finish_tables, write_tables
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -145,22 +144,6 @@ def dp_tables(ctx: BuildContext, frame: pl.LazyFrame) -> Draw:
             "rho": {d.name: d.rho for d in draws},
         },
     )
-
-
-def finish_tables(ctx: BuildContext, draw: Draw) -> list[TableResult]:
-    return [
-        finish_table(ctx.spec, t, draw.tables[t.name], draw.meta, ctx.release_id)
-        for t in ctx.spec.tables
-    ]
-
-
-def write_tables(ctx: BuildContext, results: list[TableResult], stage: Path) -> list[Any]:
-    files = []
-    for r in results:
-        files += outputs.write_table(
-            stage, r.name, r.frame, list(ctx.spec.outputs.formats), "dp_aggregate", r.descriptions
-        )
-    return files
 
 
 class StatReportBuilder:

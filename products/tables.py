@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from catalogs.product_models import ProductSpec, TableSpec
 from privacy.dp import accuracy
+from products import outputs
 from products.release import AccuracyCell, SuppressedCell
 from products.specs import dimension_labels
+
+if TYPE_CHECKING:  # the engine imports the builders, which import this module
+    from products.engine import BuildContext, Draw
 
 
 @dataclass
@@ -173,3 +178,21 @@ def finish_table(
     result.descriptions["suppression_reason"] = "why a cell or a measure is withheld"
     result.frame = pl.DataFrame(columns)
     return result
+
+
+def finish_tables(ctx: BuildContext, draw: Draw) -> list[TableResult]:
+    """``finish_table`` of every table of the spec, in spec order."""
+    return [
+        finish_table(ctx.spec, t, draw.tables[t.name], draw.meta, ctx.release_id)
+        for t in ctx.spec.tables
+    ]
+
+
+def write_tables(ctx: BuildContext, results: list[TableResult], stage: Path) -> list[Any]:
+    """Write each released table in every output format of the spec (dp_aggregate values)."""
+    files = []
+    for r in results:
+        files += outputs.write_table(
+            stage, r.name, r.frame, list(ctx.spec.outputs.formats), "dp_aggregate", r.descriptions
+        )
+    return files

@@ -36,7 +36,7 @@ from privacy.dp.mechanisms import Measure, TableQuery, release_tables
 from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import AccuracyCell, ContributionBound, InputRef, SuppressedCell
-from products.tables import finish_table
+from products.tables import finish_tables, write_tables
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -151,16 +151,9 @@ class VitalityIndexBuilder:
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
         spec = ctx.spec
         assert spec.index is not None
-        results = [
-            finish_table(spec, t, draw.tables[t.name], draw.meta, ctx.release_id)
-            for t in spec.tables
-        ]
+        results = finish_tables(ctx, draw)
         index_frame, cells, suppressed = compute_index(spec, draw, ctx.seed)
-        files = []
-        for r in results:
-            files += outputs.write_table(
-                stage, r.name, r.frame, list(spec.outputs.formats), "dp_aggregate", r.descriptions
-            )
+        files = write_tables(ctx, results, stage)
         files += outputs.write_table(
             stage,
             "vitality_index",

@@ -269,6 +269,17 @@ def _map_unique(s: pl.Series, fn: Callable[[list[str]], list[str]]) -> pl.Series
     return text.replace_strict(uniq, mapped, default=None, return_dtype=pl.String).rename(s.name)
 
 
+def _per_unique(
+    values: pl.Expr | pl.Series, fn: Callable[[list[str]], list[str]]
+) -> pl.Expr | pl.Series:
+    """``_map_unique`` on a Series now, or on each batch of an expression when it runs."""
+    if isinstance(values, pl.Series):
+        return _map_unique(values, fn)
+    return values.map_batches(
+        lambda s: _map_unique(s, fn), return_dtype=pl.String, is_elementwise=True
+    )
+
+
 class _TokenMemo:
     """Tokens one query has already computed, kept across its batches.
 
@@ -388,13 +399,7 @@ def encrypt_sm4(values: pl.Series, key: bytes) -> pl.Series: ...
 def encrypt_sm4(values: pl.Expr | pl.Series, key: bytes) -> pl.Expr | pl.Series:
     """Reversible SM4 encryption (implementing agency only; never publishable)."""
     k = _require_key(key, "SM4 encryption")
-    if isinstance(values, pl.Series):
-        return _map_unique(values, lambda v: sm4_encrypt_values(v, k))
-    return values.map_batches(
-        lambda s: _map_unique(s, lambda v: sm4_encrypt_values(v, k)),
-        return_dtype=pl.String,
-        is_elementwise=True,
-    )
+    return _per_unique(values, lambda v: sm4_encrypt_values(v, k))
 
 
 @overload
@@ -403,13 +408,7 @@ def decrypt_sm4(values: pl.Expr, key: bytes) -> pl.Expr: ...
 def decrypt_sm4(values: pl.Series, key: bytes) -> pl.Series: ...
 def decrypt_sm4(values: pl.Expr | pl.Series, key: bytes) -> pl.Expr | pl.Series:
     k = _require_key(key, "SM4 decryption")
-    if isinstance(values, pl.Series):
-        return _map_unique(values, lambda v: sm4_decrypt_values(v, k))
-    return values.map_batches(
-        lambda s: _map_unique(s, lambda v: sm4_decrypt_values(v, k)),
-        return_dtype=pl.String,
-        is_elementwise=True,
-    )
+    return _per_unique(values, lambda v: sm4_decrypt_values(v, k))
 
 
 # -- generalize -------------------------------------------------------------------------------

@@ -331,18 +331,7 @@ def verify(home: Home, anchor: tuple[int, str] | None = None) -> VerifyResult:
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
-    return {
-        "seq": int(row.seq),
-        "ts": row.ts,
-        "actor": row.actor,
-        "role": row.role,
-        "action": row.action,
-        "object": row.object,
-        "outcome": row.outcome,
-        "details": json.loads(row.details),
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
+    return {**_hashed_entry(row), "prev_hash": row.prev_hash, "hash": row.hash}
 
 
 def _ts_bound(value: dt.date | dt.datetime) -> str:

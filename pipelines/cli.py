@@ -92,6 +92,9 @@ def main() -> None:
     # on two busy cores; its default timeout is too short, and it must not phone home.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Piped to a log (CI, cron), rich would wrap every table at 80 columns.
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", "140")
     _register()
     try:
         app(standalone_mode=False)

@@ -276,8 +276,8 @@ def _auth_check(ctx: Ctx, name: str, title: str, rule: str) -> Check:
         return check("fail", f"{ev} (checked for {ctx.at})")
     return check(
         "pass",
-        f"no {'/'.join(codes)} on {ctx.at} under agreement {ctx.manifest.agreement_id}, "
-        f"scenario {ctx.manifest.scenario}; {build_note}",
+        f"none of the refusal conditions {', '.join(codes)} holds on {ctx.at} under agreement "
+        f"{ctx.manifest.agreement_id}, scenario {ctx.manifest.scenario}; {build_note}",
     )
 
 

@@ -313,7 +313,7 @@ def compute_index(
             # Reasons carry no noisy value: a withheld score must not leak through them.
             if stock[i, j] < spec.index.min_base:
                 reason = f"noisy active stock below {spec.index.min_base:g}"
-            elif half[i, j] > spec.index.max_band_half_width:
+            elif not half[i, j] <= spec.index.max_band_half_width:  # NaN: no band at all
                 reason = f"band half-width above {spec.index.max_band_half_width:g}"
             key = {"district": d, "quarter": q}
             hidden = reason is not None

@@ -9,6 +9,7 @@ scales only, so it costs no privacy budget.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -32,9 +33,15 @@ def simulate_noise(
 
 
 def interval(samples: FloatArray, alpha: float = 0.05) -> tuple[FloatArray, FloatArray]:
-    """Per-column central 1−α interval of simulated values (NaN-safe)."""
-    lo = np.nanquantile(samples, alpha / 2, axis=0)
-    hi = np.nanquantile(samples, 1 - alpha / 2, axis=0)
+    """Per-column central 1−α interval of simulated values (NaN-safe).
+
+    A column whose every simulation is undefined (e.g. a ratio over a denominator that is
+    never positive) gets a NaN interval; callers withhold such cells.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        lo = np.nanquantile(samples, alpha / 2, axis=0)
+        hi = np.nanquantile(samples, 1 - alpha / 2, axis=0)
     return lo, hi
 
 

@@ -166,3 +166,20 @@ def test_index_bands_cover_the_true_scores(home: Home) -> None:
         ).height
     assert n >= 12 * 30
     assert misses <= _max_misses(n, spec.alpha)
+
+
+def test_interval_of_an_undefined_cell_is_nan_and_quiet() -> None:
+    import warnings
+
+    from privacy.dp.accuracy import interval
+
+    rng = np.random.default_rng(3)
+    samples = np.column_stack([rng.normal(10.0, 2.0, 4000), np.full(4000, np.nan)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lo, hi = interval(samples, alpha=0.05)
+    # The defined column gets the normal 95 % interval (±1.96 σ); 0.25 is about three standard
+    # errors of a 2.5 % sample quantile at n = 4000 (σ·sqrt(p(1-p)/n)/φ(z) ≈ 0.085).
+    assert lo[0] == pytest.approx(10.0 - 1.96 * 2.0, abs=0.25)
+    assert hi[0] == pytest.approx(10.0 + 1.96 * 2.0, abs=0.25)
+    assert np.isnan(lo[1]) and np.isnan(hi[1])

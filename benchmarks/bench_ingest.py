@@ -21,14 +21,13 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import polars as pl
 import psutil
+from child_process import run_sampled  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -80,28 +79,10 @@ def _phase_baseline(src: Path, out: Path) -> dict[str, float]:
 
 
 def _child(phase: str, src: Path, dst: Path) -> dict[str, float]:
-    """Run one phase in a fresh interpreter; return its timing and its peak RSS.
-
-    The peak is sampled from outside (every 20 ms): ``ru_maxrss`` survives ``execve`` on
-    Linux, so a child would report the parent's peak if the parent had the larger one.
-    """
-    proc = psutil.Popen(
-        [sys.executable, __file__, "--_phase", phase, str(src), str(dst)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, proc.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"{phase} phase failed with exit code {proc.returncode}")
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    result["peak_mib"] = peak / 2**20
+    """Run one phase in a fresh interpreter; return its timing and its peak RSS."""
+    line, peak_mib = run_sampled([__file__, "--_phase", phase, str(src), str(dst)], phase)
+    result: dict[str, float] = json.loads(line)
+    result["peak_mib"] = peak_mib
     return result
 
 

@@ -20,8 +20,6 @@ import argparse
 import datetime as dt
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +30,7 @@ from typing import Any
 
 import polars as pl
 import psutil
+from child_process import run_sampled  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -77,24 +76,9 @@ def _baseline(src: Path, dst: Path) -> None:
 
 
 def _baseline_in_child(src: Path, dst: Path) -> tuple[float, float]:
-    """Run the baseline in a fresh interpreter: in this process its peak RSS would be the
-    generator's leftovers. The child times itself; the parent samples its RSS every 20 ms."""
-    proc = psutil.Popen(
-        [sys.executable, __file__, "--_baseline", str(src), str(dst)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, proc.memory_info().rss)
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.02)
-    out, _ = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"baseline failed with exit code {proc.returncode}")
-    return float(out.strip().splitlines()[-1]), peak / 2**20
+    """The baseline in its own process (the child times itself); seconds and peak MiB."""
+    line, peak_mib = run_sampled([__file__, "--_baseline", str(src), str(dst)], "baseline")
+    return float(line), peak_mib
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from sqlalchemy import Column, DateTime, String, Table, Text, select
 
 from assessment import adapters as ad
 from assessment import engine, review
+from governance import roles, separation
 from governance.audit import record
 from shuyu_core import atomic
 from shuyu_core.db import METADATA
@@ -182,9 +183,18 @@ def _registration(
 
 def publish(home: Home, release_id: str) -> dict[str, Any]:
     """Publish an approved release whose assessment passed (see the module doc)."""
-    actor = ad.require_role(home, "publish", release_id)
+    who = roles.require(home, "publish", release_id)
+    actor = who.name
     with _lock(home):
         a, decision = gate(home, release_id)
+        conflicts = separation.publish_conflicts(home, decision.reviewer, who)
+        if conflicts:
+            raise _refuse(
+                home,
+                release_id,
+                f"release {release_id} (四眼原则): {'; '.join(conflicts)}",
+                "an operator other than the approving reviewer publishes it",
+            )
         manifest = ad.load_release(home, release_id)
         final = products_root(home) / release_id
         existing = publication(home, release_id)

@@ -18,6 +18,7 @@ from sqlalchemy import BigInteger, Column, Date, DateTime, Integer, String, Tabl
 from assessment import adapters as ad
 from assessment import engine
 from assessment.models import RECTIFY_DAYS, Assessment, Decision
+from governance import roles, separation
 from governance.audit import record
 from shuyu_core.db import METADATA
 from shuyu_core.errors import PermissionDenied, ShuyuError, ValidationError
@@ -84,7 +85,8 @@ def unchanged_since(home: Home, a: Assessment) -> list[str]:
 def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Review:
     """Record a reviewer's decision on the latest assessment of ``release_id``."""
     action = _ACTIONS[decision]
-    reviewer = ad.require_role(home, action, release_id)
+    who = roles.require(home, action, release_id)
+    reviewer = who.name
     if not comment.strip():
         exc = ValidationError(
             f"a {decision} decision on {release_id} needs a comment",
@@ -103,6 +105,16 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
             f"run 'shuyu assess {release_id}' first",
         )
     if decision == "approve":
+        conflicts = separation.approval_conflicts(home, release_id, who)
+        if conflicts:
+            raise _refuse(
+                home,
+                action,
+                release_id,
+                f"{who.name} may not approve {release_id} (四眼原则): {'; '.join(conflicts)}",
+                "another reviewer, who took no part in building, assessing or publishing it, "
+                "decides",
+            )
         if latest.verdict != "pass":
             raise _refuse(
                 home,
@@ -160,6 +172,7 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
             "decision": decision,
             "comment": comment.strip(),
             "due_date": due.isoformat() if due else None,
+            "separation_of_duties_relaxed": separation.relaxed_reason(home),
         },
     )
     return Review(

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url
 
-from governance.actors import set_current
+from accounts_testkit import seed, test_policy
+
+from governance.actors import set_current, set_request
 from shuyu_core.db import reset_engines
 from shuyu_core.home import Home
 
@@ -28,6 +30,15 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _domain_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test domain starts from a policy that names the test runner as a service account."""
+    path = test_policy(tmp_path_factory.mktemp("policy"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHUYU_DOMAIN_POLICY", str(path))
+        yield
 
 
 @pytest.fixture()
@@ -49,13 +60,15 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
             monkeypatch.setenv(
                 "SHUYU_DATABASE_URL", stack.enter_context(_postgres_database(admin_url))
             )
-        yield Home.from_env().ensure()
+        fresh = Home.from_env().ensure()
+        seed(fresh, {"test-operator": ["operator"]})
+        yield fresh
         reset_engines()
 
 
 @pytest.fixture(autouse=True)
 def _reset_actor() -> Iterator[None]:
     """A CLI invocation sets the acting actor in a context variable; never let it leak."""
-    set_current(None)
+    set_request(None)
     yield
-    set_current(None)
+    set_request(None)

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from accounts_testkit import act_as
 from assessment_testkit import agreements_copy
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from assessment import engine, publish, review
-from governance.actors import Actor, set_current
+from governance.actors import set_current
 from governance.audit import audit_log
 from shuyu_core.errors import NotFoundError, PermissionDenied, ValidationError
 from shuyu_core.hashing import sm3_file
@@ -28,9 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
-def as_role() -> Iterator[object]:
+def as_role(home: Home) -> Iterator[object]:
     def switch(role: str) -> None:
-        set_current(Actor(f"test-{role}", role))
+        act_as(home, "test-" + role.replace(":", "-"), role)
 
     yield switch
     set_current(None)
@@ -238,7 +239,7 @@ def test_cli_contract_and_no_other_command_writes_published(
         ["build", SI],
         ["budget", "show", "--format", "json"],
         ["releases", "show", rid],
-        ["--role", "reviewer", "review", "show", rid],
+        ["--actor", "test-reviewer", "--role", "reviewer", "review", "show", rid],
         ["published", "list", "--format", "json"],
         ["published", "disclosure", "--format", "json"],
     ):

@@ -108,6 +108,23 @@ def snapshot(home: Home, code: str, snapshot_id: str) -> snapshots.Manifest | No
         return None
 
 
+def verify_inputs(home: Home, manifest: rel.ReleaseManifest, catalog: Catalog) -> None:
+    """Recompute the SM3 of every input snapshot still kept (``IntegrityError``, exit 8).
+
+    A snapshot that is gone is left to the checks (they report it); one that is present but
+    changed since ingest stops the assessment: nothing may be judged from altered inputs."""
+    from shuyu_core.errors import NotFoundError
+
+    for i in manifest.inputs:
+        if i.resource not in catalog.resources:
+            continue
+        try:
+            m = snapshots.get(home, i.resource, i.snapshot_id)
+        except NotFoundError:
+            continue
+        snapshots.verify(home, m)
+
+
 def latest_snapshot(home: Home, code: str) -> snapshots.Manifest | None:
     found = snapshots.list_snapshots(home, code)
     return found[-1] if found else None

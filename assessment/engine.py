@@ -177,6 +177,7 @@ def assess(home: Home, release_id: str, at: dt.date | None = None) -> Assessment
     try:
         manifest = ad.load_release(home, release_id)
         catalog = ad.load_catalog()
+        ad.verify_inputs(home, manifest, catalog)
     except ShuyuError as exc:
         record(home, "assessment.run", release_id, "error", {"error": exc.one_line()})
         exc.audited = True

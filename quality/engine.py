@@ -375,6 +375,7 @@ def check_snapshot(
     """Evaluate every rule of ``resource`` on one snapshot (default: the latest)."""
     started = time.perf_counter()
     manifest = snapshots.get(home, resource.code, snapshot_id)
+    snapshots.verify(home, manifest)  # an overwritten part is exit 8, not a quality finding
     day = as_of or today_cn()
     if now is None:
         now = (

@@ -41,6 +41,23 @@ def release_dir(home: Home, release_id: str) -> Path:
     return rel.release_dir(home, release_id)
 
 
+def release_evidence(home: Home, manifest: rel.ReleaseManifest) -> list[str]:
+    """How the release's files differ from its build seal in the audit chain (empty: intact).
+
+    ``governance.evidence.verify_release``: digests recomputed from the files of
+    ``releases/<id>/`` and compared with the seal, never with ``release.json`` alone."""
+    from governance import evidence
+
+    rid = manifest.release_id
+    return evidence.verify_release(home, rid, release_dir(home, rid), list(manifest.outputs))
+
+
+def seal_digest(home: Home, release_id: str) -> str:
+    from governance import evidence
+
+    return evidence.seal_digest(home, release_id)
+
+
 def releases_of(home: Home, product_id: str) -> list[rel.ReleaseManifest]:
     """Releases of one product, oldest first."""
     return rel.list_releases(home, product_id)

@@ -36,7 +36,7 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec, epsilon_from_rho
-from governance import roles
+from governance import evidence, roles
 from governance.actors import current_actor
 from governance.audit import record
 from privacy.dp import ledger
@@ -45,6 +45,7 @@ from products import specs
 from products.authz import require_build_authorized
 from shuyu_core import atomic, snapshots
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
+from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home
 
 
@@ -429,7 +430,10 @@ def _store(
             budget=budget,
             mechanisms=mechanisms,
             derived_from=fin.derived_from,
-            outputs=fin.outputs,
+            outputs=[
+                o if o.sm3 else o.model_copy(update={"sm3": sm3_file(stage / o.path)})
+                for o in fin.outputs
+            ],
             accuracy=fin.accuracy,
             accuracy_target=spec.suppression.max_relative_error if spec.budget else None,
             suppression_threshold=spec.suppression.min_count if spec.budget else None,
@@ -446,6 +450,9 @@ def _store(
         if manifest.accuracy:
             _accuracy_frame(manifest).write_csv(stage / "accuracy.csv", include_bom=True)
         atomic.write_text(stage / rel.MANIFEST, rel.manifest_json(manifest))
+        # The evidence the assessment and publish judge by lives outside the release: the
+        # SM3 of release.json and of every file, in the audit chain, before the rename.
+        evidence.seal(ctx.home, ctx.release_id, stage)
     return manifest
 
 

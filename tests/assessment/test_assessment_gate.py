@@ -176,7 +176,7 @@ def test_approved_then_output_changed_or_reassessed_is_refused(
     _approve(home, rid, as_role)
     res = home.releases / rid / "data" / "results.json"
     res.write_text(res.read_text("utf-8").replace('"refused"', '"match"'), encoding="utf-8")
-    _refused(home, rid, "outputs_sm3 changed")
+    _refused(home, rid, "outputs_sm3, release_seal changed")
 
 
 def test_roles(demo: tuple[Home, dict[str, str]], as_role: object) -> None:
@@ -205,9 +205,9 @@ def test_roles(demo: tuple[Home, dict[str, str]], as_role: object) -> None:
 def test_unknown_release(demo: tuple[Home, dict[str, str]]) -> None:
     home, _ = demo
     with pytest.raises(NotFoundError):
-        engine.assess(home, "no_such-v1.0.0-0000")
+        engine.assess(home, "no_such-v1.0.0-0000000000000000")
     with pytest.raises(NotFoundError):
-        publish.publish(home, "no_such-v1.0.0-0000")
+        publish.publish(home, "no_such-v1.0.0-0000000000000000")
 
 
 def test_cli_contract_and_no_other_command_writes_published(

@@ -208,6 +208,7 @@ def publish(home: Home, release_id: str) -> dict[str, Any]:
     actor = who.name
     try:
         ids.release_id(release_id)
+        ad.release_dir(home, release_id)
     except ShuyuError as exc:
         record(home, "publish", str(release_id)[:200], "refused", {"reason": exc.message})
         exc.audited = True

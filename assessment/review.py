@@ -77,9 +77,11 @@ def _refuse(home: Home, action: str, release_id: str, message: str, hint: str) -
 
 
 def _valid_id(home: Home, action: str, release_id: str) -> None:
-    """A release id must match its pattern before it reaches the database or a path."""
+    """A release id must match its pattern, and its directory resolve inside releases/,
+    before it reaches the database or a path."""
     try:
         ids.release_id(release_id)
+        ad.release_dir(home, release_id)
     except ShuyuError as exc:
         record(home, action, str(release_id)[:200], "refused", {"reason": exc.message})
         exc.audited = True

@@ -44,6 +44,7 @@ from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
 from shuyu_core import atomic, snapshots
+from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
 from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home
@@ -238,6 +239,9 @@ def build(
 
 def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) -> BuildOutcome:
     home.ensure()
+    for code, sid in opts.snapshot_ids.items():  # pinned snapshots: ids before any path
+        id_rules.resource_code(code)
+        id_rules.snapshot_id(sid)
     specs.check_against_catalog(spec, catalog)
     builder = _builder(spec.kind)
     action = "verify.query" if spec.kind == "verification" else "build"

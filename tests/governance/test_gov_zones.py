@@ -110,3 +110,25 @@ def test_out_options_cannot_write_into_the_zones(
     target.parent.mkdir()
     assert _run(monkeypatch, "catalog", "export", "--out", str(target)) == 0
     assert target.exists()
+
+
+def test_cli_id_arguments_are_refused_with_exit_4_and_audited(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for argv in (
+        ("releases", "show", f"../releases/{RID}"),
+        ("assess", "/etc"),
+        ("build", "../../catalogs/resources/RKJBXX"),
+        ("build", "si_enrolment_report", "--snapshot", "RKJBXX=../../published"),
+        ("quality", "check", "RKJBXX", "--snapshot", "../x"),
+    ):
+        with state_engine(home).connect() as conn:
+            before = conn.execute(select(audit_log.c.seq)).all()
+        assert _run(monkeypatch, *argv) == 4, argv
+        with state_engine(home).connect() as conn:
+            rows = conn.execute(
+                select(audit_log.c.outcome, audit_log.c.details).where(
+                    audit_log.c.seq > len(before)
+                )
+            ).all()
+        assert any("not a valid" in r[1] and r[0] in ("error", "refused") for r in rows), argv

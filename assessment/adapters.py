@@ -18,7 +18,7 @@ from catalogs.agreement_models import Agreement
 from catalogs.catalog import Catalog
 from catalogs.models import Resource
 from catalogs.product_models import ProductSpec
-from governance import roles
+from governance import evidence, roles
 from governance.agreements import agreements_dir, blacklist_path, load_agreements
 from governance.authorization import AuthorizationRequest, AuthorizationResult, authorize
 from products import release as rel
@@ -46,15 +46,11 @@ def release_evidence(home: Home, manifest: rel.ReleaseManifest) -> list[str]:
 
     ``governance.evidence.verify_release``: digests recomputed from the files of
     ``releases/<id>/`` and compared with the seal, never with ``release.json`` alone."""
-    from governance import evidence
-
     rid = manifest.release_id
     return evidence.verify_release(home, rid, release_dir(home, rid), list(manifest.outputs))
 
 
 def seal_digest(home: Home, release_id: str) -> str:
-    from governance import evidence
-
     return evidence.seal_digest(home, release_id)
 
 
@@ -139,7 +135,7 @@ def verify_inputs(home: Home, manifest: rel.ReleaseManifest, catalog: Catalog) -
             m = snapshots.get(home, i.resource, i.snapshot_id)
         except NotFoundError:
             continue
-        snapshots.verify(home, m)
+        evidence.verify_snapshot(home, m)
 
 
 def latest_snapshot(home: Home, code: str) -> snapshots.Manifest | None:

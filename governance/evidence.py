@@ -15,10 +15,17 @@ and publish recompute the digests *from the files* and compare them with that se
 The seal entry is re-hashed and its links to its neighbours in the chain are checked when it
 is read, so a seal forged into the database (without rewriting the rest of the chain) is not
 accepted; ``shuyu audit verify`` checks the whole chain.
+
+Snapshots follow the same rule: ``shuyu ingest`` records the snapshot's SM3 in its ``ingest``
+audit entry (object ``CODE/SNAPSHOT``). :func:`verify_snapshot` recomputes the parts' SM3
+against the manifest (``shuyu_core.snapshots.verify``) *and* compares the manifest's SM3 with
+that record, so rewriting a part together with ``manifest.json`` — or planting a snapshot
+directory no ingest made — is refused (``IntegrityError``, exit 8).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +34,13 @@ from typing import Any
 from sqlalchemy import select
 
 from governance.audit import GENESIS, audit_head, audit_log, entry_hash, record
-from shuyu_core import ids
+from shuyu_core import ids, snapshots
+from shuyu_core.errors import IntegrityError
 from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home, state_engine
 
 SEAL_ACTION = "release.sealed"
+INGEST_ACTION = "ingest"
 MANIFEST = "release.json"
 
 
@@ -188,3 +197,62 @@ def seal_digest(home: Home, release_id: str) -> str:
     """The seal's entry hash, or ``missing`` (a fingerprint component)."""
     found = find_seal(home, release_id)
     return found.entry_hash if found is not None else "missing"
+
+
+# (resource, snapshot, manifest SM3) already compared with the ingest record in this process.
+_SNAPSHOTS_CHECKED: set[tuple[str, str, str]] = set()
+
+
+def recorded_snapshot_sm3(home: Home, code: str, snapshot_id: str) -> str | None:
+    """The SM3 that ``shuyu ingest`` recorded in the audit chain for this snapshot, or None."""
+    with state_engine(home).connect() as conn:
+        row = conn.execute(
+            select(audit_log.c.details)
+            .where(
+                audit_log.c.action == INGEST_ACTION,
+                audit_log.c.object == f"{code}/{snapshot_id}",
+                audit_log.c.outcome == "ok",
+            )
+            .order_by(audit_log.c.seq.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    sm3 = json.loads(row[0]).get("sm3")
+    return str(sm3) if sm3 else ""
+
+
+def _history_purged_after(home: Home, when: dt.datetime) -> bool:
+    """Whether audit entries from ``when`` may have been purged (kept five years only)."""
+    with state_engine(home).connect() as conn:
+        head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).first()
+        if head is None or int(head.base_seq) == 0:
+            return False
+        first = conn.execute(
+            select(audit_log.c.ts).order_by(audit_log.c.seq).limit(1)
+        ).scalar_one_or_none()
+    stamp = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return first is None or stamp < str(first)
+
+
+def verify_snapshot(home: Home, m: snapshots.Manifest) -> None:
+    """The parts match the manifest, and the manifest's SM3 is the one recorded at ingest."""
+    snapshots.verify(home, m)
+    key = (m.resource, m.snapshot_id, m.sm3)
+    if key in _SNAPSHOTS_CHECKED:
+        return
+    recorded = recorded_snapshot_sm3(home, m.resource, m.snapshot_id)
+    where = f"snapshot {m.snapshot_id} of {m.resource}"
+    if recorded is None:
+        if not _history_purged_after(home, m.ingested_at):
+            raise IntegrityError(
+                f"{where} has no ingest record in the audit chain (not made by 'shuyu ingest')",
+                hint=f"remove raw/{m.resource}/{m.snapshot_id}/ and ingest the source again",
+            )
+    elif recorded != m.sm3:
+        raise IntegrityError(
+            f"{where}: the manifest's SM3 {m.sm3[:16]}… is not the {recorded[:16] or 'empty'}… "
+            "recorded at ingest (manifest and parts rewritten)",
+            hint=f"restore raw/{m.resource}/{m.snapshot_id}/ from backup or re-ingest",
+        )
+    _SNAPSHOTS_CHECKED.add(key)

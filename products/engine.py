@@ -256,7 +256,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     }
     for m in inputs.values():
         # Before any charge or draw: a snapshot changed after ingest builds nothing (exit 8).
-        snapshots.verify(home, m)
+        evidence.verify_snapshot(home, m)
     extra = builder.extra_inputs(home, spec, opts)
     ids = {code: m.snapshot_id for code, m in inputs.items()}
     ids.update({f"{e.resource}": e.snapshot_id for e in extra})

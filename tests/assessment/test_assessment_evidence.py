@@ -404,3 +404,46 @@ def test_snapshot_manifest_copied_under_another_id_is_refused(
     shutil.copytree(src, src.parent / "29990101T000000000000Z")
     with pytest.raises(ShuyuError, match="holds the manifest of"):
         snapshots.latest(home, "RKJBXX")
+
+
+def test_part_and_manifest_rewritten_together_are_caught_by_the_ingest_record(
+    demo: tuple[Home, dict[str, str]], spec_dir: Path
+) -> None:
+    home, releases = demo
+    part = _overwrite_part(home, "RKJBXX")
+    m = snapshots.latest(home, "RKJBXX")
+    doc = json.loads((part.parent / snapshots.MANIFEST).read_text("utf-8"))
+    doc["sm3"] = snapshots.sm3_files([part])  # the manifest now vouches for the new bytes
+    (part.parent / snapshots.MANIFEST).write_text(json.dumps(doc), "utf-8")
+    snapshots._VERIFIED.clear()
+    evidence._SNAPSHOTS_CHECKED.clear()
+    snapshots.verify(home, snapshots.latest(home, "RKJBXX"))  # the manifest alone is fooled
+    write_spec(spec_dir, SI, lambda doc: None)
+    before = _files(home.releases)
+    with pytest.raises(IntegrityError, match="recorded at ingest") as err:
+        build(home, SI)
+    assert err.value.exit_code == 8 and m.snapshot_id in err.value.message
+    assert _audit(home, "product.build", SI)[-1][0] == "error"
+    assert _files(home.releases) == before
+    with pytest.raises(IntegrityError, match="recorded at ingest"):
+        engine.assess(home, releases[SI])
+    assert _audit(home, "assessment.run", releases[SI])[-1][0] == "error"
+
+
+def test_snapshot_directory_not_made_by_ingest_is_refused(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    from quality.api import run_check
+
+    home, _ = demo
+    m = snapshots.latest(home, "SCZTDJ")
+    src = snapshots.snapshot_dir(home, "SCZTDJ", m.snapshot_id)
+    sid = "29990101T000000000000Z"
+    dst = src.parent / sid
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / snapshots.MANIFEST).read_text("utf-8"))
+    doc["snapshot_id"] = sid
+    (dst / snapshots.MANIFEST).write_text(json.dumps(doc), "utf-8")
+    with pytest.raises(IntegrityError, match="no ingest record"):
+        run_check(home, "SCZTDJ", open_tickets=False)
+    assert _audit(home, "quality.check", "resource/SCZTDJ")[-1][0] == "error"

@@ -120,9 +120,41 @@ def products_list(fmt: str = typer.Option("table", "--format", help="table | jso
     cols = ("id", "name", "version", "kind", "purpose", "rho", "releases", "latest_release")
     table = Table(title="data products 数据产品")
     for col in cols:
-        table.add_column(col)
+        # overflow fold: release ids are printed whole, never cut to the terminal width
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*(str(r[c]) if r[c] is not None else "" for c in cols))
+    console.print(table)
+
+
+@releases_app.command("list")
+def releases_list(
+    product: str | None = typer.Option(None, "--product", help="only this product's releases"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Every built release with its stage (assessed, decided, published), full ids."""
+    from assessment import status
+    from governance import roles
+
+    home = Home.from_env()
+    roles.require(home, "release.read", f"releases/{product or 'all'}", developer=None)
+    rows = status.all_statuses(home, product)
+    if _fmt(fmt) == "json":
+        typer.echo(json.dumps({"releases": [s.to_dict() for s in rows]}, ensure_ascii=False))
+        return
+    table = Table(title="releases 版本")
+    for col in ("release", "product", "version", "built (UTC)", "verdict", "decision", "stage"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        table.add_row(
+            s.release,
+            s.product,
+            s.version,
+            f"{s.built_at:%Y-%m-%d %H:%M}",
+            s.verdict or "",
+            s.decision or "",
+            s.stage_zh,
+        )
     console.print(table)
 
 

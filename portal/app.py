@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
 from portal import routes_auth, routes_ops, routes_public, routes_review, routes_unit
-from portal.web import COOKIE, Ctx, PageError, Redirect, anonymous, env
+from portal.web import COOKIE, Ctx, PageError, Redirect, anonymous, env, home_of, nav
 from shuyu_core.errors import NotFoundError, PermissionDenied, ShuyuError
 from shuyu_core.home import Home
 
@@ -20,20 +20,20 @@ _CSP = (
 
 
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
-    session = getattr(request.state, "ctx", None)
-    ctx = session if isinstance(session, Ctx) else None
-    if ctx is None:
-        from portal.web import home_of
-
-        ctx = Ctx(request, home_of(request), None, None, anonymous())
+    found = getattr(request.state, "ctx", None)
+    ctx = (
+        found if isinstance(found, Ctx) else Ctx(request, home_of(request), None, None, anonymous())
+    )
+    logged_in = ctx.session is not None
     html = (
         env()
         .get_template("error.html.j2")
         .render(
             ctx=ctx,
-            actor=None,
-            csrf="",
-            nav=[("/public", "公开目录"), ("/login", "登录")],
+            actor=ctx.actor if logged_in else None,
+            account=ctx.account,
+            csrf=ctx.session.csrf if ctx.session else "",
+            nav=nav(ctx),
             status=status,
             title=title,
             message=message,

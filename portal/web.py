@@ -193,6 +193,7 @@ def page(request: Request, *kinds: str, need_role: bool = True) -> Ctx:
     actor = Actor(acc.name, s.role, via=via())
     set_current(actor)
     ctx = Ctx(request, home, s, acc, actor)
+    request.state.ctx = ctx  # error pages keep the user's navigation
     if kinds and actor.kind not in kinds:
         record(
             home,

@@ -1,18 +1,14 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from portal_testkit import build_template, copy_home
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from portal_testkit import build_template, copy_home  # noqa: E402
-
-from governance.actors import set_current  # noqa: E402
-from shuyu_core.db import reset_engines  # noqa: E402
-from shuyu_core.home import Home  # noqa: E402
+from governance.actors import set_current
+from shuyu_core.db import reset_engines
+from shuyu_core.home import Home
 
 
 @pytest.fixture(scope="session")

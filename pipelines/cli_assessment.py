@@ -117,8 +117,11 @@ def review_list(
         _print_json({"releases": [s.to_dict() for s in rows]})
         return
     table = Table(title="待评审 releases awaiting review" if not show_all else "评审 reviews")
-    for col in ("release", "product", "verdict", "assessment", "stage"):
-        # overflow fold: a release id is never cut, whatever the terminal width
+    # a release id is copied into other commands: printed whole on one line, never cut
+    table.add_column(
+        "release", no_wrap=True, min_width=max((len(s.release) for s in rows), default=0)
+    )
+    for col in ("product", "verdict", "assessment", "stage"):
         table.add_column(col, overflow="fold")
     for s in rows:
         table.add_row(

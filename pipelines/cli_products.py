@@ -119,9 +119,13 @@ def products_list(fmt: str = typer.Option("table", "--format", help="table | jso
         return
     cols = ("id", "name", "version", "kind", "purpose", "rho", "releases", "latest_release")
     table = Table(title="data products 数据产品")
+    id_width = max((len(str(r["latest_release"] or "")) for r in rows), default=0)
     for col in cols:
-        # overflow fold: release ids are printed whole, never cut to the terminal width
-        table.add_column(col, overflow="fold")
+        if col == "latest_release":
+            # a release id is copied into other commands: printed whole on one line, never cut
+            table.add_column(col, no_wrap=True, min_width=id_width)
+        else:
+            table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*(str(r[c]) if r[c] is not None else "" for c in cols))
     console.print(table)
@@ -143,7 +147,11 @@ def releases_list(
         typer.echo(json.dumps({"releases": [s.to_dict() for s in rows]}, ensure_ascii=False))
         return
     table = Table(title="releases 版本")
-    for col in ("release", "product", "version", "built (UTC)", "verdict", "decision", "stage"):
+    # a release id is copied into other commands: printed whole on one line, never cut
+    table.add_column(
+        "release", no_wrap=True, min_width=max((len(s.release) for s in rows), default=0)
+    )
+    for col in ("product", "version", "built (UTC)", "verdict", "decision", "stage"):
         table.add_column(col, overflow="fold")
     for s in rows:
         table.add_row(

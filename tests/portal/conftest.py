@@ -50,3 +50,24 @@ def client(domain: tuple[Home, dict[str, str]]) -> Iterator[object]:
 
     with TestClient(create_app(domain[0]), base_url="http://testserver") as c:
         yield c
+
+
+@pytest.fixture()
+def users(home: Home) -> Iterator[Home]:
+    """A fresh domain holding only the test accounts: works on SQLite and PostgreSQL alike
+    (the session tests run on both; the template domain is a copied SQLite home)."""
+    from portal_testkit import add_users
+
+    add_users(home)
+    yield home
+    set_current(None)
+
+
+@pytest.fixture()
+def auth_client(users: Home) -> Iterator[object]:
+    from fastapi.testclient import TestClient
+
+    from portal.app import create_app
+
+    with TestClient(create_app(users), base_url="http://testserver") as c:
+        yield c

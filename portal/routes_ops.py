@@ -37,7 +37,13 @@ def products_page(request: Request) -> Response:
         }
         for sp in specs.load_all().values()
     ]
-    return render(ctx, "ops_home.html.j2", products=products, releases=list(reversed(statuses)))
+    return render(
+        ctx,
+        "ops_home.html.j2",
+        products=products,
+        releases=list(reversed(statuses)),
+        decision_zh=DECISION_ZH,
+    )
 
 
 @router.post("/ops/build")

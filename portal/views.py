@@ -12,21 +12,13 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from governance.audit import entries_for
-from portal.web import cn_time
+from portal.web import DIM_ZH, cn_time
 from products.charts import bar_chart, line_chart
 from quality import report, store, tickets
 from quality.dimensions import Dimension
 from quality.models import RuleResult
 from shuyu_core.home import Home, state_engine
 
-DIM_ZH = {
-    "normativity": "规范性",
-    "completeness": "完整性",
-    "accuracy": "准确性",
-    "consistency": "一致性",
-    "timeliness": "时效性",
-    "accessibility": "可访问性",
-}
 _WORD = re.compile(r"[\w\u4e00-\u9fff]", re.UNICODE)
 
 

@@ -41,6 +41,22 @@ ROLE_ZH = {
     "source_unit": "数源单位",
     "developer": "开发主体",
 }
+DIM_ZH = {
+    "normativity": "规范性",
+    "completeness": "完整性",
+    "accuracy": "准确性",
+    "consistency": "一致性",
+    "timeliness": "时效性",
+    "accessibility": "可访问性",
+}
+VERDICT_ZH = {"pass": "通过", "fail": "不通过", "rectify": "需整改", "warn": "警告"}
+PURPOSE_ZH = {"public_good": "公益（无偿）", "industry": "产业（有偿）"}
+KIND_ZH = {
+    "statistical_report": "统计报告",
+    "index": "评价指数",
+    "verification": "数据核验",
+    "desensitized_dataset": "脱敏数据集",
+}
 # Pages a role lands on after login.
 HOME_PAGE = {
     "operator": "/ops",
@@ -109,6 +125,13 @@ def env() -> Environment:
     e.filters["role_label"] = role_label
     e.filters["pct"] = pct
     e.filters["urlq"] = lambda v: quote(str(v), safe="")
+    for name, table in (
+        ("dim_zh", DIM_ZH),
+        ("verdict_zh", VERDICT_ZH),
+        ("purpose_zh", PURPOSE_ZH),
+        ("kind_zh", KIND_ZH),
+    ):
+        e.filters[name] = lambda v, t=table: "—" if v is None else str(t.get(str(v), v))
     return e
 
 

@@ -11,9 +11,11 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from assessment import engine, publish, review
 from products import release as rel
-from shuyu_core.home import Home
+from shuyu_core.home import Home, state_engine
 
 STAGE_ZH = {
     "built": "已构建，待评估",
@@ -63,45 +65,109 @@ class ReleaseStatus:
         return d
 
 
-def _stage(a: Any, decision: review.Review | None, published: bool) -> str:
+def _stage(assessment: str | None, decision: review.Review | None, published: bool) -> str:
     if published:
         return "published"
-    if a is None:
+    if assessment is None:
         return "built"
-    if decision is None or decision.assessment_id != a.assessment_id:
+    if decision is None or decision.assessment_id != assessment:
         return "assessed"
     return {"approve": "approved", "reject": "rejected", "rectify": "rectify"}[decision.decision]
 
 
-def of(home: Home, manifest: rel.ReleaseManifest) -> ReleaseStatus:
-    a = engine.latest(home, manifest.release_id)
-    d = review.latest_decision(home, manifest.release_id)
-    pub = publish.publication(home, manifest.release_id)
+@dataclass(frozen=True)
+class _Facts:
+    """The latest assessment run, the latest decision and the publication of every release,
+    read with one query each (pages list hundreds of releases on every request)."""
+
+    runs: dict[str, Any]
+    decisions: dict[str, review.Review]
+    published: dict[str, dt.datetime]
+
+
+def _facts(home: Home) -> _Facts:
+    with state_engine(home).connect() as conn:
+        runs = {
+            r.release_id: r
+            for r in conn.execute(
+                select(
+                    engine.assessment_runs.c.release_id,
+                    engine.assessment_runs.c.assessment_id,
+                    engine.assessment_runs.c.verdict,
+                    engine.assessment_runs.c.assessed_at,
+                ).order_by(engine.assessment_runs.c.seq)
+            )
+        }
+        decisions = {
+            d.release_id: d
+            for d in (
+                review._row(r)
+                for r in conn.execute(
+                    select(review.review_decisions).order_by(review.review_decisions.c.id)
+                )
+            )
+        }
+        published = {
+            r.release_id: r.published_at
+            for r in conn.execute(
+                select(publish.publications.c.release_id, publish.publications.c.published_at)
+            )
+        }
+    return _Facts(runs, decisions, published)
+
+
+def _status(m: rel.ReleaseManifest, f: _Facts) -> ReleaseStatus:
+    run = f.runs.get(m.release_id)
+    d = f.decisions.get(m.release_id)
+    pub = f.published.get(m.release_id)
+    assessed_at = run.assessed_at if run is not None else None
     return ReleaseStatus(
-        release=manifest.release_id,
-        product=manifest.product_id,
-        name=manifest.name,
-        version=manifest.version,
-        kind=manifest.kind,
-        developer=manifest.developer,
-        built_at=manifest.created_at,
-        assessment=a.assessment_id if a else None,
-        verdict=a.verdict if a else None,
-        assessed_at=a.assessed_at if a else None,
+        release=m.release_id,
+        product=m.product_id,
+        name=m.name,
+        version=m.version,
+        kind=m.kind,
+        developer=m.developer,
+        built_at=m.created_at,
+        assessment=run.assessment_id if run is not None else None,
+        verdict=run.verdict if run is not None else None,
+        assessed_at=assessed_at.replace(tzinfo=dt.UTC) if assessed_at else None,
         decision=d.decision if d else None,
         decision_on=d.assessment_id if d else None,
         reviewer=d.reviewer if d else None,
         decided_at=d.decided_at if d else None,
-        published_at=str(pub["published_at"]) if pub else None,
-        stage=_stage(a, d, pub is not None),
+        published_at=pub.replace(tzinfo=dt.UTC).isoformat() if pub else None,
+        stage=_stage(run.assessment_id if run is not None else None, d, pub is not None),
     )
+
+
+def of(home: Home, manifest: rel.ReleaseManifest) -> ReleaseStatus:
+    return _status(manifest, _facts(home))
 
 
 def all_statuses(home: Home, product: str | None = None) -> list[ReleaseStatus]:
     """Every built release (of ``product``), oldest first."""
-    return [of(home, m) for m in rel.list_releases(home, product)]
+    facts = _facts(home)
+    return [_status(m, facts) for m in rel.list_releases(home, product)]
 
 
 def awaiting_review(home: Home) -> list[ReleaseStatus]:
     """The reviewers' queue (待办): assessed releases without a decision on the latest one."""
     return [s for s in all_statuses(home) if s.awaiting_review and s.stage != "published"]
+
+
+def stages_from_state(home: Home) -> list[tuple[str, str, dt.datetime | None]]:
+    """(release, stage, when) for every assessed release, from the state database alone.
+
+    For notices on every page: no manifest is read, so its cost does not grow with the size
+    of the release directories. Releases never assessed are left out (nothing to notify).
+    """
+    f = _facts(home)
+    out = []
+    for rid, run in f.runs.items():
+        d = f.decisions.get(rid)
+        pub = f.published.get(rid)
+        stage = _stage(run.assessment_id, d, pub is not None)
+        when = pub or (d.decided_at if d and stage != "assessed" else run.assessed_at)
+        out.append((rid, stage, when))
+    return out

@@ -61,42 +61,18 @@ def items(ctx: object) -> list[Notice]:
     if kind in ("reviewer", "operator"):
         from assessment import status
 
-        for s in status.all_statuses(ctx.home):
-            if kind == "reviewer" and s.awaiting_review and s.stage != "published":
+        zh = status.STAGE_ZH
+        for rid, stage, when in status.stages_from_state(ctx.home):
+            at = str(when or "")
+            if kind == "reviewer" and stage == "assessed":
+                out.append(Notice("待办", f"待评审：{rid}", f"/review/{rid}", at))
+            elif kind == "reviewer" and stage == "published":
+                out.append(Notice("通知", f"已发布：{rid}", f"/review/{rid}", at))
+            elif kind == "operator" and stage == "approved":
+                out.append(Notice("待办", f"已通过，待发布：{rid}", f"/ops/releases/{rid}", at))
+            elif kind == "operator" and stage in ("rejected", "rectify"):
                 out.append(
-                    Notice(
-                        "待办",
-                        f"待评审：{s.name} {s.release}",
-                        f"/review/{s.release}",
-                        str(s.assessed_at or ""),
-                    )
-                )
-            if kind == "operator" and s.stage == "approved":
-                out.append(
-                    Notice(
-                        "待办",
-                        f"已通过，待发布：{s.name} {s.release}",
-                        f"/ops/releases/{s.release}",
-                        str(s.decided_at or ""),
-                    )
-                )
-            if kind == "operator" and s.stage in ("rejected", "rectify"):
-                out.append(
-                    Notice(
-                        "通知",
-                        f"评审结论（{s.stage_zh}）：{s.name} {s.release}",
-                        f"/ops/releases/{s.release}",
-                        str(s.decided_at or ""),
-                    )
-                )
-            if kind == "reviewer" and s.stage == "published":
-                out.append(
-                    Notice(
-                        "通知",
-                        f"已发布：{s.name} {s.release}",
-                        f"/review/{s.release}",
-                        s.published_at or "",
-                    )
+                    Notice("通知", f"评审结论（{zh[stage]}）：{rid}", f"/ops/releases/{rid}", at)
                 )
     return out
 

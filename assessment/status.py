@@ -8,7 +8,9 @@ operator and reviewer pages, so that every listing agrees on what "awaiting revi
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -116,7 +118,7 @@ def _facts(home: Home) -> _Facts:
     return _Facts(runs, decisions, published)
 
 
-def _status(m: rel.ReleaseManifest, f: _Facts) -> ReleaseStatus:
+def _status(m: rel.ReleaseManifest | _Summary, f: _Facts) -> ReleaseStatus:
     run = f.runs.get(m.release_id)
     d = f.decisions.get(m.release_id)
     pub = f.published.get(m.release_id)
@@ -145,10 +147,57 @@ def of(home: Home, manifest: rel.ReleaseManifest) -> ReleaseStatus:
     return _status(manifest, _facts(home))
 
 
+@dataclass(frozen=True)
+class _Summary:
+    """The few manifest fields a listing shows (display only: no gate reads these)."""
+
+    release_id: str
+    product_id: str
+    name: str
+    version: str
+    kind: str
+    developer: str
+    created_at: dt.datetime
+
+
+# manifest path -> (mtime_ns, size, summary): a release is written once, so listing pages
+# re-read only what changed instead of parsing every manifest on every request.
+_summaries: dict[Path, tuple[int, int, _Summary]] = {}
+_summaries_lock = threading.Lock()
+
+
+def _summary(path: Path) -> _Summary | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    with _summaries_lock:
+        hit = _summaries.get(path)
+    if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+        return hit[2]
+    m = rel.ReleaseManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    s = _Summary(m.release_id, m.product_id, m.name, m.version, m.kind, m.developer, m.created_at)
+    with _summaries_lock:
+        _summaries[path] = (st.st_mtime_ns, st.st_size, s)
+    return s
+
+
+def _summaries_of(home: Home, product: str | None) -> list[_Summary]:
+    if not home.releases.is_dir():
+        return []
+    found = []
+    for d in home.releases.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            s = _summary(d / rel.MANIFEST)
+            if s is not None and (product is None or s.product_id == product):
+                found.append(s)
+    return sorted(found, key=lambda s: s.created_at)
+
+
 def all_statuses(home: Home, product: str | None = None) -> list[ReleaseStatus]:
     """Every built release (of ``product``), oldest first."""
     facts = _facts(home)
-    return [_status(m, facts) for m in rel.list_releases(home, product)]
+    return [_status(m, facts) for m in _summaries_of(home, product)]
 
 
 def awaiting_review(home: Home) -> list[ReleaseStatus]:

@@ -8,10 +8,16 @@ decisions and overdue tickets across units.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
 
 from quality import tickets
+from quality.store import quality_tickets
 from quality.workdays import add_working_days, today_cn
+from shuyu_core.home import state_engine
 
 
 @dataclass(frozen=True)
@@ -23,41 +29,55 @@ class Notice:
     urgent: bool = False
 
 
+LIST_LIMIT = 300  # the notice page lists the most urgent tickets; counts cover them all
+
+
+def _ticket_filter(unit: str | None, today: dt.date, soon: dt.date, operator: bool) -> Any:
+    """Waiting tickets worth a notice: overdue (anyone), due within two working days or new
+    (the unit itself). The same condition serves the count and the list."""
+    t = quality_tickets.c
+    cond = t.due_on < today
+    if not operator:
+        cond = or_(cond, t.due_on <= soon, t.state.in_((tickets.OPEN, tickets.REOPENED)))
+    where = [t.state.in_(tickets.WAITING), cond]
+    if unit is not None:
+        where.append(t.source_unit == unit)
+    return and_(*where)
+
+
+def _ticket_bounds(ctx: Any) -> tuple[str | None, dt.date, dt.date, bool]:
+    today = today_cn()
+    soon, _ = add_working_days(today, 2)
+    operator = ctx.actor.kind == "operator"
+    return (None if operator else ctx.actor.scope), today, soon, operator
+
+
 def items(ctx: object) -> list[Notice]:
     from portal.web import Ctx
 
     assert isinstance(ctx, Ctx)
-    today = today_cn()
     out: list[Notice] = []
     kind = ctx.actor.kind
     if kind in ("source_unit", "operator"):
-        unit = ctx.actor.scope if kind == "source_unit" else None
-        soon, _ = add_working_days(today, 2)
-        base = "/unit/tickets" if kind == "source_unit" else "/ops/tickets"
-        for t in tickets.list_tickets(ctx.home, unit=unit, states=tickets.WAITING):
+        unit, today, soon, operator = _ticket_bounds(ctx)
+        base = "/ops/tickets" if operator else "/unit/tickets"
+        q = (
+            select(quality_tickets)
+            .where(_ticket_filter(unit, today, soon, operator))
+            .order_by(quality_tickets.c.due_on, quality_tickets.c.id)
+            .limit(LIST_LIMIT)
+        )
+        with state_engine(ctx.home).connect() as conn:
+            found = [tickets.Ticket.model_validate(dict(r._mapping)) for r in conn.execute(q)]
+        for t in found:
             label = f"工单 #{t.id} {t.resource} · {t.rule}"
+            link, due = f"{base}/{t.id}", str(t.due_on)
             if t.overdue(today):
-                out.append(
-                    Notice(
-                        "待办",
-                        f"已逾期：{label}（应于 {t.due_on} 前答复）",
-                        f"{base}/{t.id}",
-                        str(t.due_on),
-                        True,
-                    )
-                )
-            elif kind == "source_unit" and t.due_on <= soon:
-                out.append(
-                    Notice(
-                        "待办",
-                        f"两个工作日内到期：{label}（{t.due_on}）",
-                        f"{base}/{t.id}",
-                        str(t.due_on),
-                        True,
-                    )
-                )
-            elif kind == "source_unit" and t.state in (tickets.OPEN, tickets.REOPENED):
-                out.append(Notice("待办", f"新工单：{label}", f"{base}/{t.id}", str(t.opened_on)))
+                out.append(Notice("待办", f"已逾期：{label}（应于 {due} 前答复）", link, due, True))
+            elif t.due_on <= soon:
+                out.append(Notice("待办", f"两个工作日内到期：{label}（{due}）", link, due, True))
+            else:
+                out.append(Notice("待办", f"新工单：{label}", link, str(t.opened_on)))
     if kind in ("reviewer", "operator"):
         from assessment import status
 
@@ -78,4 +98,23 @@ def items(ctx: object) -> list[Notice]:
 
 
 def count(ctx: object) -> int:
-    return sum(1 for n in items(ctx) if n.kind == "待办")
+    """The number of 待办 for the badge on every page, counted in the database."""
+    from portal.web import Ctx
+
+    assert isinstance(ctx, Ctx)
+    n = 0
+    if ctx.actor.kind in ("source_unit", "operator"):
+        unit, today, soon, operator = _ticket_bounds(ctx)
+        q = (
+            select(func.count())
+            .select_from(quality_tickets)
+            .where(_ticket_filter(unit, today, soon, operator))
+        )
+        with state_engine(ctx.home).connect() as conn:
+            n += int(conn.execute(q).scalar_one())
+    if ctx.actor.kind in ("reviewer", "operator"):
+        from assessment import status
+
+        wanted = "assessed" if ctx.actor.kind == "reviewer" else "approved"
+        n += sum(1 for _r, stage, _w in status.stages_from_state(ctx.home) if stage == wanted)
+    return n

@@ -11,7 +11,7 @@ from governance import accounts, audit
 from governance.roles import require
 from portal import views
 from portal.routes_review import DECISION_ZH, manifest
-from portal.routes_unit import NOT_FOUND, failing_csv
+from portal.routes_unit import NOT_FOUND, failing_csv, ticket_list
 from portal.web import PageError, check_csrf, page, render
 from privacy.dp import ledger
 from products import release as rel
@@ -110,14 +110,12 @@ def budgets(request: Request) -> Response:
 
 
 @router.get("/ops/tickets", response_class=HTMLResponse)
-def all_tickets(request: Request) -> Response:
+def all_tickets(request: Request, p: int = 1) -> Response:
     ctx = page(request, "operator")
-    rows = api.list_tickets(ctx.home, None)
-    return render(
+    return ticket_list(
         ctx,
-        "tickets.html.j2",
-        tickets=rows,
-        today=today_cn(),
+        None,
+        p,
         base="/ops/tickets",
         title="全部校核工单 Tickets across units",
         show_unit=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from typing import Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -26,6 +27,7 @@ router = APIRouter(prefix="/unit")
 NOT_FOUND = PageError(404, "未找到 Not found", "所请求的工单不存在或无权查看。")
 # An answer says what was checked or corrected; "ok" or "已处理" alone does not.
 MIN_ANSWER_CHARS = 10
+PAGE_SIZE = 200
 
 
 def _ticket(ctx: Ctx, ticket_id: int) -> tuple[tickets.Ticket, list[dict[str, object]]]:
@@ -41,28 +43,37 @@ def unit_home(request: Request) -> Response:
     unit = ctx.scope or ""
     require(ctx.home, "quality.report.read", f"quality-report/{unit}", unit)
     resources = views.unit_quality(ctx.home, Catalog.load(), unit)
-    open_tickets = tickets.list_tickets(ctx.home, unit=unit, states=tickets.ACTIVE)
+    open_count = tickets.count_tickets(ctx.home, unit=unit, states=tickets.ACTIVE)
     return render(
         ctx,
         "unit_home.html.j2",
         unit=unit,
         resources=resources,
-        open_tickets=open_tickets,
+        open_count=open_count,
         today=today_cn(),
     )
 
 
 @router.get("/tickets", response_class=HTMLResponse)
-def unit_tickets(request: Request) -> Response:
+def unit_tickets(request: Request, p: int = 1) -> Response:
     ctx = page(request, "source_unit")
-    rows = api.list_tickets(ctx.home, ctx.scope)
+    return ticket_list(ctx, ctx.scope, p, base="/unit/tickets", title="校核工单 Correction tickets")
+
+
+def ticket_list(ctx: Ctx, unit: str | None, p: int, **values: Any) -> Response:
+    """One page of tickets (PAGE_SIZE a page) with the links to the others."""
+    p = max(1, p)
+    rows = api.list_tickets(ctx.home, unit, limit=PAGE_SIZE, offset=(p - 1) * PAGE_SIZE)
+    total = tickets.count_tickets(ctx.home, unit=unit)
     return render(
         ctx,
         "tickets.html.j2",
         tickets=rows,
+        page_no=p,
+        pages=max(1, -(-total // PAGE_SIZE)),
+        total=total,
         today=today_cn(),
-        base="/unit/tickets",
-        title="校核工单 Correction tickets",
+        **values,
     )
 
 

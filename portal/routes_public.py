@@ -6,6 +6,7 @@ so nothing here can show a release that was not approved and published.
 
 from __future__ import annotations
 
+import json
 import re
 
 from fastapi import APIRouter, Request
@@ -31,7 +32,9 @@ def catalog_rows(regs: list[dict[str, object]]) -> list[dict[str, object]]:
 @router.get("", response_class=HTMLResponse)
 def catalog(request: Request) -> Response:
     ctx = public(request)
-    doc = publish.disclosure(ctx.home)
+    # the listing the publication gate wrote to published/ (the egress), not a recomputation
+    path = publish.catalog_paths(ctx.home)["disclosure_json"]
+    doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     return render(
         ctx, "public.html.j2", rows=catalog_rows(publish.registrations(ctx.home)), disclosure=doc
     )

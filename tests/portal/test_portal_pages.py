@@ -240,3 +240,31 @@ def test_admin_grants_through_the_portal(
     # four-eyes still applies: a reviewer cannot also become an operator
     r = post(client, "/admin/accounts/reviewer-li/grant", "/admin", {"role": "operator"})
     assert r.status_code == 403
+
+
+def test_ticket_lists_are_paged(
+    client: TestClient, domain: tuple[Home, dict[str, str]], monkeypatch: object
+) -> None:
+    import portal.routes_unit as ru
+
+    home, _ = domain
+    monkeypatch.setattr(ru, "PAGE_SIZE", 4)  # type: ignore[attr-defined]
+    login(client, "ops-zhao")
+    ids = [t.id for t in tickets.list_tickets(home)]
+    assert len(ids) > 4
+    first, second = client.get("/ops/tickets").text, client.get("/ops/tickets?p=2").text
+    assert f'/ops/tickets/{ids[0]}"' in first and f'/ops/tickets/{ids[4]}"' not in first
+    assert f'/ops/tickets/{ids[4]}"' in second and "下一页" in first and "上一页" in second
+
+
+def test_notices_per_role(client: TestClient, domain: tuple[Home, dict[str, str]]) -> None:
+    home, releases = domain
+    waiting = [t for t in tickets.list_tickets(home, unit="SU-SCJG") if t.state in tickets.WAITING]
+    login(client, "scjg-clerk")
+    page = client.get("/notices").text
+    assert page.count("新工单") + page.count("到期") + page.count("已逾期") == len(waiting)
+    assert f'<span class="badge">{len(waiting)}</span>' in page
+    assert "SU-YB" not in page and "医疗" not in page
+    login(client, "reviewer-li")
+    page = client.get("/notices").text
+    assert f"待评审：{releases[SI]}" in page and '<span class="badge">1</span>' in page

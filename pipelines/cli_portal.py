@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from shuyu_core.errors import PermissionDenied
+from shuyu_core.errors import PermissionDenied, ValidationError
 from shuyu_core.home import Home
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
+    tls_cert: str | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate: serve HTTPS (session cookies then Secure)"
+    ),
+    tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert"),
 ) -> None:
     """Serve the portal (login, 待办, tickets, review, publication, public catalog)."""
     import uvicorn
@@ -30,8 +34,22 @@ def serve(
             hint="run it as the portal's service account (shuyu-portal), or an admin adds this "
             "login to service_accounts with 'shuyu policy apply'",
         )
-    typer.echo(f"数据运营门户 http://{host}:{port}/ (home {home.root}, login {login})")
-    uvicorn.run(create_app(home), host=host, port=port, log_level="info", proxy_headers=False)
+    if bool(tls_cert) != bool(tls_key):
+        raise ValidationError(
+            "--tls-cert and --tls-key go together", hint="give both PEM files, or neither"
+        )
+    scheme = "https" if tls_cert else "http"
+    typer.echo(f"数据运营门户 {scheme}://{host}:{port}/ (home {home.root}, login {login})")
+    # proxy headers are not trusted: a client could claim HTTPS with X-Forwarded-Proto
+    uvicorn.run(
+        create_app(home),
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
 
 
 def register(app: typer.Typer) -> None:

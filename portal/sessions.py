@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import Column, DateTime, Integer, String, Table, delete, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from governance.domain_policy import PortalPolicy
 from shuyu_core.db import METADATA
@@ -136,6 +137,14 @@ def locked_until(home: Home, account: str) -> dt.datetime | None:
 
 def failed(home: Home, account: str, policy: PortalPolicy) -> tuple[int, dt.datetime | None]:
     """Count one failed login; returns (failures so far, lock end if this one locked it)."""
+    try:
+        return _failed(home, account, policy)
+    except SAIntegrityError:
+        # two first failures at once both tried to insert the counter row: count again
+        return _failed(home, account, policy)
+
+
+def _failed(home: Home, account: str, policy: PortalPolicy) -> tuple[int, dt.datetime | None]:
     now = _now()
     with state_engine(home).begin() as conn:
         row = conn.execute(

@@ -100,3 +100,16 @@ def test_assessment_report_shows_output_values_not_python_reprs(
     for text in (html, rendered):
         assert not LEAKS.search(text), LEAKS.search(text)
     assert "内容 Values" in rendered
+
+
+def test_serve_refuses_a_login_that_is_not_a_service_account(
+    users: Home, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    policy = Path(str(tmp_path)) / "policy.yaml"
+    policy.write_text("service_accounts: []\n", encoding="utf-8")
+    monkeypatch.setenv("SHUYU_DOMAIN_POLICY", str(policy))
+    res = _cli(["serve", "--port", "1"])
+    assert isinstance(res.exception, PermissionDenied)
+    assert "not a service account" in str(res.exception)

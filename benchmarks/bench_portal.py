@@ -119,7 +119,7 @@ def main() -> None:
                     times.append(1000 * (time.perf_counter() - t))
                     assert r.status_code == 200, (url, r.status_code)
                 times.sort()
-                p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+                p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
                 mark = "ok" if p95 <= GOAL_MS else "SLOW"
                 print(
                     f"{user or 'public':<12} {url[:58]:<58} {statistics.median(times):>8.1f} "

@@ -104,6 +104,12 @@ def unit_ticket_csv(request: Request, ticket_id: int) -> Response:
     return failing_csv(ctx, t)
 
 
+def _cell(value: str) -> str:
+    """A value a spreadsheet will not run as a formula (CSV injection): data from a source
+    system may start with = + - @, and a masked value keeps its first characters."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def failing_csv(ctx: Ctx, t: tickets.Ticket) -> Response:
     """The sampled failing rows of the ticket's rule: row numbers and masked values only."""
     rule = views.failing_rule(ctx.home, t)
@@ -111,7 +117,7 @@ def failing_csv(ctx: Ctx, t: tickets.Ticket) -> Response:
     w = csv.writer(buf)
     w.writerow(["resource", "snapshot", "rule", "field", "row", "masked_value"])
     for s in rule.samples if rule else []:
-        w.writerow([t.resource, t.snapshot, t.rule, t.field or "", s.row, s.value or ""])
+        w.writerow([t.resource, t.snapshot, t.rule, t.field or "", s.row, _cell(s.value or "")])
     from governance.audit import record
 
     record(

@@ -268,3 +268,11 @@ def test_notices_per_role(client: TestClient, domain: tuple[Home, dict[str, str]
     login(client, "reviewer-li")
     page = client.get("/notices").text
     assert f"待评审：{releases[SI]}" in page and '<span class="badge">1</span>' in page
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas() -> None:
+    from portal.routes_unit import _cell
+
+    assert _cell('=HYPERLINK("x")**') == '\'=HYPERLINK("x")**'
+    assert _cell("@SUM(1)") == "'@SUM(1)" and _cell("-1+1") == "'-1+1"
+    assert _cell("9321080*****5F") == "9321080*****5F"

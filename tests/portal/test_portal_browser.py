@@ -1,10 +1,12 @@
 """One end-to-end run in a real browser: Playwright driving Debian's chromium (apt; Playwright's
 own browser download does not work here) against the portal served by uvicorn.
 
-A source unit answers its ticket and gets a receipt, a tampered URL to another unit's ticket
-shows 404, a reviewer approves with a comment, an operator publishes, and the public page lists
-the release. Screenshots are kept in the test's tmp directory. Never skipped: without chromium
-the test fails and says how to install it (``.ci/run`` does).
+A source unit answers its ticket and gets a receipt (a ``<script>`` in its note shows as text
+and never runs; a form posted without the CSRF token is refused), a tampered URL to another
+unit's ticket shows 404, a reviewer approves with a comment, an operator publishes, the public
+page lists the release, and five wrong passwords lock an account. Screenshots are kept in the
+test's tmp directory. Never skipped: without chromium the test fails and says how to install it
+(``.ci/run`` does).
 """
 
 from __future__ import annotations
@@ -83,7 +85,20 @@ def test_browser_end_to_end(
 
             ctx, page = session("scjg-clerk")
             assert page.url.endswith("/unit")
+            dialogs: list[str] = []
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
             page.goto(f"{served}/unit/tickets/{mine}")
+            with page.expect_navigation():
+                page.fill("#ack-note", "<script>alert('xss')</script>已收到")
+                page.click("form:has(#ack-note) button[type=submit]")
+            page.goto(f"{served}/unit/tickets/{mine}")
+            assert "<script>alert('xss')</script>已收到" in page.inner_text("body")
+            assert dialogs == []  # shown as text, never run
+            # a form posted without the session's CSRF token is refused
+            forged = page.request.post(
+                f"{served}/unit/tickets/{mine}/reply", form={"action": "ack", "note": "x"}
+            )
+            assert forged.status == 403
             note = "已核对样例行的统一社会信用代码并更正校验位，下期数据生效"
             page.fill("#answer-note", note)
             with page.expect_navigation():
@@ -111,6 +126,23 @@ def test_browser_end_to_end(
             with page.expect_navigation():
                 page.get_by_role("button", name="发布", exact=True).click()
             assert "<b>已发布</b>" in page.content()
+            ctx.close()
+
+            # five wrong passwords lock the account, even against the right one afterwards
+            ctx = browser.new_context(locale="zh-CN")
+            page = ctx.new_page()
+            for _ in range(5):
+                page.goto(f"{served}/login")
+                page.fill("#username", "yb-clerk")
+                page.fill("#password", "not-the-password")
+                with page.expect_navigation():
+                    page.click("button[type=submit]")
+            page.goto(f"{served}/login")
+            page.fill("#username", "yb-clerk")
+            page.fill("#password", PASSWORD)
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert "已锁定" in page.inner_text("[role=alert]")
             ctx.close()
 
             ctx = browser.new_context(locale="zh-CN")

@@ -89,6 +89,8 @@ def cn_time(value: Any) -> str:
     if value is None or value == "":
         return ""
     if isinstance(value, str):
+        if len(value) == 10:  # a calendar day (a due date) has no time zone to convert
+            return value
         try:
             value = dt.datetime.fromisoformat(value)
         except ValueError:
@@ -125,8 +127,12 @@ def env() -> Environment:
     e.filters["role_label"] = role_label
     e.filters["pct"] = pct
     e.filters["urlq"] = lambda v: quote(str(v), safe="")
+    from assessment.models import DIMENSIONS
+
+    check_dims = {k: zh for k, (zh, _en) in DIMENSIONS.items()}
     for name, table in (
         ("dim_zh", DIM_ZH),
+        ("check_dim_zh", check_dims),
         ("verdict_zh", VERDICT_ZH),
         ("purpose_zh", PURPOSE_ZH),
         ("kind_zh", KIND_ZH),

@@ -84,7 +84,7 @@ class _Facts:
 
     runs: dict[str, Any]
     decisions: dict[str, review.Review]
-    published: dict[str, dt.datetime]
+    publication_times: dict[str, dt.datetime]
 
 
 def _facts(home: Home) -> _Facts:
@@ -121,7 +121,7 @@ def _facts(home: Home) -> _Facts:
 def _status(m: rel.ReleaseManifest | _Summary, f: _Facts) -> ReleaseStatus:
     run = f.runs.get(m.release_id)
     d = f.decisions.get(m.release_id)
-    pub = f.published.get(m.release_id)
+    pub = f.publication_times.get(m.release_id)
     assessed_at = run.assessed_at if run is not None else None
     return ReleaseStatus(
         release=m.release_id,
@@ -215,7 +215,7 @@ def stages_from_state(home: Home) -> list[tuple[str, str, dt.datetime | None]]:
     out = []
     for rid, run in f.runs.items():
         d = f.decisions.get(rid)
-        pub = f.published.get(rid)
+        pub = f.publication_times.get(rid)
         stage = _stage(run.assessment_id, d, pub is not None)
         when = pub or (d.decided_at if d and stage != "assessed" else run.assessed_at)
         out.append((rid, stage, when))

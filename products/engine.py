@@ -36,14 +36,14 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec, epsilon_from_rho
-from governance import roles
+from governance import recovery, roles
 from governance.actors import current_actor
 from governance.audit import record
 from privacy.dp import ledger
 from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
-from shuyu_core import atomic, snapshots
+from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
 from shuyu_core.home import Home
 
@@ -237,6 +237,7 @@ def build(
 
 def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) -> BuildOutcome:
     home.ensure()
+    recovery.sweep(home)
     specs.check_against_catalog(spec, catalog)
     builder = _builder(spec.kind)
     action = "verify.query" if spec.kind == "verification" else "build"
@@ -297,26 +298,49 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             save_pending(home, release_id, draw, digest)
             if charge is not None:
                 ledger.mark(home, release_id, "drawn", drew=True)
-        manifest = _store(ctx, builder, draw, digest, charge, authorization)
-        if charge is not None:
-            ledger.mark(home, release_id, "stored")
-        shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
-    record(
-        home,
-        "product.build",
-        release_id,
-        "ok",
-        {
+        details: dict[str, Any] = {
             "product": spec.id,
             "version": spec.version,
             "kind": spec.kind,
             "inputs": ids,
             "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
             "resumed_draw": resumed,
-            "outputs": [o.path for o in manifest.outputs],
-        },
-    )
+        }
+        who = current_actor()
+        # The release becomes visible by a rename before its entry is written: an intent
+        # lets the recovery sweep record it if this process is killed in between.
+        # If the entry cannot be written (the chain broke meanwhile), the intent stays for
+        # the sweep to record once the chain is repaired; the charged, drawn release is kept.
+        intent = journal.begin(
+            home,
+            "build",
+            "product.build",
+            release_id,
+            rel.release_dir(home, release_id),
+            details,
+            (who.name, who.role),
+        )
+        try:
+            manifest = _store(ctx, builder, draw, digest, charge, authorization)
+            faults.point("build.after_rename")
+            if charge is not None:
+                ledger.mark(home, release_id, "stored")
+                faults.point("build.ledger_marked")
+            shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
+            record(
+                home,
+                "product.build",
+                release_id,
+                "ok",
+                {**details, "outputs": [o.path for o in manifest.outputs]},
+            )
+            faults.point("build.audited")
+        except ShuyuError:
+            if not rel.exists(home, release_id):
+                journal.done(intent)
+            raise
+        journal.done(intent)
     return BuildOutcome(manifest=manifest, reused=False)
 
 
@@ -369,6 +393,8 @@ def _stored(home: Home, release_id: str, digest: str) -> BuildOutcome | None:
     ):
         ledger.mark(home, release_id, "stored")
     shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
+    # The per-person working file of a run that stopped after its rename (最小必要).
+    shutil.rmtree(home.work / "products" / "build" / release_id, ignore_errors=True)
     record(home, "product.build", release_id, "ok", {"reused": True})
     return BuildOutcome(manifest=manifest, reused=True)
 
@@ -443,6 +469,7 @@ def _store(
         if manifest.accuracy:
             _accuracy_frame(manifest).write_csv(stage / "accuracy.csv", include_bom=True)
         atomic.write_text(stage / rel.MANIFEST, rel.manifest_json(manifest))
+        faults.point("build.staged")
     return manifest
 
 

@@ -24,6 +24,10 @@ def _csv_text(df: pl.DataFrame) -> str:
     return df.write_csv()
 
 
+# The simplified header and code columns have no Big5 form; "?" stands in for them.
+_BIG5 = _csv_text(_TRADITIONAL).encode("big5", errors="replace")
+
+
 def _corrupt_parquet(path: Path) -> Path:
     good = path.with_name("good.parquet")
     pl.concat([population()] * 3000).write_parquet(good, statistics=False)

@@ -78,6 +78,7 @@ PERMISSIONS: dict[str, Permission] = {
         _p("audit.read", "tail and verify the audit log", OPERATOR, REVIEWER),
         _p("audit.export", "export the audit log", OPERATOR, REVIEWER),
         _p("audit.purge", "purge audit entries older than five years", OPERATOR),
+        _p("recover", "check and repair what interrupted runs left (shuyu doctor)", OPERATOR),
         _p(
             "catalog.read",
             "read the resource directory",

@@ -57,6 +57,7 @@ def _register() -> None:
         cli_pii,
         cli_products,
         cli_quality,
+        cli_recovery,
         cli_synth,
     )
 
@@ -70,6 +71,7 @@ def _register() -> None:
     cli_quality.register(app)
     cli_products.register(app)
     cli_assessment.register(app)
+    cli_recovery.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 

@@ -123,6 +123,11 @@ def check(
     return None
 
 
+def _reads_only(action: str) -> bool:
+    """Actions that change nothing (and the audit commands needed to investigate a break)."""
+    return action.endswith(".read") or action.startswith("audit.") or action == "recover"
+
+
 def require(
     home: Home,
     action: str,
@@ -140,6 +145,12 @@ def require(
     who = actor or current_actor()
     reason = check(who, action, resource_unit, developer)
     if reason is None:
+        if not _reads_only(action):
+            # A permitted change must not happen and then fail on its audit entry: a head
+            # that disagrees with the log stops it here, before anything is done (exit 8).
+            from governance.audit import head_check
+
+            head_check(home)
         return who
     from governance.audit import record
 

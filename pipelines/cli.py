@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from governance.actors import parse_actor, set_current
-from shuyu_core.errors import ShuyuError
+from shuyu_core.errors import ShuyuError, ValidationError
 
 app = typer.Typer(
     name="shuyu",
@@ -89,6 +89,27 @@ def _audit_failure(exc: ShuyuError) -> None:
         pass
 
 
+GLOBAL_OPTIONS = ("--home", "--actor", "--role", "--debug")
+
+
+def _usage_error(exc: Exception) -> ValidationError:
+    """A usage error as one line naming the problem, with a hint that fixes it."""
+    fmt = getattr(exc, "format_message", None)
+    message = (fmt() if callable(fmt) else str(exc)).replace("\n", " ").strip()
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "shuyu") or "shuyu"
+    name = getattr(exc, "option_name", None) or ""
+    if not message:  # no command given: the help listing was printed just above
+        return ValidationError(
+            f"usage: {path} needs a command", hint="choose one of the commands listed above"
+        )
+    if name in GLOBAL_OPTIONS:
+        hint = f"global options ({', '.join(GLOBAL_OPTIONS)}) go before the command: shuyu {name} …"
+    else:
+        hint = f"see '{path} --help'"
+    return ValidationError(f"usage: {message}", hint=hint)
+
+
 def main() -> None:
     # A temporary Prefect server (``--prefect`` without PREFECT_API_URL) needs ~25 s to start
     # on two busy cores; its default timeout is too short, and it must not phone home.
@@ -112,11 +133,26 @@ def main() -> None:
     except SystemExit:
         raise
     except typer.exceptions.TyperException as exc:
-        # Usage errors (typer's vendored click) arrive here in non-standalone mode.
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        sys.exit(getattr(exc, "exit_code", 2))
+        # Usage errors (typer's vendored click) arrive here in non-standalone mode: a user
+        # mistake like any other, so one line, audited, exit 4.
+        usage = _usage_error(exc)
+        _audit_failure(usage)
+        err_console.print(
+            f"[bold red]error:[/] {usage.one_line()}", highlight=False, soft_wrap=True
+        )
+        sys.exit(usage.exit_code)
+    except OSError as exc:
+        # A path the user named that cannot be read or written (permissions, a directory
+        # where a file is expected, a full disk): the environment, not a bug.
+        if _state["debug"]:
+            raise
+        io = ValidationError(
+            f"{exc.filename or 'file'}: {exc.strerror or type(exc).__name__}",
+            hint="check the path, its permissions and the free space",
+        )
+        _audit_failure(io)
+        err_console.print(f"[bold red]error:[/] {io.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(io.exit_code)
     except Exception as exc:
         if _state["debug"]:
             raise

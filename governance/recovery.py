@@ -120,13 +120,17 @@ def _stale_tmp(home: Home) -> list[Path]:
     return stale
 
 
-def _stale_workdirs(home: Home) -> list[Path]:
+def _stale_workdirs(home: Home, busy: set[str]) -> list[Path]:
     """Working files of builds whose release is stored (the per-person bounded frame, a kept
     draw): of no further use, and they must not linger (最小必要)."""
     found = []
     for base in (home.work / "products" / "build", home.work / "products" / "pending"):
         if base.is_dir():
-            found += [p for p in base.iterdir() if (home.releases / p.name).is_dir()]
+            found += [
+                p
+                for p in base.iterdir()
+                if p.name not in busy and (home.releases / p.name).is_dir()
+            ]
     return found
 
 
@@ -140,7 +144,9 @@ def sweep(home: Home, repair: bool = True) -> RecoveryReport:
     with atomic.file_lock(home.work / "recovery.lock"):
         for it in journal.orphans(home):
             _complete(home, it, report, repair)
-        for path in [*_stale_tmp(home), *_stale_workdirs(home)]:
+        # A build between its rename and its cleanup still holds its intent: not stale.
+        busy = journal.open_objects(home)
+        for path in [*_stale_tmp(home), *_stale_workdirs(home, busy)]:
             report.removed.append(str(path.relative_to(home.root)))
             if repair:
                 if path.is_dir() and not path.is_symlink():

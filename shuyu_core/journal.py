@@ -128,6 +128,15 @@ def intent(
         done(it)
 
 
+def open_objects(home: Home) -> set[str]:
+    """Objects of every intent still open (live writers included)."""
+    found = set()
+    for path in journal_dir(home).glob("*.json") if journal_dir(home).is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            found.add(str(json.loads(path.read_text(encoding="utf-8"))["object"]))
+    return found
+
+
 def orphans(home: Home) -> list[Intent]:
     """Intents whose writer is gone (on this host)."""
     base = journal_dir(home)

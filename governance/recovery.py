@@ -107,8 +107,11 @@ def _stale_tmp(home: Home) -> list[Path]:
         return []
     now = time.time()
     stale = []
-    for entry in home.tmp.iterdir():
-        if entry.name == journal.journal_dir(home).name:
+    jdir = journal.journal_dir(home)
+    # An intent's own temporary file (a kill inside its atomic write) carries the tag too.
+    partial = [p for p in jdir.glob(".*.tmp")] if jdir.is_dir() else []
+    for entry in [*home.tmp.iterdir(), *partial]:
+        if entry == jdir:
             continue
         gone = journal.owner_gone(entry.name)
         if gone is True:
@@ -134,10 +137,48 @@ def _stale_workdirs(home: Home, busy: set[str]) -> list[Path]:
     return found
 
 
-def sweep(home: Home, repair: bool = True) -> RecoveryReport:
+# Visible results and the audit action that records each (object: the path below the zone).
+_ZONES = (
+    ("raw", "ingest", 2),
+    ("releases", "product.build", 1),
+    ("published/products", "publish", 1),
+)
+
+
+def unrecorded(home: Home) -> list[tuple[str, str]]:
+    """(action, object) of every snapshot, release and publication without an ``ok`` entry.
+
+    A full scan (the directory zones, and the log's entries of three actions), for
+    ``shuyu doctor``: results left by runs killed before intents existed, or whose intent
+    was lost. The per-command sweep relies on intents instead and stays cheap.
+    """
+    recorded: set[tuple[str, str]] = set()
+    actions = [a for _, a, _ in _ZONES]
+    with state_engine(home).connect() as conn:
+        rows = conn.execution_options(yield_per=5000).execute(
+            select(audit.audit_log.c.action, audit.audit_log.c.object)
+            .where(audit.audit_log.c.action.in_(actions))
+            .where(audit.audit_log.c.outcome == "ok")
+        )
+        recorded = {(r[0], r[1]) for r in rows}
+    missing = []
+    for zone, action, depth in _ZONES:
+        base = home.root / zone
+        if not base.is_dir():
+            continue
+        pattern = "/".join(["[!.]*"] * depth)
+        for path in sorted(base.glob(pattern)):
+            obj = str(path.relative_to(base))
+            if path.is_dir() and (action, obj) not in recorded:
+                missing.append((action, obj))
+    return missing
+
+
+def sweep(home: Home, repair: bool = True, deep: bool = False) -> RecoveryReport:
     """Check the audit head, then complete or roll back what dead runs left (module doc).
 
-    With ``repair=False`` it only reports (``shuyu doctor``)."""
+    With ``repair=False`` it only reports (``shuyu doctor``); ``deep`` also scans every zone
+    for results without an entry (``unrecorded``)."""
     audit.head_check(home)
     report = RecoveryReport()
     # One sweeper at a time: two commands starting together must not both record an orphan.
@@ -146,6 +187,18 @@ def sweep(home: Home, repair: bool = True) -> RecoveryReport:
             _complete(home, it, report, repair)
         # A build between its rename and its cleanup still holds its intent: not stale.
         busy = journal.open_objects(home)
+        if deep:
+            for action, obj in unrecorded(home):
+                if obj in busy:
+                    continue
+                report.recorded.append(f"{action} {obj}")
+                if repair:
+                    audit.record(home, action, obj, "ok", {"recovered": True, "by": "doctor"})
+                    if action == "publish":
+                        from assessment.publish import complete_publication
+
+                        complete_publication(home, obj, "recovered")
+                        report.finished.append(f"publish {obj}: registration and listings")
         for path in [*_stale_tmp(home), *_stale_workdirs(home, busy)]:
             report.removed.append(str(path.relative_to(home.root)))
             if repair:

@@ -21,7 +21,8 @@ def doctor(
 ) -> None:
     """Check the audit head and list (or, with --repair, fix) what killed runs left:
     results without their audit entry, unfinished publications, stale staging and working
-    files. Every command that writes files runs the same repair first."""
+    files. Every command that writes files runs the same repair first (from its intents;
+    doctor also scans every zone for results without an entry)."""
     from governance import recovery, roles
     from shuyu_core.errors import ValidationError
 
@@ -29,7 +30,7 @@ def doctor(
         raise ValidationError(f"unknown format {fmt!r}", hint="use --format table or json")
     home = Home.from_env().ensure()
     roles.require(home, "recover", str(home.root))
-    report = recovery.sweep(home, repair=repair)
+    report = recovery.sweep(home, repair=repair, deep=True)
     if fmt == "json":
         sys.stdout.write(
             json.dumps({"repaired": repair, **report.to_dict()}, ensure_ascii=False) + "\n"

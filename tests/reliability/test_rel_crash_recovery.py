@@ -69,6 +69,26 @@ def test_killed_ingest_is_repaired_by_the_next_command(
     assert audit.verify(home).ok
 
 
+def test_doctor_finds_a_snapshot_without_entry_even_without_intent(
+    home: Home, tmp_path: Path
+) -> None:
+    """A result that appeared without any intent (an older version, a lost journal) is found
+    by the full scan of ``shuyu doctor`` and recorded by ``--repair``, once."""
+    import shutil
+
+    src = tmp_path / "export.csv"
+    population().write_csv(src)
+    snap = ingest_path(home, "RKJBXX", src)
+    stray = home.raw / "RKJBXX" / "20260101T000000000000Z"
+    shutil.copytree(home.raw / "RKJBXX" / snap.snapshot_id, stray)
+    report = json.loads(shuyu("doctor", "--format", "json").stdout)
+    assert report["recorded"] == [f"ingest RKJBXX/{stray.name}"]
+    assert shuyu("doctor", "--repair").returncode == 0
+    assert audit_rows(home).count(("ingest", f"RKJBXX/{stray.name}", "ok")) == 1
+    assert json.loads(shuyu("doctor", "--format", "json").stdout)["recorded"] == []
+    assert audit.verify(home).ok
+
+
 AS_OF = dt.date(2026, 1, 15)
 
 

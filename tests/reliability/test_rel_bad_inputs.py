@@ -152,3 +152,14 @@ def test_simplified_gb18030_with_rare_name_characters_is_accepted(
     code, err = _run(capsys, "ingest", "RKJBXX", "--from", str(src), "--no-check")
     assert code == 0, err
     assert len(snapshot_dirs(home)) == 1
+
+
+@pytest.mark.parametrize("case", ["unterminated-quote", "ragged-long-row", "truncated-parquet"])
+def test_bad_verification_batch_is_a_validation_error(tmp_path: Path, case: str) -> None:
+    """The --queries file of a verification build is user input too: exit 4, not 70."""
+    from products.verification import read_queries
+    from shuyu_core.errors import ValidationError
+
+    make, _ = CASES[case]
+    with pytest.raises(ValidationError, match="cannot be read as a query batch"):
+        read_queries(make(tmp_path), 100)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from governance.actors import parse_actor, set_current
 from shuyu_core.errors import ShuyuError, ValidationError
@@ -110,6 +112,21 @@ def _usage_error(exc: Exception) -> ValidationError:
     return ValidationError(f"usage: {message}", hint=hint)
 
 
+def _print_error(exc: ShuyuError) -> None:
+    # Escaped: a path or value in the message may contain [brackets] rich would eat.
+    err_console.print(
+        f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True
+    )
+
+
+def _database_error(exc: Exception) -> ShuyuError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    hint = "check SHUYU_DATABASE_URL (e.g. postgresql+psycopg://user@host:5432/db) and the server"
+    if isinstance(exc, ArgumentError | NoSuchModuleError):
+        return ValidationError(f"state database URL not usable: {first}", hint=hint)
+    return ShuyuError(f"state database unavailable: {first}", hint=hint)
+
+
 def main() -> None:
     # A temporary Prefect server (``--prefect`` without PREFECT_API_URL) needs ~25 s to start
     # on two busy cores; its default timeout is too short, and it must not phone home.
@@ -125,7 +142,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         _audit_failure(exc)
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        _print_error(exc)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
@@ -137,10 +154,16 @@ def main() -> None:
         # mistake like any other, so one line, audited, exit 4.
         usage = _usage_error(exc)
         _audit_failure(usage)
-        err_console.print(
-            f"[bold red]error:[/] {usage.one_line()}", highlight=False, soft_wrap=True
-        )
+        _print_error(usage)
         sys.exit(usage.exit_code)
+    except SQLAlchemyError as exc:
+        # The state database named by SHUYU_DATABASE_URL is malformed or unreachable: a
+        # configuration or operations problem, said in one line (nothing can be audited).
+        if _state["debug"]:
+            raise
+        db = _database_error(exc)
+        _print_error(db)
+        sys.exit(db.exit_code)
     except OSError as exc:
         # A path the user named that cannot be read or written (permissions, a directory
         # where a file is expected, a full disk): the environment, not a bug.
@@ -151,13 +174,14 @@ def main() -> None:
             hint="check the path, its permissions and the free space",
         )
         _audit_failure(io)
-        err_console.print(f"[bold red]error:[/] {io.one_line()}", highlight=False, soft_wrap=True)
+        _print_error(io)
         sys.exit(io.exit_code)
     except Exception as exc:
         if _state["debug"]:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} — rerun with --debug "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} — rerun with "
+            "--debug "
             "and report it",
             highlight=False,
             soft_wrap=True,

@@ -111,8 +111,6 @@ def _stale_tmp(home: Home) -> list[Path]:
     # An intent's own temporary file (a kill inside its atomic write) carries the tag too.
     partial = [p for p in jdir.glob(".*.tmp")] if jdir.is_dir() else []
     for entry in [*home.tmp.iterdir(), *partial]:
-        if entry == jdir:
-            continue
         gone = journal.owner_gone(entry.name)
         if gone is True:
             stale.append(entry)

@@ -3,7 +3,7 @@
 A snapshot, release or publication appears by an atomic rename, and its audit entry is a
 second, separate write (the state database is not the file system). Between the two a kill
 would leave a visible result nobody recorded. So the writer first leaves an *intent* in
-``.tmp/journal/`` (what it is about to make visible and the audit entry that will record it),
+``<home>/.journal/`` (what it is about to make visible and the audit entry that will record it),
 then renames, audits, and removes the intent. A run killed in between leaves its intent
 behind; the recovery sweep (``governance/recovery.py``) then finds the result either absent
 (nothing happened: drop the intent) or present (write the missing entry, finish the step).
@@ -62,7 +62,8 @@ def owner_gone(name: str) -> bool | None:
 
 
 def journal_dir(home: Home) -> Path:
-    return home.tmp / "journal"
+    # Beside .tmp/, not in it: .tmp/ holds only staging that a sweep may delete.
+    return home.root / ".journal"
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ KILLED = faults.KILLED
 
 
 def _leftovers(home: Home) -> list[str]:
-    """Anything in .tmp/ but the (empty) journal directory."""
-    left = [p.name for p in home.tmp.iterdir() if p.name != "journal"]
-    return left + [p.name for p in (home.tmp / "journal").glob("*")]
+    """Anything in .tmp/ or the intent journal."""
+    journal = home.root / ".journal"
+    left = [p.name for p in home.tmp.iterdir()]
+    return left + ([p.name for p in journal.iterdir()] if journal.exists() else [])
 
 
 def _complete_dirs_only(home: Home) -> None:

@@ -203,7 +203,8 @@ def head_check(home: Home) -> None:
     than after their work is visible.
     """
     engine = state_engine(home)
-    with engine.connect() as conn:
+    # One snapshot: a writer appending between the two reads must not look like a break.
+    with _snapshot_read(engine) as conn:
         problem = _head_problem(conn, _read_head(conn))
     if problem is not None:
         raise _head_broken(problem)

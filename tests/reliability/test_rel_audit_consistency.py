@@ -86,6 +86,26 @@ def test_verify_does_not_see_an_append_between_its_two_reads(
     assert audit.verify(home).head_seq == 4
 
 
+def test_head_check_does_not_see_an_append_between_its_two_reads(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-flight check of every writing command reads the head and the log's end in
+    one snapshot too, or a concurrent append would stop an innocent command with exit 8."""
+    for i in range(3):
+        audit.record(home, "t", f"o{i}")
+    real = audit._read_head
+
+    def read_head_then_someone_appends(conn: Any) -> Any:
+        head = real(conn)
+        monkeypatch.setattr(audit, "_read_head", real)
+        audit.record(home, "t", "concurrent append")
+        return head
+
+    monkeypatch.setattr(audit, "_read_head", read_head_then_someone_appends)
+    audit.head_check(home)  # no AuditChainBroken
+    assert audit.verify(home).ok
+
+
 def _break(home: Home, statement: str) -> None:
     engine = state_engine(home)
     with engine.begin() as conn:

@@ -34,9 +34,9 @@ from sqlalchemy import Column, DateTime, String, Table, Text, select
 
 from assessment import adapters as ad
 from assessment import engine, review
-from governance import roles, separation
+from governance import recovery, roles, separation
 from governance.audit import record
-from shuyu_core import atomic, ids
+from shuyu_core import atomic, faults, ids, journal
 from shuyu_core.db import METADATA
 from shuyu_core.errors import PermissionDenied, ShuyuError
 from shuyu_core.home import Home, state_engine
@@ -203,7 +203,13 @@ def _sealed_files(home: Home, release_id: str) -> dict[str, str]:
 
 
 def publish(home: Home, release_id: str) -> dict[str, Any]:
-    """Publish an approved release whose assessment passed (see the module doc)."""
+    """Publish an approved release whose assessment passed (see the module doc).
+
+    Crash safety: the recovery sweep runs first (it completes a publication a killed run
+    left half-done: entry, registration row, listings); an intent is left before the rename
+    into ``published/`` and dropped after the audit entry; an audit that fails takes the
+    publication back out. A rerun of an already published release rebuilds the listings.
+    """
     who = roles.require(home, "publish", release_id)
     actor = who.name
     try:
@@ -213,6 +219,7 @@ def publish(home: Home, release_id: str) -> dict[str, Any]:
         record(home, "publish", str(release_id)[:200], "refused", {"reason": exc.message})
         exc.audited = True
         raise
+    recovery.sweep(home)
     with _lock(home):
         a, decision = gate(home, release_id)
         conflicts = separation.publish_conflicts(home, decision.reviewer, who)
@@ -227,6 +234,7 @@ def publish(home: Home, release_id: str) -> dict[str, Any]:
         final = ids.within(products_root(home), release_id)
         existing = publication(home, release_id)
         if existing is not None and final.exists():
+            refresh_listings(home)  # idempotent: a listing lost to a crash comes back
             record(home, "publish", release_id, "ok", {"already_published": True})
             return existing
         now = dt.datetime.now(dt.UTC)
@@ -237,46 +245,85 @@ def publish(home: Home, release_id: str) -> dict[str, Any]:
         sealed = _sealed_files(home, release_id)
         if final.exists():  # a directory without its publication row: an interrupted run
             shutil.rmtree(final)
-        with atomic.staged_dir(final, staging_root=home.tmp) as stage:
-            for out in manifest.outputs:
-                target = stage / out.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src / out.path, target)
-                if ad.file_sm3(target) != sealed.get(out.path, "") or not out.sm3:
-                    raise ShuyuError(
-                        f"copy of {out.path} does not match its SM3",
-                        hint="check the disk and publish again",
-                    )
-            atomic.write_text(
-                stage / "registration.json", json.dumps(reg, ensure_ascii=False, indent=1)
-            )
-        with state_engine(home).begin() as conn:
-            conn.execute(publications.delete().where(publications.c.release_id == release_id))
-            conn.execute(
-                publications.insert().values(
-                    release_id=release_id,
-                    product_id=manifest.product_id,
-                    published_at=now.replace(tzinfo=None),
-                    actor=actor,
-                    assessment_id=a.assessment_id,
-                    registration=json.dumps(reg, ensure_ascii=False),
-                )
-            )
-        paths = refresh_listings(home)
-    record(
-        home,
-        "publish",
-        release_id,
-        "ok",
-        {
+        details = {
             "product": manifest.product_id,
             "assessment": a.assessment_id,
             "review": decision.id,
             "path": str(final),
             "files": [o.path for o in manifest.outputs],
-        },
-    )
+        }
+        with journal.intent(
+            home, "publish", "publish", release_id, final, details, (who.name, who.role)
+        ):
+            with atomic.staged_dir(final, staging_root=home.tmp) as stage:
+                for out in manifest.outputs:
+                    target = stage / out.path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src / out.path, target)
+                    if ad.file_sm3(target) != sealed.get(out.path, "") or not out.sm3:
+                        raise ShuyuError(
+                            f"copy of {out.path} does not match its SM3",
+                            hint="check the disk and publish again",
+                        )
+                atomic.write_text(
+                    stage / "registration.json", json.dumps(reg, ensure_ascii=False, indent=1)
+                )
+                faults.point("publish.staged")
+            faults.point("publish.after_rename")
+            try:
+                _register(home, release_id, reg, actor)
+                faults.point("publish.registered")
+                paths = refresh_listings(home)
+                record(home, "publish", release_id, "ok", details)
+            except BaseException:
+                _withdraw(home, release_id, final)
+                raise
+            faults.point("publish.audited")
     return reg | {"path": str(final), "listings": {k: str(v) for k, v in paths.items()}}
+
+
+def _register(home: Home, release_id: str, reg: dict[str, Any], actor: str) -> None:
+    """The publication row (登记) the listings are rebuilt from."""
+    with state_engine(home).begin() as conn:
+        conn.execute(publications.delete().where(publications.c.release_id == release_id))
+        conn.execute(
+            publications.insert().values(
+                release_id=release_id,
+                product_id=reg["product_code"],
+                published_at=dt.datetime.fromisoformat(reg["published_at"]).replace(tzinfo=None),
+                actor=actor,
+                assessment_id=reg["assessment"],
+                registration=json.dumps(reg, ensure_ascii=False),
+            )
+        )
+
+
+def _withdraw(home: Home, release_id: str, final: Path) -> None:
+    """Take back a publication whose audit entry could not be written (nothing unaudited
+    stays in the egress): row, directory, listings."""
+    with state_engine(home).begin() as conn:
+        conn.execute(publications.delete().where(publications.c.release_id == release_id))
+    if final.exists():
+        gone = home.tmp / f".{final.name}{journal.owner_tag()}withdrawn.staging"
+        final.rename(gone)
+        shutil.rmtree(gone, ignore_errors=True)
+    with contextlib.suppress(Exception):
+        refresh_listings(home)
+
+
+def complete_publication(home: Home, release_id: str, actor: str) -> bool:
+    """Finish a publication a killed run left after its rename: the registration row from the
+    published ``registration.json``, then the catalog and disclosure listings. Idempotent;
+    False when there is nothing published under ``release_id``."""
+    final = products_root(home) / release_id
+    with _lock(home):
+        if not (final / "registration.json").exists():
+            return False
+        if publication(home, release_id) is None:
+            reg = json.loads((final / "registration.json").read_text(encoding="utf-8"))
+            _register(home, release_id, reg, actor)
+        refresh_listings(home)
+    return True
 
 
 def publication(home: Home, release_id: str) -> dict[str, Any] | None:

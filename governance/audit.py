@@ -19,6 +19,7 @@ is what catches someone who drops the triggers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    func,
     select,
     text,
 )
@@ -173,6 +175,55 @@ def _read_head(conn: Connection) -> tuple[int, str, int, str] | None:
     return int(row.seq), row.hash, int(row.base_seq), row.base_hash
 
 
+def _head_problem(conn: Connection, head: tuple[int, str, int, str] | None) -> str | None:
+    """Why the head anchor and the log's last entry disagree, or None when they agree.
+
+    An append links to the head; if the head row was deleted, or an entry was inserted after
+    it, appending would either fork the chain or collide with the foreign entry. So ``record``
+    refuses (exit 8) instead of failing on a database constraint.
+    """
+    top = conn.execute(select(func.max(audit_log.c.seq))).scalar()
+    if head is None:
+        if top is None:
+            return None
+        return f"the head anchor row is missing while the log holds entries up to {int(top)}"
+    head_seq, _, base_seq, _ = head
+    last = int(top) if top is not None else base_seq
+    if last == head_seq:
+        return None
+    if last > head_seq:
+        return (
+            f"entry {head_seq + 1} follows the head anchor ({head_seq}): it was appended "
+            "outside the logger"
+        )
+    return f"the head anchor records entry {head_seq} but the log ends at entry {last}"
+
+
+def head_check(home: Home) -> None:
+    """Raise ``AuditChainBroken`` (exit 8) when no entry could be appended right now.
+
+    Commands that change files call this before their first side effect (see
+    ``pipelines/recovery.py``), so a broken head stops them before they do anything rather
+    than after their work is visible.
+    """
+    engine = state_engine(home)
+    # One snapshot: a writer appending between the two reads must not look like a break.
+    with _snapshot_read(engine) as conn:
+        problem = _head_problem(conn, _read_head(conn))
+    if problem is not None:
+        raise _head_broken(problem)
+
+
+def _head_broken(problem: str) -> AuditChainBroken:
+    exc = AuditChainBroken(
+        f"audit chain head broken: {problem}; no entry can be appended",
+        hint="run 'shuyu audit verify', export the log and investigate before anything else",
+    )
+    # The log cannot take the entry that would record this error.
+    exc.audited = True
+    return exc
+
+
 def record(
     home: Home,
     action: str,
@@ -197,6 +248,10 @@ def record(
     with engine.connect() as conn:
         _lock(conn, engine)
         head = _read_head(conn)
+        problem = _head_problem(conn, head)
+        if problem is not None:
+            conn.rollback()
+            raise _head_broken(problem)
         if head is None:
             seq, prev = 1, GENESIS
         else:
@@ -226,6 +281,30 @@ def record(
             )
         conn.commit()
     return digest
+
+
+@contextlib.contextmanager
+def _snapshot_read(engine: Engine) -> Iterator[Connection]:
+    """One consistent read of the head row and the entries.
+
+    Without it, a writer appending between the two reads makes a sound chain look as if
+    entries were "appended outside the logger". SQLite (WAL): a deferred ``BEGIN`` takes its
+    read snapshot at the first SELECT and keeps it until the end; PostgreSQL: REPEATABLE
+    READ gives every statement of the transaction the snapshot of the first.
+    """
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+    else:
+        with (
+            engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn,
+            conn.begin(),
+        ):
+            yield conn
 
 
 @dataclass(frozen=True)
@@ -258,7 +337,7 @@ def verify(home: Home, anchor: tuple[int, str] | None = None) -> VerifyResult:
     still have that hash.
     """
     engine = state_engine(home)
-    with engine.connect() as conn:
+    with _snapshot_read(engine) as conn:
         head = _read_head(conn)
         head_seq, head_hash, base_seq, base_hash = head or (0, GENESIS, 0, GENESIS)
         expected, prev, count = base_seq + 1, base_hash, 0

@@ -79,6 +79,7 @@ PERMISSIONS: dict[str, Permission] = {
         _p("audit.read", "tail and verify the audit log", OPERATOR, REVIEWER),
         _p("audit.export", "export the audit log", OPERATOR, REVIEWER),
         _p("audit.purge", "purge audit entries older than five years", OPERATOR),
+        _p("recover", "check and repair what interrupted runs left (shuyu doctor)", OPERATOR),
         _p(
             "catalog.read",
             "read the resource directory",
@@ -128,6 +129,11 @@ def check(
     return None
 
 
+def _reads_only(action: str) -> bool:
+    """Actions that change nothing (and the audit commands needed to investigate a break)."""
+    return action.endswith(".read") or action.startswith("audit.") or action == "recover"
+
+
 def require(
     home: Home,
     action: str,
@@ -145,6 +151,12 @@ def require(
     who = actor or current_actor()
     reason = check(who, action, resource_unit, developer) or _account_reason(home, who)
     if reason is None:
+        if not _reads_only(action):
+            # A permitted change must not happen and then fail on its audit entry: a head
+            # that disagrees with the log stops it here, before anything is done (exit 8).
+            from governance.audit import head_check
+
+            head_check(home)
         return who
     from governance.audit import record
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from governance.actors import Request, set_request
-from shuyu_core.errors import ShuyuError
+from shuyu_core.errors import ShuyuError, ValidationError
 
 app = typer.Typer(
     name="shuyu",
@@ -66,6 +68,7 @@ def _register() -> None:
         cli_portal,
         cli_products,
         cli_quality,
+        cli_recovery,
         cli_synth,
     )
 
@@ -81,6 +84,7 @@ def _register() -> None:
     cli_products.register(app)
     cli_assessment.register(app)
     cli_portal.register(app)
+    cli_recovery.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 
@@ -98,6 +102,42 @@ def _audit_failure(exc: ShuyuError) -> None:
         pass
 
 
+GLOBAL_OPTIONS = ("--home", "--actor", "--role", "--debug")
+
+
+def _usage_error(exc: Exception) -> ValidationError:
+    """A usage error as one line naming the problem, with a hint that fixes it."""
+    fmt = getattr(exc, "format_message", None)
+    message = (fmt() if callable(fmt) else str(exc)).replace("\n", " ").strip()
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "shuyu") or "shuyu"
+    name = getattr(exc, "option_name", None) or ""
+    if not message:  # no command given: the help listing was printed just above
+        return ValidationError(
+            f"usage: {path} needs a command", hint="choose one of the commands listed above"
+        )
+    if name in GLOBAL_OPTIONS:
+        hint = f"global options ({', '.join(GLOBAL_OPTIONS)}) go before the command: shuyu {name} …"
+    else:
+        hint = f"see '{path} --help'"
+    return ValidationError(f"usage: {message}", hint=hint)
+
+
+def _print_error(exc: ShuyuError) -> None:
+    # Escaped: a path or value in the message may contain [brackets] rich would eat.
+    err_console.print(
+        f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True
+    )
+
+
+def _database_error(exc: Exception) -> ShuyuError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    hint = "check SHUYU_DATABASE_URL (e.g. postgresql+psycopg://user@host:5432/db) and the server"
+    if isinstance(exc, ArgumentError | NoSuchModuleError):
+        return ValidationError(f"state database URL not usable: {first}", hint=hint)
+    return ShuyuError(f"state database unavailable: {first}", hint=hint)
+
+
 def main() -> None:
     # A temporary Prefect server (``--prefect`` without PREFECT_API_URL) needs ~25 s to start
     # on two busy cores; its default timeout is too short, and it must not phone home.
@@ -113,7 +153,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         _audit_failure(exc)
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        _print_error(exc)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted")
@@ -121,16 +161,38 @@ def main() -> None:
     except SystemExit:
         raise
     except typer.exceptions.TyperException as exc:
-        # Usage errors (typer's vendored click) arrive here in non-standalone mode.
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        sys.exit(getattr(exc, "exit_code", 2))
+        # Usage errors (typer's vendored click) arrive here in non-standalone mode: a user
+        # mistake like any other, so one line, audited, exit 4.
+        usage = _usage_error(exc)
+        _audit_failure(usage)
+        _print_error(usage)
+        sys.exit(usage.exit_code)
+    except SQLAlchemyError as exc:
+        # The state database named by SHUYU_DATABASE_URL is malformed or unreachable: a
+        # configuration or operations problem, said in one line (nothing can be audited).
+        if _state["debug"]:
+            raise
+        db = _database_error(exc)
+        _print_error(db)
+        sys.exit(db.exit_code)
+    except OSError as exc:
+        # A path the user named that cannot be read or written (permissions, a directory
+        # where a file is expected, a full disk): the environment, not a bug.
+        if _state["debug"]:
+            raise
+        io = ValidationError(
+            f"{exc.filename or 'file'}: {exc.strerror or type(exc).__name__}",
+            hint="check the path, its permissions and the free space",
+        )
+        _audit_failure(io)
+        _print_error(io)
+        sys.exit(io.exit_code)
     except Exception as exc:
         if _state["debug"]:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} — rerun with --debug "
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} — rerun with "
+            "--debug "
             "and report it",
             highlight=False,
             soft_wrap=True,

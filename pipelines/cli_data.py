@@ -29,18 +29,21 @@ def ingest(
         "--check/--no-check",
         help="run the quality checks on the new snapshot (verifies or reopens tickets)",
     ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="accept an export without data rows (refused by default)"
+    ),
 ) -> None:
     """Validate an export against the catalog and write an immutable snapshot into raw/."""
     home = Home.from_env().ensure()
     if prefect:
         from pipelines.flows import ingest_flow
 
-        manifest = ingest_flow(code, str(source))
+        manifest = ingest_flow(code, str(source), allow_empty)
     else:
         from pipelines.ingest import ingest_path
 
         with steps(console, f"ingest {code}") as step:
-            manifest = ingest_path(home, code, source, progress=step)
+            manifest = ingest_path(home, code, source, progress=step, allow_empty=allow_empty)
     if fmt == "json":
         typer.echo(snapshots.manifest_json(manifest))
     else:

@@ -101,9 +101,15 @@ def audit_verify(
             f"--anchor {result.head_seq}:{result.head_hash}",
             highlight=False,
         )
-    audit.record(
-        home, "audit.verify", "audit_log", "ok" if result.ok else "error", result.to_dict()
-    )
+    try:
+        audit.record(
+            home, "audit.verify", "audit_log", "ok" if result.ok else "error", result.to_dict()
+        )
+    except audit.AuditChainBroken:
+        # A broken head refuses every append, this one included; the verdict below (exit 8,
+        # first inconsistent entry) is what the operator needs, not the refused append.
+        if result.ok:
+            raise
     if not result.ok:
         exc = audit.AuditChainBroken(
             result.one_line(),

@@ -23,14 +23,14 @@ from shuyu_core.snapshots import Manifest
     retry_delay_seconds=5,
     retry_condition_fn=retry_unless_user_error,
 )
-def ingest_task(code: str, source: str) -> Manifest:
-    return ingest_path(Home.from_env(), code, Path(source))
+def ingest_task(code: str, source: str, allow_empty: bool = False) -> Manifest:
+    return ingest_path(Home.from_env(), code, Path(source), allow_empty=allow_empty)
 
 
 @flow(name="shuyu-ingest", log_prints=True)
-def ingest_flow(code: str, source: str) -> Manifest:
+def ingest_flow(code: str, source: str, allow_empty: bool = False) -> Manifest:
     """Ingest one export of a catalogued resource into raw/ as an immutable snapshot."""
-    manifest = ingest_task(code, source)
+    manifest = ingest_task(code, source, allow_empty)
     create_markdown_artifact(
         key=f"ingest-{code.lower()}",
         markdown=(

@@ -36,14 +36,14 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec, epsilon_from_rho
-from governance import evidence, roles
+from governance import evidence, recovery, roles
 from governance.actors import current_actor
 from governance.audit import record
 from privacy.dp import ledger
 from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
-from shuyu_core import atomic, snapshots
+from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
 from shuyu_core.hashing import sm3_file
@@ -242,6 +242,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     for code, sid in opts.snapshot_ids.items():  # pinned snapshots: ids before any path
         id_rules.resource_code(code)
         id_rules.snapshot_id(sid)
+    recovery.sweep(home)
     specs.check_against_catalog(spec, catalog)
     builder = _builder(spec.kind)
     action = "verify.query" if spec.kind == "verification" else "build"
@@ -305,26 +306,49 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             save_pending(home, release_id, draw, digest)
             if charge is not None:
                 ledger.mark(home, release_id, "drawn", drew=True)
-        manifest = _store(ctx, builder, draw, digest, charge, authorization)
-        if charge is not None:
-            ledger.mark(home, release_id, "stored")
-        shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
-    record(
-        home,
-        "product.build",
-        release_id,
-        "ok",
-        {
+        details: dict[str, Any] = {
             "product": spec.id,
             "version": spec.version,
             "kind": spec.kind,
             "inputs": ids,
             "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
             "resumed_draw": resumed,
-            "outputs": [o.path for o in manifest.outputs],
-        },
-    )
+        }
+        who = current_actor()
+        # The release becomes visible by a rename before its entry is written: an intent
+        # lets the recovery sweep record it if this process is killed in between.
+        # If the entry cannot be written (the chain broke meanwhile), the intent stays for
+        # the sweep to record once the chain is repaired; the charged, drawn release is kept.
+        intent = journal.begin(
+            home,
+            "build",
+            "product.build",
+            release_id,
+            rel.release_dir(home, release_id),
+            details,
+            (who.name, who.role),
+        )
+        try:
+            manifest = _store(ctx, builder, draw, digest, charge, authorization)
+            faults.point("build.after_rename")
+            if charge is not None:
+                ledger.mark(home, release_id, "stored")
+                faults.point("build.ledger_marked")
+            shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
+            record(
+                home,
+                "product.build",
+                release_id,
+                "ok",
+                {**details, "outputs": [o.path for o in manifest.outputs]},
+            )
+            faults.point("build.audited")
+        except ShuyuError:
+            if not rel.exists(home, release_id):
+                journal.done(intent)
+            raise
+        journal.done(intent)
     return BuildOutcome(manifest=manifest, reused=False)
 
 
@@ -377,6 +401,8 @@ def _stored(home: Home, release_id: str, digest: str) -> BuildOutcome | None:
     ):
         ledger.mark(home, release_id, "stored")
     shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
+    # The per-person working file of a run that stopped after its rename (最小必要).
+    shutil.rmtree(home.work / "products" / "build" / release_id, ignore_errors=True)
     record(home, "product.build", release_id, "ok", {"reused": True})
     return BuildOutcome(manifest=manifest, reused=True)
 
@@ -457,6 +483,7 @@ def _store(
         # The evidence the assessment and publish judge by lives outside the release: the
         # SM3 of release.json and of every file, in the audit chain, before the rename.
         evidence.seal(ctx.home, ctx.release_id, stage)
+        faults.point("build.staged")
     return manifest
 
 

@@ -119,14 +119,23 @@ def keyed_index(ctx: BuildContext, check: VerificationCheck, key: bytes) -> pl.D
 def read_queries(path: Path, max_batch: int) -> pl.DataFrame:
     if not path.exists():
         raise NotFoundError(f"query file {path} does not exist", hint="check --queries PATH")
-    if path.suffix.lower() == ".parquet":
-        frame = pl.read_parquet(path)
-    elif path.suffix.lower() in (".csv", ".txt"):
-        frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
-    else:
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".txt"):
         raise ValidationError(
             f"{path}: unsupported query file type", hint="use a .csv or .parquet file"
         )
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        else:
+            frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        # A corrupt, truncated, ragged or non-UTF-8 batch is the user's to fix, not a crash.
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValidationError(
+            f"{path}: cannot be read as a query batch ({first})",
+            hint="provide a complete UTF-8 CSV with a header row, or a Parquet file",
+        ) from exc
     if "kind" not in frame.columns:
         frame = frame.with_columns(pl.lit("person").alias("kind"))
     missing = [c for c in QUERY_COLUMNS if c not in frame.columns]

@@ -54,7 +54,12 @@ def staged_dir(final: Path, staging_root: Path | None = None) -> Iterator[Path]:
     root = staging_root or final.parent
     root.mkdir(parents=True, exist_ok=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=root))
+    # The owner tag (pid and host) lets a later sweep remove the stage of a killed run.
+    from shuyu_core.journal import owner_tag
+
+    stage = Path(
+        tempfile.mkdtemp(prefix=f".{final.name}{owner_tag()}", suffix=".staging", dir=root)
+    )
     try:
         yield stage
         os.rename(stage, final)

@@ -14,6 +14,8 @@ from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 
+from shuyu_core.errors import ValidationError
+
 METADATA = MetaData()
 
 _engines: dict[str, Engine] = {}
@@ -40,7 +42,15 @@ def engine_for(url: str) -> Engine:
                 engine = create_engine(url, connect_args={"timeout": 60})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_pre_ping=True)
+                try:
+                    engine = create_engine(url, pool_pre_ping=True)
+                except ImportError as exc:  # the URL names a driver that is not installed
+                    raise ValidationError(
+                        f"SHUYU_DATABASE_URL needs the database driver {exc.name or exc}, "
+                        "which is not installed",
+                        hint="use postgresql+psycopg://… with the postgres extra installed, "
+                        "or unset it for SQLite",
+                    ) from exc
             _engines[url] = engine
         # Modules declare tables on import; create whatever is new since the last call.
         if _created.get(url) != len(METADATA.tables):

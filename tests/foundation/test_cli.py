@@ -96,9 +96,19 @@ def test_a_role_the_account_was_not_granted_is_refused(home: Home) -> None:
     assert "does not hold role admin" in result.stderr
 
 
-@pytest.mark.parametrize("args", [["ingest", "RKJBXX"], ["nonexistent-command"]])
-def test_usage_errors_exit_2(home: Home, args: list[str]) -> None:
-    assert shuyu(home, *args).returncode == 2
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["ingest", "RKJBXX"], "ingest --help"),
+        (["nonexistent-command"], "--help"),
+        (["catalog", "list", "--home", "/tmp"], "go before the command"),
+    ],
+)
+def test_usage_errors_exit_4_with_a_hint(home: Home, args: list[str], hint: str) -> None:
+    result = shuyu(home, *args)
+    assert result.returncode == 4
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: usage:") and hint in line.split("fix:")[1]
 
 
 def test_ingest_checks_the_new_snapshot_unless_told_not_to(home: Home, tmp_path: Path) -> None:

@@ -68,6 +68,8 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_ts", "ts"),
+    # Evidence other tables anchor here (the budget ledger) is looked up by action.
+    Index("ix_audit_log_action", "action"),
 )
 
 # One row (id = 1): the last appended entry, and the purge base (entries up to base_seq were
@@ -180,45 +182,72 @@ def record(
     """Append one entry and return its hash. ``outcome`` is ok, refused or error."""
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")
+    engine = state_engine(home)
+    with engine.connect() as conn:
+        _lock(conn, engine)
+        digest = append(conn, action, obj, outcome, details, actor)
+        conn.commit()
+    return digest
+
+
+def append(
+    conn: Connection,
+    action: str,
+    obj: str,
+    outcome: str = "ok",
+    details: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> str:
+    """Append one entry inside the caller's open transaction and return its hash.
+
+    For evidence that must change together with another table (a ledger row and its digest):
+    the caller commits both or neither. On SQLite the caller's ``BEGIN IMMEDIATE`` already
+    holds the database's write lock; on PostgreSQL the head is locked here, so a caller that
+    locks other tables must lock them first (always in that order).
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("LOCK TABLE audit_head IN EXCLUSIVE MODE"))
     who = actor or current_actor()
     # Anything not JSON-native (dates, paths) becomes its string form *before* hashing, so
     # what is hashed is exactly what is stored and read back.
     details_text = json.dumps(
         details or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str
     )
-    engine = state_engine(home)
-    with engine.connect() as conn:
-        _lock(conn, engine)
-        head = _read_head(conn)
-        if head is None:
-            seq, prev = 1, GENESIS
-        else:
-            seq, prev = head[0] + 1, head[1]
-        values = {
-            "seq": seq,
-            "ts": format_ts(_utcnow()),
-            "actor": who.name[:200],
-            "role": who.role,
-            "action": action[:100],
-            "object": obj[:500],
-            "outcome": outcome,
-            "details": details_text,
-        }
-        entry = {**values, "details": json.loads(details_text)}
-        digest = entry_hash(prev, entry)
-        conn.execute(audit_log.insert().values(**values, prev_hash=prev, hash=digest))
-        if head is None:
-            conn.execute(
-                audit_head.insert().values(
-                    id=1, seq=seq, hash=digest, base_seq=0, base_hash=GENESIS
-                )
-            )
-        else:
-            conn.execute(
-                audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
-            )
-        conn.commit()
+    head = _read_head(conn)
+    if head is None:
+        seq, prev = 1, GENESIS
+    else:
+        seq, prev = head[0] + 1, head[1]
+    values = {
+        "seq": seq,
+        "ts": format_ts(_utcnow()),
+        "actor": who.name[:200],
+        "role": who.role,
+        "action": action[:100],
+        "object": obj[:500],
+        "outcome": outcome,
+        "details": details_text,
+    }
+    entry = {**values, "details": json.loads(details_text)}
+    digest = entry_hash(prev, entry)
+    conn.execute(audit_log.insert().values(**values, prev_hash=prev, hash=digest))
+    if head is None:
+        conn.execute(
+            audit_head.insert().values(id=1, seq=seq, hash=digest, base_seq=0, base_hash=GENESIS)
+        )
+    else:
+        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return digest
+
+
+def stored_hash_ok(row: Any) -> bool:
+    """A stored entry (a row of ``audit_log``) still hashes to its recorded hash."""
+    try:
+        return bool(entry_hash(row.prev_hash, _hashed_entry(row)) == row.hash)
+    except ValueError:  # details no longer JSON
+        return False
 
 
 @dataclass(frozen=True)

@@ -113,5 +113,5 @@ def test_unknown_role_refused() -> None:
 
 def test_table_covers_every_role_and_docs_show_it() -> None:
     kinds = {k for p in roles.PERMISSIONS.values() for k in p.roles}
-    assert kinds == {"operator", "reviewer", "source_unit", "developer"}
+    assert kinds == {"operator", "reviewer", "source_unit", "developer", "admin"}
     assert roles.table_markdown() in DOCS.read_text(encoding="utf-8")

@@ -45,6 +45,7 @@ from products import specs
 from products.authz import require_build_authorized
 from shuyu_core import atomic, snapshots
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
+from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home
 
 
@@ -111,6 +112,11 @@ class Builder(Protocol):
     ) -> list[rel.InputRef]: ...
 
     def reversible_outputs(self, spec: ProductSpec) -> bool: ...
+
+    def plan(self, ctx: BuildContext) -> None:
+        """Raise every refusal the draw could raise (spec vs builder, columns, join keys),
+        without drawing noise: the engine calls it before the charge."""
+        ...
 
     def draw(self, ctx: BuildContext) -> Draw: ...
 
@@ -258,11 +264,14 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     stored = _stored(home, release_id, digest)
     if stored is not None:
         return stored
+    ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
+    # Everything that can refuse the build is checked before anything is charged.
+    plan(ctx, builder)
+    units = _units(spec, catalog) if spec.budget is not None else {}
     with release_lock(home, release_id):
         stored = _stored(home, release_id, digest)
         if stored is not None:
             return stored
-        ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
         charge: ledger.ChargeResult | None = None
         if spec.budget is not None:
             charge = ledger.charge(
@@ -273,33 +282,14 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     version=spec.version,
                     rho=spec.budget.zcdp_rho,
                     delta=spec.budget.delta,
-                    units=_units(spec, catalog),
+                    units=units,
                     snapshots=ids,
                 ),
             )
-            if charge.reused:
-                _check_same_charge(charge, spec.budget.zcdp_rho, set(spec.declared_fields))
-        draw = load_pending(home, release_id, digest)
-        resumed = draw is not None
-        if draw is None and charge is not None and charge.reused:
-            _refuse_second_draw(charge)
-        if draw is None:
-            try:
-                draw = builder.draw(ctx)
-            except pl.exceptions.ColumnNotFoundError as exc:
-                # The scan projects the declared fields only (最小必要), so a builder that
-                # needs another field cannot read it.
-                first = str(exc).splitlines()[0]
-                raise ValidationError(
-                    f"product {spec.id} needs a field its spec does not declare ({first})",
-                    hint="declare the field under inputs (and have the scenario authorize it)",
-                ) from exc
-            save_pending(home, release_id, draw, digest)
-            if charge is not None:
-                ledger.mark(home, release_id, "drawn", drew=True)
+        draw, resumed = _draw_once(ctx, builder, digest, charge)
         manifest = _store(ctx, builder, draw, digest, charge, authorization)
         if charge is not None:
-            ledger.mark(home, release_id, "stored")
+            ledger.mark(home, release_id, "stored", release_sm3=_manifest_sm3(home, release_id))
         shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
         shutil.rmtree(ctx.workdir, ignore_errors=True)
     record(
@@ -318,6 +308,98 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
         },
     )
     return BuildOutcome(manifest=manifest, reused=False)
+
+
+def _undeclared(spec: ProductSpec, exc: pl.exceptions.ColumnNotFoundError) -> ValidationError:
+    # The scan projects the declared fields only (最小必要), so a builder that needs another
+    # field cannot read it.
+    first = str(exc).splitlines()[0]
+    return ValidationError(
+        f"product {spec.id} needs a field its spec does not declare ({first})",
+        hint="declare the field under inputs (and have the scenario authorize it)",
+    )
+
+
+def plan(ctx: BuildContext, builder: Builder) -> None:
+    """Every refusal a build can meet, raised before the charge (nothing is read but schemas).
+
+    The snapshot holds every declared field; every table's public key set can be formed from
+    declared dimensions; then the builder's own ``plan`` (spec vs builder, join keys, the
+    lazy query's columns).
+    """
+    spec = ctx.spec
+    for i in spec.inputs:
+        m = ctx.inputs[i.resource]
+        missing = [f for f in i.fields if f not in m.columns]
+        if missing:
+            raise ValidationError(
+                f"product {spec.id}: snapshot {m.snapshot_id} of {i.resource} has no field(s) "
+                f"{', '.join(missing)}",
+                hint="ingest a snapshot that carries them, or pin one with --snapshot",
+            )
+    for t in spec.tables:
+        try:
+            specs.key_frame(spec, list(t.by))
+        except KeyError as exc:
+            raise ValidationError(
+                f"product {spec.id}: table {t.name} groups by unknown dimension {exc.args[0]}",
+                hint="declare the dimension with a public key set",
+            ) from None
+    try:
+        builder.plan(ctx)
+    except pl.exceptions.ColumnNotFoundError as exc:
+        raise _undeclared(spec, exc) from exc
+
+
+def _draw_once(
+    ctx: BuildContext, builder: Builder, digest: str, charge: ledger.ChargeResult | None
+) -> tuple[Draw, bool]:
+    """The kept draw, or one new draw under ``charge``; returns (draw, resumed).
+
+    An error after the charge and before the noise is drawn releases the charge (``void``,
+    audited); so does a refusal raised by the builder's draw (it produced nothing). A crash
+    while or after drawing keeps the charge: the next run draws once under it, and a charge
+    whose noise was drawn and kept is never voided nor drawn again.
+    """
+    home, spec, release_id = ctx.home, ctx.spec, ctx.release_id
+    drawing = False
+    try:
+        if charge is not None and charge.reused and spec.budget is not None:
+            _check_same_charge(charge, spec.budget.zcdp_rho, set(spec.declared_fields))
+        draw = load_pending(home, release_id, digest)
+        if draw is not None:
+            return draw, True
+        if charge is not None and charge.reused:
+            _refuse_second_draw(charge)
+        _before_draw(ctx)
+        drawing = True
+        try:
+            draw = builder.draw(ctx)
+        except pl.exceptions.ColumnNotFoundError as exc:
+            drawing = False
+            raise _undeclared(spec, exc) from exc
+        except ShuyuError:
+            drawing = False  # a refusal: nothing was released, nothing kept
+            raise
+        save_pending(home, release_id, draw, digest)
+        if charge is not None:
+            ledger.mark(home, release_id, "drawn", drew=True)
+        return draw, False
+    except BaseException as exc:
+        if charge is not None and not drawing:
+            reason = exc.one_line() if isinstance(exc, ShuyuError) else repr(exc)[:300]
+            # A refused void (a ledger break) is audited on its own; the build's error stands.
+            with contextlib.suppress(ShuyuError):
+                ledger.void(home, release_id, f"build stopped before its draw: {reason}")
+        raise
+
+
+def _before_draw(ctx: BuildContext) -> None:
+    """The last step before noise is drawn (a seam for tests that inject failures)."""
+
+
+def _manifest_sm3(home: Home, release_id: str) -> str:
+    return sm3_file(rel.release_dir(home, release_id) / rel.MANIFEST)
 
 
 def _refuse_second_draw(charge: ledger.ChargeResult) -> None:
@@ -365,9 +447,9 @@ def _stored(home: Home, release_id: str, digest: str) -> BuildOutcome | None:
     # A run that crashed after the atomic rename and before its bookkeeping left the ledger
     # at "drawn" and the kept draw behind: finish both (idempotent).
     if manifest.budget is not None and any(
-        e.state != "stored" for e in ledger.entries_for_release(home, release_id)
+        e.state not in ("stored", "void") for e in ledger.entries_for_release(home, release_id)
     ):
-        ledger.mark(home, release_id, "stored")
+        ledger.mark(home, release_id, "stored", release_sm3=_manifest_sm3(home, release_id))
     shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
     record(home, "product.build", release_id, "ok", {"reused": True})
     return BuildOutcome(manifest=manifest, reused=True)

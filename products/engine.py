@@ -8,17 +8,23 @@
 3. if ``releases/<id>/`` exists, return it — same spec version over the same snapshots is
    the same release: no new charge, no new noise (a changed spec under the same version is
    refused: bump the version);
-4. under a per-release file lock (threads and processes): charge the ledger (idempotent per
-   release id, atomic check-and-charge) *before* any noise is drawn;
-5. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
+4. ``plan``: everything that can refuse the build (declared fields present in the snapshots,
+   public key sets, the builder's own ``plan``: spec vs builder, join keys, the lazy query's
+   columns) is checked *before* anything is charged;
+5. under a per-release file lock (threads and processes): charge the ledger (idempotent per
+   release id, atomic check-and-charge on verified ledger state) *before* any noise is drawn;
+6. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
    crashed after drawing. The draw is written there atomically *before* anything is derived
    from it, so a crash anywhere later never leads to a second draw for the same charge;
-6. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
-   is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored; drop pending.
+7. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
+   is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored with the SM3
+   of ``release.json``; drop pending.
 
-A crash between the charge (4) and the durable draw (5) leaves a charge without a kept draw:
-the noisy values existed only in the memory of the dead process and were never seen, so the
-next run draws once under the same charge (the ledger's ``draws`` counter records it).
+An error raised between the charge (5) and the start of the draw (6), or a refusal raised by
+the builder's draw, voids the charge (``ledger.void``: state ``void``, audited). A process
+killed in that window leaves the charge without a kept draw: the noisy values existed only in
+the memory of the dead process and were never seen, so the next run draws once under the same
+charge (the ledger's ``draws`` counter records it).
 """
 
 from __future__ import annotations

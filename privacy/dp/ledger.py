@@ -11,6 +11,12 @@ charge is an atomic check-and-charge in one transaction that holds the write loc
 threads or processes serialize and never overspend. Charging the same release id again
 returns the existing entries: a retry or a resumed build never pays twice.
 
+Tamper evidence (``privacy.dp.ledger_integrity``): every row change is anchored in the
+audit chain in the same transaction, and every write first verifies the rows it relies on
+against their anchors; an edited ledger refuses with exit 8 and holds charges until an admin
+runs ``resolve``. Entries go ``charged`` → ``drawn`` → ``stored``, or ``charged`` → ``void``
+when the build stopped before drawing; a void entry spends nothing.
+
 Composition: zCDP ρ adds up over the releases of a period (sequential composition). The
 equivalent (ε, δ)-DP guarantee at the budget's δ is ε = ρ + 2·sqrt(ρ·ln(1/δ)); ε is shown for
 reading but never summed, because ε values of zCDP releases do not add up linearly.

@@ -206,7 +206,9 @@ def _sync_budget(
         conn.execute(dp_budget.update().where(key).values(**values))
 
 
-def _verified(conn: Connection, pairs: set[tuple[str, str]], what: str) -> LedgerTampered | None:
+def _verified(
+    conn: Connection, pairs: set[tuple[str, str]] | None, what: str, release: str | None = None
+) -> LedgerTampered | None:
     """Under the write lock: the reason ``what`` may not touch the ledger, or None.
 
     A recorded, unresolved break holds everything; otherwise the rows of ``pairs`` must match
@@ -216,7 +218,7 @@ def _verified(conn: Connection, pairs: set[tuple[str, str]], what: str) -> Ledge
     brk = integrity.open_break(conn)
     if brk is not None:
         return integrity.held(brk, what)
-    result = integrity.check(conn, pairs)
+    result = integrity.check(conn, pairs, release)
     return None if result.ok else integrity.tampered(result, what)
 
 
@@ -384,9 +386,9 @@ def _change(
     with engine.connect() as conn:
         _begin_exclusive(conn)
         try:
-            rows = conn.execute(select(dp_ledger).where(dp_ledger.c.release_id == release_id)).all()
-            pairs = {(r._mapping["resource"], r._mapping["unit"]) for r in rows}
-            broken = _verified(conn, pairs, f"{what} of release {release_id}") if rows else None
+            # The rows this change rewrites (and any of the release's rows since deleted)
+            # must match their anchors: anchoring an edited row would launder the edit.
+            broken = _verified(conn, None, f"{what} of release {release_id}", release_id)
             if broken is not None:
                 conn.rollback()
             else:

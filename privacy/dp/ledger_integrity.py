@@ -207,9 +207,18 @@ def _changed(audited: dict[str, Any], found: dict[str, Any]) -> str:
     return ", ".join(diffs) or "the row's digest differs"
 
 
-def check(conn: Connection, pairs: Iterable[Pair] | None = None) -> LedgerCheck:
-    """Compare the ledger rows of ``pairs`` (all rows when None) with their audit anchors."""
+def check(
+    conn: Connection, pairs: Iterable[Pair] | None = None, release: str | None = None
+) -> LedgerCheck:
+    """Compare ledger rows with their audit anchors: the rows of ``pairs`` (resource, unit),
+    or of one ``release``, or all rows when both are None.
+
+    Only the *last* anchor of an entry decides what its row must be, so only those anchors
+    are re-hashed and checked for their successor's link here; ``shuyu audit verify`` walks
+    the whole chain.
+    """
     scope = None if pairs is None else set(pairs)
+    prefix = None if release is None else f"{release}/"
 
     def wanted(resource: Any, unit: Any) -> bool:
         return scope is None or (resource, unit) in scope
@@ -217,35 +226,49 @@ def check(conn: Connection, pairs: Iterable[Pair] | None = None) -> LedgerCheck:
     findings: list[Finding] = []
     audited: dict[str, tuple[dict[str, Any] | None, int]] = {}
     digests: dict[str, str | None] = {}
-    hashes: dict[int, str] = {}
     anchors = 0
-    stmt = select(audit_log).where(audit_log.c.action == ANCHOR).order_by(audit_log.c.seq)
-    for a in conn.execute(stmt):
+    latest: dict[str, tuple[int, dict[str, Any]]] = {}
+    stmt = select(audit_log.c.seq, audit_log.c.object, audit_log.c.details).where(
+        audit_log.c.action == ANCHOR
+    )
+    if prefix is not None:
+        stmt = stmt.where(audit_log.c.object.startswith(prefix, autoescape=True))
+    seen: set[str] = set()
+    # Newest first: an entry's older anchors are counted but never parsed.
+    for seq, obj, details in conn.execute(stmt.order_by(audit_log.c.seq.desc())):
+        key = str(obj)
+        if prefix is not None and not key.startswith(prefix):
+            continue  # LIKE may be case-insensitive (SQLite): keep exact prefixes only
+        if key in seen:
+            anchors += key in latest
+            continue
+        seen.add(key)
         try:
-            d = json.loads(a.details)
+            d = json.loads(details)
         except ValueError:
             d = {}
-        if not wanted(d.get("resource"), d.get("unit")):
+        if not isinstance(d, dict) or not wanted(d.get("resource"), d.get("unit")):
             continue
         anchors += 1
-        seq = int(a.seq)
-        if not audit.stored_hash_ok(a):
+        latest[key] = (int(seq), d)
+    intact, unlinked = _anchors_intact(conn, {seq: obj for obj, (seq, _d) in latest.items()})
+    findings += unlinked
+    for obj, (seq, d) in sorted(latest.items()):
+        if seq not in intact:
             findings.append(
                 Finding(
                     "anchor_edited",
-                    a.object,
+                    obj,
                     d.get("resource"),
                     d.get("unit"),
                     d.get("period"),
-                    f"audit entry {seq} anchoring {a.object} does not match its hash",
+                    f"audit entry {seq} anchoring {obj} does not match its hash",
                     anchor_seq=seq,
                 )
             )
             continue
-        hashes[seq] = a.hash
-        audited[a.object] = (d.get("row"), seq)
-        digests[a.object] = d.get("sm3")
-    findings += _unlinked(conn, hashes)
+        audited[obj] = (d.get("row"), seq)
+        digests[obj] = d.get("sm3")
 
     rows = 0
     found: dict[str, dict[str, Any]] = {}
@@ -253,6 +276,8 @@ def check(conn: Connection, pairs: Iterable[Pair] | None = None) -> LedgerCheck:
     rstmt = select(dp_ledger)
     if resources is not None:
         rstmt = rstmt.where(dp_ledger.c.resource.in_(resources))
+    if release is not None:
+        rstmt = rstmt.where(dp_ledger.c.release_id == release)
     for r in conn.execute(rstmt):
         m = r._mapping
         if not wanted(m["resource"], m["unit"]):
@@ -307,39 +332,44 @@ def check(conn: Connection, pairs: Iterable[Pair] | None = None) -> LedgerCheck:
     return LedgerCheck(rows=rows, anchors=anchors, findings=findings, audited=audited)
 
 
-def _unlinked(conn: Connection, hashes: dict[int, str]) -> list[Finding]:
-    """Each anchor's successor in the chain must still link to it (local chain check)."""
-    if not hashes:
-        return []
+def _anchors_intact(conn: Connection, anchors: dict[int, str]) -> tuple[set[int], list[Finding]]:
+    """Which anchor entries (seq -> object) still hash right, and findings for those whose
+    successor in the chain no longer links to them (a local chain check)."""
+    if not anchors:
+        return set(), []
     head = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar()
+    intact: set[int] = set()
     out: list[Finding] = []
-    seqs = sorted(hashes)
-    for i in range(0, len(seqs), 500):
-        chunk = seqs[i : i + 500]
-        nxt = {
+    seqs = sorted(anchors)
+    for i in range(0, len(seqs), 400):
+        chunk = seqs[i : i + 400]
+        wanted = sorted({*chunk, *(s + 1 for s in chunk)})
+        got = {
             int(r.seq): r
-            for r in conn.execute(
-                select(audit_log).where(audit_log.c.seq.in_([s + 1 for s in chunk]))
-            )
+            for r in conn.execute(select(audit_log).where(audit_log.c.seq.in_(wanted)))
         }
         for s in chunk:
-            succ = nxt.get(s + 1)
+            own = got.get(s)
+            if own is None or not audit.stored_hash_ok(own):
+                continue
+            intact.add(s)
+            succ = got.get(s + 1)
             if succ is None and head is not None and s >= int(head):
                 continue  # the anchor is the head itself
-            if succ is None or succ.prev_hash != hashes[s] or not audit.stored_hash_ok(succ):
+            if succ is None or succ.prev_hash != own.hash or not audit.stored_hash_ok(succ):
                 out.append(
                     Finding(
                         "anchor_unlinked",
-                        f"audit:{s}",
+                        anchors[s],
                         None,
                         None,
                         None,
-                        f"audit entry {s + 1} no longer links to ledger anchor {s}: the chain "
-                        "around the anchor was rewritten",
+                        f"audit entry {s + 1} no longer links to ledger anchor {s} "
+                        f"({anchors[s]}): the chain around the anchor was rewritten",
                         anchor_seq=s,
                     )
                 )
-    return out
+    return intact, out
 
 
 def open_break(conn: Connection) -> dict[str, Any] | None:

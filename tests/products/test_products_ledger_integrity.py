@@ -298,3 +298,36 @@ def test_audit_verify_reports_a_ledger_break_with_exit_8(
     assert refused.returncode == 5
     with pytest.raises(LedgerTampered, match="unresolved"):
         ledger.charge(home, _req("r2", 0.1))
+
+
+def test_budget_resolve_command_states_the_audited_spend(
+    home: Home, budgets_file: Callable[..., Path]
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from pipelines import cli_products
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        set_current(ADMIN)  # accounts with granted roles arrive separately; act as an admin
+
+    cli_products.register(app)
+    budgets_file({"SBCBJF": 1.0})
+    ledger.charge(home, _req("r1", 0.4))
+    _sql(home, "UPDATE dp_ledger SET rho = 0.05")
+    with pytest.raises(LedgerTampered):
+        ledger.charge(home, _req("r2", 0.4))
+    res = CliRunner().invoke(app, ["budget", "resolve", "--reason", "DBA edit", "--format", "json"])
+    set_current(None)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [f["kind"] for f in doc["findings"]] == ["edited"]
+    assert doc["findings"][0]["found"]["rho"] == pytest.approx(0.05)
+    [line] = doc["spent"]
+    assert line["rho_from_audit"] == pytest.approx(0.4)
+    assert line["rho_in_table_before"] == pytest.approx(0.05)
+    assert line["rho_after"] == pytest.approx(0.4)
+    assert _spent(home) == pytest.approx(0.4)

@@ -18,7 +18,9 @@ from sqlalchemy import BigInteger, Column, Date, DateTime, Integer, String, Tabl
 from assessment import adapters as ad
 from assessment import engine
 from assessment.models import RECTIFY_DAYS, Assessment, Decision
+from governance import roles, separation
 from governance.audit import record
+from shuyu_core import ids
 from shuyu_core.db import METADATA
 from shuyu_core.errors import PermissionDenied, ShuyuError, ValidationError
 from shuyu_core.home import Home, state_engine
@@ -74,6 +76,18 @@ def _refuse(home: Home, action: str, release_id: str, message: str, hint: str) -
     return exc
 
 
+def _valid_id(home: Home, action: str, release_id: str) -> None:
+    """A release id must match its pattern, and its directory resolve inside releases/,
+    before it reaches the database or a path."""
+    try:
+        ids.release_id(release_id)
+        ad.release_dir(home, release_id)
+    except ShuyuError as exc:
+        record(home, action, str(release_id)[:200], "refused", {"reason": exc.message})
+        exc.audited = True
+        raise
+
+
 def unchanged_since(home: Home, a: Assessment) -> list[str]:
     """Fingerprint components that changed since assessment ``a`` (empty: unchanged)."""
     manifest = ad.load_release(home, a.release)
@@ -84,7 +98,9 @@ def unchanged_since(home: Home, a: Assessment) -> list[str]:
 def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Review:
     """Record a reviewer's decision on the latest assessment of ``release_id``."""
     action = _ACTIONS[decision]
-    reviewer = ad.require_role(home, action, release_id)
+    who = roles.require(home, action, release_id)
+    reviewer = who.name
+    _valid_id(home, action, release_id)
     if not comment.strip():
         exc = ValidationError(
             f"a {decision} decision on {release_id} needs a comment",
@@ -103,6 +119,16 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
             f"run 'shuyu assess {release_id}' first",
         )
     if decision == "approve":
+        conflicts = separation.approval_conflicts(home, release_id, who)
+        if conflicts:
+            raise _refuse(
+                home,
+                action,
+                release_id,
+                f"{who.name} may not approve {release_id} (四眼原则): {'; '.join(conflicts)}",
+                "another reviewer, who took no part in building, assessing or publishing it, "
+                "decides",
+            )
         if latest.verdict != "pass":
             raise _refuse(
                 home,
@@ -160,6 +186,7 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
             "decision": decision,
             "comment": comment.strip(),
             "due_date": due.isoformat() if due else None,
+            "separation_of_duties_relaxed": separation.relaxed_reason(home),
         },
     )
     return Review(
@@ -201,6 +228,7 @@ def latest_decision(home: Home, release_id: str) -> Review | None:
 def show(home: Home, release_id: str) -> dict[str, Any]:
     """What a reviewer sees: the latest assessment, its reports and the decisions so far."""
     ad.require_role(home, "assessment.read", release_id)
+    _valid_id(home, "assessment.read", release_id)
     a = engine.require_latest(home, release_id)
     paths = engine.report_paths(home, a)
     record(home, "assessment.read", release_id, "ok", {"assessment": a.assessment_id})

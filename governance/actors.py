@@ -1,26 +1,37 @@
-"""Who is acting: an actor name and a role, from --actor/--role or SHUYU_ACTOR/SHUYU_ROLE."""
+"""Who is acting: an account name, the one granted role it acts in, and the service it came
+through.
+
+The CLI (and every other entry point outside the core) never trusts a self-declared identity:
+``governance.identity.resolve`` derives the actor from the operating-system login and the
+accounts table. Inside the process the resolved actor sits in a context variable; trusted
+in-process callers (the portal after its login, the demo for its own accounts, tests) may set
+it directly with :func:`set_current`. Gates that matter (``governance.roles.require``, the
+four-eyes checks) re-check the named account anyway.
+"""
 
 from __future__ import annotations
 
 import contextvars
-import getpass
-import os
 import re
 from dataclasses import dataclass
 
 from shuyu_core.errors import PermissionDenied
 
-_ROLE = re.compile(r"^(operator|reviewer|source_unit:[A-Za-z0-9_-]+|developer:[A-Za-z0-9_-]+)$")
+_ROLE = re.compile(
+    r"^(operator|reviewer|admin|source_unit:[A-Za-z0-9_-]+|developer:[A-Za-z0-9_-]+)$"
+)
 
 
 @dataclass(frozen=True)
 class Actor:
     name: str
     role: str
+    # The service account (OS login of the Prefect worker or the portal) acting for ``name``.
+    via: str | None = None
 
     @property
     def kind(self) -> str:
-        """operator, reviewer, source_unit or developer."""
+        """operator, reviewer, admin, source_unit or developer."""
         return self.role.split(":", 1)[0]
 
     @property
@@ -29,36 +40,52 @@ class Actor:
         return self.role.split(":", 1)[1] if ":" in self.role else None
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.role})"
+        via = f" via {self.via}" if self.via else ""
+        return f"{self.name} ({self.role}){via}"
 
 
-def _login_name() -> str:
-    """The operating-system account, so an unnamed actor is still traceable in the audit log."""
-    try:
-        return getpass.getuser()
-    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
-        return "unknown"
-
-
-def parse_actor(name: str | None, role: str | None) -> Actor:
-    actor_name = name or os.environ.get("SHUYU_ACTOR") or _login_name()
-    actor_role = role or os.environ.get("SHUYU_ROLE") or "operator"
-    if not _ROLE.match(actor_role):
+def parse_actor(name: str, role: str, via: str | None = None) -> Actor:
+    """An actor from an already authenticated name and a role string (syntax checked only)."""
+    if not _ROLE.match(role or ""):
         raise PermissionDenied(
-            f"unknown role {actor_role!r}",
-            hint="use operator, reviewer, source_unit:<code> or developer:<id>",
+            f"unknown role {role!r}",
+            hint="use operator, reviewer, admin, source_unit:<code> or developer:<id>",
         )
-    return Actor(actor_name, actor_role)
+    return Actor(name, role, via)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the command line asked for: --actor and --role (or SHUYU_ACTOR / SHUYU_ROLE)."""
+
+    actor: str | None = None
+    role: str | None = None
 
 
 _current: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("actor", default=None)
+_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar("request", default=None)
 
 
 def set_current(actor: Actor | None) -> None:
-    """Set the acting actor for this context; None falls back to the environment again."""
+    """Set the acting actor for this context; None resolves it from the accounts again."""
     _current.set(actor)
 
 
+def set_request(request: Request | None) -> None:
+    """Remember the command line's --actor/--role; resolved on first use (``current_actor``)."""
+    _request.set(request)
+    _current.set(None)
+
+
 def current_actor() -> Actor:
-    """The actor set by the CLI, else one built from the environment."""
-    return _current.get() or parse_actor(None, None)
+    """The actor set in this context, else the one resolved from the login and the accounts."""
+    actor = _current.get()
+    if actor is not None:
+        return actor
+    from governance.identity import resolve
+    from shuyu_core.home import Home
+
+    req = _request.get() or Request()
+    actor = resolve(Home.from_env(), req.actor, req.role)
+    _current.set(actor)
+    return actor

@@ -68,7 +68,11 @@ audit_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_ts", "ts"),
-    # Evidence other tables anchor here (the budget ledger) is looked up by action.
+    # Gates look up the evidence of one object (a release's build, an account's last change)
+    # and a recorded entry by its hash without walking the chain; evidence other tables
+    # anchor here (the budget ledger) by action.
+    Index("ix_audit_log_object", "object"),
+    Index("ix_audit_log_hash", "hash"),
     Index("ix_audit_log_action", "action"),
 )
 
@@ -210,6 +214,9 @@ def append(
     if conn.dialect.name != "sqlite":
         conn.execute(text("LOCK TABLE audit_head IN EXCLUSIVE MODE"))
     who = actor or current_actor()
+    if who.via:
+        # A service account acting for a person: both are recorded (trust model).
+        details = {**(details or {}), "via": who.via}
     # Anything not JSON-native (dates, paths) becomes its string form *before* hashing, so
     # what is hashed is exactly what is stored and read back.
     details_text = json.dumps(
@@ -414,6 +421,28 @@ def verify_lines(lines: Iterator[str]) -> tuple[bool, str]:
             return False, f"line {n}: entry {e['seq']} does not match its hash"
         prev, last_seq = e["hash"], e["seq"]
     return True, "ok"
+
+
+def entry_by_hash(home: Home, digest: str) -> dict[str, Any] | None:
+    """The entry whose hash is ``digest``, or None."""
+    engine = state_engine(home)
+    with engine.connect() as conn:
+        row = conn.execute(select(audit_log).where(audit_log.c.hash == digest)).first()
+    return _row_dict(row) if row is not None else None
+
+
+def entries_for(
+    home: Home, obj: str, actions: tuple[str, ...] | None = None, outcome: str | None = None
+) -> list[dict[str, Any]]:
+    """Entries about ``obj`` (optionally of these actions and outcome), oldest first."""
+    stmt = select(audit_log).where(audit_log.c.object == obj).order_by(audit_log.c.seq)
+    if actions:
+        stmt = stmt.where(audit_log.c.action.in_(actions))
+    if outcome:
+        stmt = stmt.where(audit_log.c.outcome == outcome)
+    engine = state_engine(home)
+    with engine.connect() as conn:
+        return [_row_dict(r) for r in conn.execute(stmt)]
 
 
 def tail(home: Home, n: int = 20) -> list[dict[str, Any]]:

@@ -93,6 +93,11 @@ PERMISSIONS: dict[str, Permission] = {
             DEVELOPER,
         ),
         _p("demo", "run the end-to-end demo", OPERATOR),
+        # identity and the domain policy (安全管理员)
+        _p("accounts.manage", "add accounts, grant and revoke roles, set passwords", ADMIN),
+        _p("accounts.read", "list accounts and their roles", ADMIN, OPERATOR, REVIEWER),
+        _p("policy.apply", "change the domain privacy policy (域内隐私策略)", ADMIN),
+        _p("policy.read", "show the domain privacy policy", ADMIN, OPERATOR, REVIEWER),
     ]
 }
 
@@ -143,15 +148,15 @@ def require(
     ``developer``: the developer id owning ``obj`` (for ``developer:<id>``).
     """
     who = actor or current_actor()
-    reason = check(who, action, resource_unit, developer)
+    reason = check(who, action, resource_unit, developer) or _account_reason(home, who)
     if reason is None:
         return who
     from governance.audit import record
 
     exc = PermissionDenied(
         f"{who.name} refused: {reason} (object {obj})",
-        hint="run as an actor whose role allows it (--actor/--role or SHUYU_ACTOR/SHUYU_ROLE);"
-        " see docs/governance.md for the permission table",
+        hint="act with an account whose granted role allows it (--role selects one of your "
+        "roles; an admin grants roles with 'shuyu users grant'); see docs/governance.md",
     )
     record(
         home,
@@ -163,6 +168,24 @@ def require(
     )
     exc.audited = True
     raise exc
+
+
+def _account_reason(home: Home, who: Actor) -> str | None:
+    """Why ``who`` is not backed by an active account holding its role, or None.
+
+    The actor in the context was resolved from the accounts, or set by trusted in-process code;
+    a gate re-derives it anyway, so an account disabled or a role revoked since takes effect.
+    """
+    from governance.accounts import get
+
+    acc = get(home, who.name)
+    if acc is None:
+        return f"{who.name} has no account in this domain"
+    if not acc.active:
+        return f"account {who.name} is disabled"
+    if not acc.holds(who.role):
+        return f"account {who.name} does not hold role {who.role}"
+    return None
 
 
 def table_markdown() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from governance.actors import parse_actor, set_current
+from governance.actors import Request, set_request
 from shuyu_core.errors import ShuyuError
 
 app = typer.Typer(
@@ -33,23 +33,31 @@ def _global(
     home: Path | None = typer.Option(
         None, "--home", help="operating domain directory (default: $SHUYU_HOME or ./.shuyu)"
     ),
-    actor: str | None = typer.Option(None, "--actor", help="who acts (default: $SHUYU_ACTOR)"),
+    actor: str | None = typer.Option(
+        None,
+        "--actor",
+        help="the person a service account acts for (honoured only under a service account of "
+        "the domain policy; default: $SHUYU_ACTOR); otherwise you act as your OS login",
+    ),
     role: str | None = typer.Option(
         None,
         "--role",
-        help="operator | reviewer | source_unit:<code> | developer:<id> (default: $SHUYU_ROLE)",
+        help="one of your account's granted roles: operator | reviewer | admin | source_unit | "
+        "developer (default: $SHUYU_ROLE, or your only role)",
     ),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     if home is not None:
         os.environ["SHUYU_HOME"] = str(home)
     _state["debug"] = debug
-    set_current(parse_actor(actor, role))
+    # Resolved from the accounts on first use, so 'init' and '--help' need no account.
+    set_request(Request(actor, role))
 
 
 def _register() -> None:
     """Attach every area's commands; each area owns its ``cli_<area>.py``."""
     from pipelines import (
+        cli_accounts,
         cli_assessment,
         cli_catalog,
         cli_data,
@@ -62,6 +70,7 @@ def _register() -> None:
 
     if getattr(app, "_shuyu_registered", False):
         return
+    cli_accounts.register(app)
     cli_data.register(app)
     cli_synth.register(app)
     app.add_typer(cli_catalog.app, name="catalog", help="resource directory (数据资源目录)")

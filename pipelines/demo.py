@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from catalogs.catalog import Catalog
-from governance.actors import Actor, current_actor, set_current
+from pipelines import demo_accounts
 from shuyu_core import snapshots
 from shuyu_core.home import Home
 
@@ -104,11 +104,9 @@ def stages(persons: int, seed: int, rate: float) -> list[tuple[str, Stage]]:
 
 
 def run_demo(home: Home, console: Console, persons: int, seed: int, rate: float) -> dict[str, Any]:
-    actor = current_actor()
-    if actor.kind != "operator":
-        # The demo is an operator's job; stages that need a reviewer switch explicitly.
-        actor = Actor(actor.name, "operator")
-        set_current(actor)
+    # The demo is an operator's job; stages that need a reviewer or a source unit switch to
+    # the demo accounts explicitly.
+    actor = demo_accounts.prepare(home)
     console.rule(f"Shuyu demo — SHUYU_HOME={home.root} — actor {actor}")
     summary: dict[str, Any] = {}
     timings = Table(title="demo stages")

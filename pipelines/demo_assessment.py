@@ -17,6 +17,7 @@ from rich.table import Table
 from assessment import adapters as ad
 from assessment import engine, publish, review
 from governance.actors import Actor, current_actor, set_current
+from pipelines.demo_accounts import REVIEWER
 from shuyu_core.home import Home
 
 DEMO_PRODUCTS = (
@@ -25,7 +26,6 @@ DEMO_PRODUCTS = (
     "identity_verification",
     "medical_desensitized_extract",
 )
-REVIEWER = "demo-reviewer"
 
 
 def _latest_release(home: Home, product: str) -> str | None:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from catalogs.catalog import Catalog
 from governance.actors import Actor, current_actor, set_current
+from pipelines.demo_accounts import source_unit_account
 from quality import api
 from quality.tickets import OPEN
 from shuyu_core import snapshots
@@ -79,7 +80,7 @@ def stage(home: Home, console: Console) -> dict[str, Any]:
     operator = current_actor()
     if units:
         unit = units[0]
-        set_current(Actor(f"demo-{unit}", f"source_unit:{unit}"))
+        set_current(Actor(source_unit_account(unit), f"source_unit:{unit}"))
         try:
             own = api.list_tickets(home, states=(OPEN,))
             if own:

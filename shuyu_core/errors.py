@@ -46,3 +46,9 @@ class BudgetExceeded(ShuyuError):
     """A release asks for more privacy budget than remains."""
 
     exit_code = 6
+
+
+class IntegrityError(ShuyuError):
+    """Evidence does not match its record: a digest, the ledger, the audit chain, an account."""
+
+    exit_code = 8

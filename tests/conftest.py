@@ -7,9 +7,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from accounts_testkit import seed, test_policy
 from sqlalchemy import create_engine, make_url
 
-from governance.actors import set_current
+from governance.actors import set_request
 from shuyu_core.db import reset_engines
 from shuyu_core.home import Home
 
@@ -30,9 +31,25 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _domain_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test domain starts from a policy that names the test runner as a service account."""
+    path = test_policy(tmp_path_factory.mktemp("policy"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SHUYU_DOMAIN_POLICY", str(path))
+        yield
+
+
 @pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
-    """A fresh operating domain per test, with SHUYU_HOME pointing at it.
+def home(bare_home: Home) -> Home:
+    """A fresh operating domain whose operator account ``test-operator`` exists."""
+    seed(bare_home, {"test-operator": ["operator"]})
+    return bare_home
+
+
+@pytest.fixture()
+def bare_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A fresh operating domain per test, with SHUYU_HOME pointing at it, and no account yet.
 
     State is in the home's SQLite file, or, when SHUYU_TEST_DATABASE_URL names a PostgreSQL
     server (``make test-postgres``), in a fresh database on it.
@@ -56,6 +73,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
 @pytest.fixture(autouse=True)
 def _reset_actor() -> Iterator[None]:
     """A CLI invocation sets the acting actor in a context variable; never let it leak."""
-    set_current(None)
+    set_request(None)
     yield
-    set_current(None)
+    set_request(None)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from accounts_testkit import act_as, seed
 from products_testkit import with_changes
 from sqlalchemy import text
 
@@ -58,7 +59,7 @@ def _spent(home: Home, code: str = "SBCBJF") -> float:
 
 
 def _resolve(home: Home, reason: str = "investigated: direct UPDATE by a DBA") -> dict[str, Any]:
-    set_current(ADMIN)
+    act_as(home, ADMIN.name, ADMIN.role)
     try:
         return ledger.resolve(home, reason)
     finally:
@@ -207,7 +208,7 @@ def test_edited_anchor_is_found(home: Home, budgets_file: Callable[..., Path]) -
     with pytest.raises(LedgerTampered):
         ledger.charge(home, _req("r2", 0.6))
     # The audit record itself is broken: a resolution cannot recompute from it.
-    set_current(ADMIN)
+    act_as(home, ADMIN.name, ADMIN.role)
     with pytest.raises(LedgerTampered, match="audit chain itself is broken"):
         ledger.resolve(home, "restore")
     set_current(None)
@@ -293,11 +294,19 @@ def test_audit_verify_reports_a_ledger_break_with_exit_8(
     assert doc["ledger"]["findings"][0]["kind"] == "edited"
     assert "ledger broken" in broken.stderr
     assert _entries(home, integrity.BREAK)[-1]["details"]["during"] == "audit.verify"
-    # The operator cannot resolve it from the command line either.
+    # The operator cannot resolve it from the command line; an admin account can.
     refused = _shuyu("budget", "resolve", "--reason", "nothing to see")
     assert refused.returncode == 5
     with pytest.raises(LedgerTampered, match="unresolved"):
         ledger.charge(home, _req("r2", 0.1))
+    seed(home, {ADMIN.name: [ADMIN.role]})
+    done = _shuyu(
+        "--actor", ADMIN.name, "--role", "admin", "budget", "resolve", "--reason", "DBA edit"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "restored from the audit record" in done.stdout
+    ledger.charge(home, _req("r2", 0.1))
+    assert _spent(home) == pytest.approx(0.6)
 
 
 def test_budget_resolve_command_states_the_audited_spend(
@@ -315,6 +324,7 @@ def test_budget_resolve_command_states_the_audited_spend(
         set_current(ADMIN)  # accounts with granted roles arrive separately; act as an admin
 
     cli_products.register(app)
+    seed(home, {ADMIN.name: [ADMIN.role]})
     budgets_file({"SBCBJF": 1.0})
     ledger.charge(home, _req("r1", 0.4))
     _sql(home, "UPDATE dp_ledger SET rho = 0.05")

@@ -51,7 +51,7 @@ test: lint typecheck unit
 PG_TESTS := tests/governance/test_gov_audit.py tests/governance/test_gov_concurrency.py \
 	tests/governance/test_gov_consent.py tests/products/test_products_ledger.py \
 	tests/products/test_products_ledger_integrity.py \
-	tests/quality/test_quality_tickets.py
+	tests/quality/test_quality_tickets.py tests/portal/test_portal_auth.py
 test-postgres: $(VENV)/.installed-pg
 	PATH=$(CURDIR)/$(BIN):$$PATH bash .ci/with_postgres.sh $(BIN)/pytest -q $(PG_TESTS)
 

@@ -2,9 +2,10 @@
 
 Only the ``reviewer`` role decides (``governance.roles``: review.approve / review.reject /
 review.rectify). A decision names the assessment it was made on. Approval is refused unless
-that assessment's verdict is ``pass`` and the release, its spec, the agreements and the
-catalog are unchanged since (the assessment's fingerprint); a rectification order is due 30
-days on. Every decision and every refusal is audited.
+that assessment's verdict is ``pass``, no rectification was ordered on that same assessment
+(after 限期整改 only a newer assessment can be approved), and the release, its spec, the
+agreements and the catalog are unchanged since (the assessment's fingerprint); a
+rectification order is due 30 days on. Every decision and every refusal is audited.
 """
 
 from __future__ import annotations
@@ -128,6 +129,24 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
                 f"{who.name} may not approve {release_id} (四眼原则): {'; '.join(conflicts)}",
                 "another reviewer, who took no part in building, assessing or publishing it, "
                 "decides",
+            )
+        rectified = [
+            r
+            for r in history(home, release_id)
+            if r.decision == "rectify" and r.assessment_id == latest.assessment_id
+        ]
+        if rectified:
+            # An order to rectify stands until the release is assessed again: approving the
+            # very assessment that was found wanting would make the order meaningless.
+            raise _refuse(
+                home,
+                action,
+                release_id,
+                f"cannot approve {release_id}: rectification was ordered on assessment "
+                f"{latest.assessment_id} ({rectified[-1].decided_at:%Y-%m-%d}) and no newer "
+                "assessment exists",
+                f"correct the release, re-run 'shuyu assess {release_id}', then review the new "
+                "report",
             )
         if latest.verdict != "pass":
             raise _refuse(

@@ -67,6 +67,15 @@ class SeparationOfDuties(_Strict):
         return self
 
 
+class PortalPolicy(_Strict):
+    """Session rules of the portal (数据运营门户)."""
+
+    idle_timeout_minutes: int = Field(default=30, ge=1, le=720)
+    session_max_hours: int = Field(default=12, ge=1, le=24)
+    max_failed_logins: int = Field(default=5, ge=1, le=20)
+    lockout_minutes: int = Field(default=15, ge=1, le=1440)
+
+
 class DomainPolicy(BaseModel):
     """The whole policy. Sections other than identity are added by the areas that enforce them;
     unknown keys are refused so that a misspelt floor is never silently ignored."""
@@ -75,6 +84,7 @@ class DomainPolicy(BaseModel):
 
     service_accounts: list[ServiceAccount] = Field(default_factory=list)
     separation_of_duties: SeparationOfDuties = SeparationOfDuties()
+    portal: PortalPolicy = PortalPolicy()
 
     def is_service_account(self, login: str) -> bool:
         return any(s.name == login for s in self.service_accounts)

@@ -63,6 +63,7 @@ def _register() -> None:
         cli_data,
         cli_governance,
         cli_pii,
+        cli_portal,
         cli_products,
         cli_quality,
         cli_synth,
@@ -79,6 +80,7 @@ def _register() -> None:
     cli_quality.register(app)
     cli_products.register(app)
     cli_assessment.register(app)
+    cli_portal.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 

@@ -96,6 +96,46 @@ def assess(
     console.print(f"reports: {paths['html']} {paths['md']} {paths['json']}", highlight=False)
 
 
+@review_app.command("list")
+def review_list(
+    show_all: bool = typer.Option(
+        False, "--all", help="every assessed release, not only those awaiting a decision"
+    ),
+    fmt: str = typer.Option("table", "--format", help="json | table"),
+) -> None:
+    """The reviewers' queue (待办): assessed releases awaiting a decision (full release ids)."""
+    _fmt(fmt, ("json", "table"))
+    from assessment import status
+    from governance import roles
+
+    home = Home.from_env().ensure()
+    roles.require(home, "assessment.read", "releases/review-queue")
+    rows = [s for s in status.all_statuses(home) if s.assessment is not None]
+    if not show_all:
+        rows = [s for s in rows if s.awaiting_review and s.stage != "published"]
+    if fmt == "json":
+        _print_json({"releases": [s.to_dict() for s in rows]})
+        return
+    table = Table(title="待评审 releases awaiting review" if not show_all else "评审 reviews")
+    # a release id is copied into other commands: printed whole on one line, never cut
+    table.add_column(
+        "release", no_wrap=True, min_width=max((len(s.release) for s in rows), default=0)
+    )
+    for col in ("product", "verdict", "assessment", "stage"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        table.add_row(
+            s.release,
+            s.name,
+            f"[{_STYLE.get(s.verdict or '', 'white')}]{s.verdict}[/]",
+            s.assessment or "",
+            s.stage_zh,
+        )
+    console.print(table)
+    if not rows:
+        console.print("no release awaits review" if not show_all else "no assessed release")
+
+
 @review_app.command("show")
 def review_show(
     release: str = typer.Argument(..., help="release id"),

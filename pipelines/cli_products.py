@@ -119,10 +119,50 @@ def products_list(fmt: str = typer.Option("table", "--format", help="table | jso
         return
     cols = ("id", "name", "version", "kind", "purpose", "rho", "releases", "latest_release")
     table = Table(title="data products 数据产品")
+    id_width = max((len(str(r["latest_release"] or "")) for r in rows), default=0)
     for col in cols:
-        table.add_column(col)
+        if col == "latest_release":
+            # a release id is copied into other commands: printed whole on one line, never cut
+            table.add_column(col, no_wrap=True, min_width=id_width)
+        else:
+            table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(*(str(r[c]) if r[c] is not None else "" for c in cols))
+    console.print(table)
+
+
+@releases_app.command("list")
+def releases_list(
+    product: str | None = typer.Option(None, "--product", help="only this product's releases"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Every built release with its stage (assessed, decided, published), full ids."""
+    from assessment import status
+    from governance import roles
+
+    home = Home.from_env()
+    roles.require(home, "release.read", f"releases/{product or 'all'}", developer=None)
+    rows = status.all_statuses(home, product)
+    if _fmt(fmt) == "json":
+        typer.echo(json.dumps({"releases": [s.to_dict() for s in rows]}, ensure_ascii=False))
+        return
+    table = Table(title="releases 版本")
+    # a release id is copied into other commands: printed whole on one line, never cut
+    table.add_column(
+        "release", no_wrap=True, min_width=max((len(s.release) for s in rows), default=0)
+    )
+    for col in ("product", "version", "built (UTC)", "verdict", "decision", "stage"):
+        table.add_column(col, overflow="fold")
+    for s in rows:
+        table.add_row(
+            s.release,
+            s.product,
+            s.version,
+            f"{s.built_at:%Y-%m-%d %H:%M}",
+            s.verdict or "",
+            s.decision or "",
+            s.stage_zh,
+        )
     console.print(table)
 
 

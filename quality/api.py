@@ -179,12 +179,15 @@ def list_tickets(
     unit: str | None = None,
     states: tuple[str, ...] | None = None,
     today: dt.date | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[Ticket]:
     """Tickets the actor may see: a source unit only its own (``unit`` defaults to it)."""
     scoped = scope_unit(unit)
     require(home, "ticket.read", f"tickets/{scoped or 'all'}", scoped)
     tickets.flag_overdue(home, today)
-    return tickets.list_tickets(home, unit=scoped, states=states)
+    return tickets.list_tickets(home, unit=scoped, states=states, limit=limit, offset=offset)
 
 
 def show_ticket(home: Home, ticket_id: int) -> tuple[Ticket, list[dict[str, Any]]]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, RowMapping
 
 from catalogs.models import Resource
@@ -342,15 +342,35 @@ def get(home: Home, ticket_id: int) -> Ticket:
 
 
 def list_tickets(
-    home: Home, unit: str | None = None, states: tuple[str, ...] | None = None
+    home: Home,
+    unit: str | None = None,
+    states: tuple[str, ...] | None = None,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> list[Ticket]:
+    """Tickets by id; ``limit``/``offset`` page through them (the portal shows 200 a page)."""
     q = select(quality_tickets).order_by(quality_tickets.c.id)
     if unit is not None:
         q = q.where(quality_tickets.c.source_unit == unit)
     if states:
         q = q.where(quality_tickets.c.state.in_(states))
+    if limit is not None:
+        q = q.limit(limit).offset(offset)
     with state_engine(home).connect() as conn:
         return [_ticket(r._mapping) for r in conn.execute(q)]
+
+
+def count_tickets(
+    home: Home, unit: str | None = None, states: tuple[str, ...] | None = None
+) -> int:
+    q = select(func.count()).select_from(quality_tickets)
+    if unit is not None:
+        q = q.where(quality_tickets.c.source_unit == unit)
+    if states:
+        q = q.where(quality_tickets.c.state.in_(states))
+    with state_engine(home).connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def events(home: Home, ticket_id: int) -> list[dict[str, Any]]:

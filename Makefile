@@ -50,6 +50,7 @@ test: lint typecheck unit
 # throwaway PostgreSQL server; CI runs this after `make test`.
 PG_TESTS := tests/governance/test_gov_audit.py tests/governance/test_gov_concurrency.py \
 	tests/governance/test_gov_consent.py tests/products/test_products_ledger.py \
+	tests/products/test_products_ledger_integrity.py \
 	tests/quality/test_quality_tickets.py tests/portal/test_portal_auth.py \
 	tests/reliability/test_rel_audit_consistency.py
 test-postgres: $(VENV)/.installed-pg

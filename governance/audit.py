@@ -71,9 +71,11 @@ audit_log = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_audit_log_ts", "ts"),
     # Gates look up the evidence of one object (a release's build, an account's last change)
-    # and a recorded entry by its hash without walking the chain.
+    # and a recorded entry by its hash without walking the chain; evidence other tables
+    # anchor here (the budget ledger) by action.
     Index("ix_audit_log_object", "object"),
     Index("ix_audit_log_hash", "hash"),
+    Index("ix_audit_log_action", "action"),
 )
 
 # One row (id = 1): the last appended entry, and the purge base (entries up to base_seq were
@@ -235,6 +237,35 @@ def record(
     """Append one entry and return its hash. ``outcome`` is ok, refused or error."""
     if outcome not in OUTCOMES:
         raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")
+    # Resolve the actor before taking the write lock: resolving may itself audit a refusal.
+    who = actor or current_actor()
+    engine = state_engine(home)
+    with engine.connect() as conn:
+        _lock(conn, engine)
+        digest = append(conn, action, obj, outcome, details, who)
+        conn.commit()
+    return digest
+
+
+def append(
+    conn: Connection,
+    action: str,
+    obj: str,
+    outcome: str = "ok",
+    details: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> str:
+    """Append one entry inside the caller's open transaction and return its hash.
+
+    For evidence that must change together with another table (a ledger row and its digest):
+    the caller commits both or neither. On SQLite the caller's ``BEGIN IMMEDIATE`` already
+    holds the database's write lock; on PostgreSQL the head is locked here, so a caller that
+    locks other tables must lock them first (always in that order).
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"audit outcome must be one of {OUTCOMES}, not {outcome!r}")
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("LOCK TABLE audit_head IN EXCLUSIVE MODE"))
     who = actor or current_actor()
     if who.via:
         # A service account acting for a person: both are recorded (trust model).
@@ -244,43 +275,43 @@ def record(
     details_text = json.dumps(
         details or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str
     )
-    engine = state_engine(home)
-    with engine.connect() as conn:
-        _lock(conn, engine)
-        head = _read_head(conn)
-        problem = _head_problem(conn, head)
-        if problem is not None:
-            conn.rollback()
-            raise _head_broken(problem)
-        if head is None:
-            seq, prev = 1, GENESIS
-        else:
-            seq, prev = head[0] + 1, head[1]
-        values = {
-            "seq": seq,
-            "ts": format_ts(_utcnow()),
-            "actor": who.name[:200],
-            "role": who.role,
-            "action": action[:100],
-            "object": obj[:500],
-            "outcome": outcome,
-            "details": details_text,
-        }
-        entry = {**values, "details": json.loads(details_text)}
-        digest = entry_hash(prev, entry)
-        conn.execute(audit_log.insert().values(**values, prev_hash=prev, hash=digest))
-        if head is None:
-            conn.execute(
-                audit_head.insert().values(
-                    id=1, seq=seq, hash=digest, base_seq=0, base_hash=GENESIS
-                )
-            )
-        else:
-            conn.execute(
-                audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest)
-            )
-        conn.commit()
+    head = _read_head(conn)
+    problem = _head_problem(conn, head)
+    if problem is not None:
+        # The caller's transaction is rolled back by its context: nothing is appended.
+        raise _head_broken(problem)
+    if head is None:
+        seq, prev = 1, GENESIS
+    else:
+        seq, prev = head[0] + 1, head[1]
+    values = {
+        "seq": seq,
+        "ts": format_ts(_utcnow()),
+        "actor": who.name[:200],
+        "role": who.role,
+        "action": action[:100],
+        "object": obj[:500],
+        "outcome": outcome,
+        "details": details_text,
+    }
+    entry = {**values, "details": json.loads(details_text)}
+    digest = entry_hash(prev, entry)
+    conn.execute(audit_log.insert().values(**values, prev_hash=prev, hash=digest))
+    if head is None:
+        conn.execute(
+            audit_head.insert().values(id=1, seq=seq, hash=digest, base_seq=0, base_hash=GENESIS)
+        )
+    else:
+        conn.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=seq, hash=digest))
     return digest
+
+
+def stored_hash_ok(row: Any) -> bool:
+    """A stored entry (a row of ``audit_log``) still hashes to its recorded hash."""
+    try:
+        return bool(entry_hash(row.prev_hash, _hashed_entry(row)) == row.hash)
+    except ValueError:  # details no longer JSON
+        return False
 
 
 @contextlib.contextmanager

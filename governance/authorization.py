@@ -192,6 +192,34 @@ def _scope(
     return out
 
 
+def authorized_party(ag: Agreement) -> str:
+    """The one party an agreement authorizes to build: a development agreement's developer,
+    an operation agreement's grantee (the operator). The grantor grants; it does not build."""
+    if ag.kind is AgreementKind.DEVELOPMENT and ag.developer:
+        return ag.developer
+    return ag.parties.grantee.id
+
+
+def _party(
+    ag: Agreement, req: AuthorizationRequest, agreements: AgreementSet
+) -> list[AuthorizationFailure]:
+    """The building developer must be the party the agreement authorizes, under every kind.
+
+    Builds and assessments always name the developer (a spec's ``developer`` is required);
+    only an agreement-level ``shuyu agreements check`` without ``--developer`` skips this.
+    """
+    party = authorized_party(ag)
+    if req.developer is None or req.developer == party:
+        return []
+    own = sorted(a.id for a in agreements if authorized_party(a) == req.developer)
+    where = f"it is party to {', '.join(own)}" if own else "it is party to no agreement at all"
+    message = (
+        f"{ag.id} ({ag.kind.value} agreement) authorizes {party}, not developer "
+        f"{req.developer} ({where})"
+    )
+    return [AuthorizationFailure(code="developer_mismatch", message=message)]
+
+
 def evaluate(
     request: AuthorizationRequest,
     agreements: AgreementSet,
@@ -216,13 +244,7 @@ def evaluate(
             parent = agreements.find(ag.parent)
             if parent is not None:
                 failures += _term_and_status(parent, req.at, "parent operation agreement")
-            if req.developer is not None and req.developer != ag.developer:
-                failures.append(
-                    AuthorizationFailure(
-                        code="developer_mismatch",
-                        message=f"{ag.id} authorizes developer {ag.developer}, not {req.developer}",
-                    )
-                )
+        failures += _party(ag, req, agreements)
         failures += _scope(ag, req, catalog)
     for code in sorted(req.inputs):
         res = catalog.resources.get(code)

@@ -34,7 +34,7 @@ def _p(action: str, description: str, *roles: str, any_owner: bool = False) -> P
 
 
 OPERATOR, REVIEWER, SOURCE_UNIT, DEVELOPER = "operator", "reviewer", "source_unit", "developer"
-ADMIN = "admin"
+ADMIN = "admin"  # 安全管理员
 SCOPED = frozenset({SOURCE_UNIT, DEVELOPER})
 
 PERMISSIONS: dict[str, Permission] = {
@@ -51,6 +51,11 @@ PERMISSIONS: dict[str, Permission] = {
         _p("consent.read", "list data-subject authorizations (tokens only)", OPERATOR),
         _p("budget.set", "set a privacy budget (隐私预算)", OPERATOR),
         _p("budget.read", "show privacy budgets and charges", OPERATOR, REVIEWER),
+        _p(
+            "ledger.resolve",
+            "resolve a ledger break: restore the audited ledger (隐私预算台账)",
+            ADMIN,
+        ),
         # products: operators build anything; developers build under their own agreements
         _p("build", "build a data product release", OPERATOR, DEVELOPER),
         _p("verify.query", "run verification queries (数据核验)", OPERATOR, DEVELOPER),

@@ -91,19 +91,32 @@ def audit_verify(
                 f"--anchor {anchor!r} is not SEQ:HASH", hint="e.g. --anchor 1200:<64 hex digits>"
             )
         parsed = (int(seq), digest.lower())
+    from privacy.dp import ledger_integrity
+
     result = audit.verify(home, parsed)
+    # The budget ledger is evidence anchored in the chain: verify it too.
+    books = ledger_integrity.verify(home)
     if fmt == "json":
-        _emit_json(result.to_dict())
-    elif result.ok:
-        console.print(f"[green]ok[/] {result.one_line()}", highlight=False)
-        console.print(
-            "note the head outside the domain to check it later: "
-            f"--anchor {result.head_seq}:{result.head_hash}",
-            highlight=False,
-        )
+        _emit_json({**result.to_dict(), "ledger": books.to_dict()})
+    else:
+        if result.ok:
+            console.print(f"[green]ok[/] {result.one_line()}", highlight=False)
+            console.print(
+                "note the head outside the domain to check it later: "
+                f"--anchor {result.head_seq}:{result.head_hash}",
+                highlight=False,
+            )
+        mark = "[green]ok[/]" if books.ok else "[red]broken[/]"
+        console.print(f"{mark} {books.one_line()}", highlight=False)
+        for f in books.findings:
+            console.print(f"  {f.kind}: {f.problem}", highlight=False)
     try:
         audit.record(
-            home, "audit.verify", "audit_log", "ok" if result.ok else "error", result.to_dict()
+            home,
+            "audit.verify",
+            "audit_log",
+            "ok" if result.ok and books.ok else "error",
+            {**result.to_dict(), "ledger": books.to_dict()},
         )
     except audit.AuditChainBroken:
         # A broken head refuses every append, this one included; the verdict below (exit 8,
@@ -117,6 +130,12 @@ def audit_verify(
         )
         exc.audited = True
         raise exc
+    if not books.ok:
+        # A break found here holds later charges exactly as one found by a charge.
+        ledger_integrity.record_break(home, "dp_ledger", books, "audit.verify")
+        exc2 = ledger_integrity.tampered(books, "audit verify")
+        exc2.audited = True
+        raise exc2
 
 
 @audit_app.command("export")

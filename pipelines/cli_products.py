@@ -1,5 +1,5 @@
 """Product commands: ``shuyu build``, ``shuyu products list``, ``shuyu releases show``,
-``shuyu budget show``.
+``shuyu budget show``, ``shuyu budget resolve``.
 
 ``register(app)`` adds them to the top-level ``shuyu`` app.
 """
@@ -260,6 +260,43 @@ def budget_show(
             f"{b['remaining']['epsilon']:.3g}",
             f"{b['total']['delta']:g}",
             str(b["releases"]),
+        )
+    console.print(t)
+
+
+@budget_app.command("resolve")
+def budget_resolve(
+    reason: str = typer.Option(..., "--reason", help="why the break is resolved (audited)"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Resolve a ledger break (admin): restore the audited ledger and let charges proceed."""
+    from privacy.dp import ledger
+
+    home = Home.from_env()
+    _fmt(fmt)
+    doc = ledger.resolve(home, reason)
+    if fmt == "json":
+        typer.echo(json.dumps(doc, ensure_ascii=False, default=str))
+        return
+    found = doc["findings"]
+    console.print(
+        f"[green]已处理[/] ledger break resolved: {len(found)} finding(s), "
+        f"{len(doc['actions'])} row(s) restored from the audit record",
+        highlight=False,
+    )
+    for f in found:
+        console.print(f"  {f['kind']}: {f['problem']}", highlight=False)
+    t = Table(title="spent ρ recomputed from the audit record (已用预算, 以审计记录为准)")
+    for c in ("resource", "unit", "period", "from audit", "table before", "now"):
+        t.add_column(c)
+    for line in doc["spent"]:
+        t.add_row(
+            line["resource"],
+            line["unit"],
+            line["period"],
+            f"{line['rho_from_audit']:.6g}",
+            f"{line['rho_in_table_before']:.6g}",
+            f"{line['rho_after']:.6g}",
         )
     console.print(t)
 

@@ -83,6 +83,19 @@ class DesensitizedBuilder:
                     return True
         return False
 
+    def plan(self, ctx: BuildContext) -> None:
+        """Spec vs builder and the join key; this kind draws no noise and charges nothing."""
+        spec = ctx.spec
+        d = _check(spec)
+        outputs = {d.rename.get(f, f) for i in spec.inputs for f in i.fields}
+        missing = [q for q in d.quasi_identifiers if q not in outputs]
+        if missing:
+            raise ValidationError(
+                f"product {spec.id}: quasi-identifier(s) {', '.join(missing)} are not among "
+                "the declared fields (after rename)",
+                hint="name QIs by their output names (after rename)",
+            )
+
     def draw(self, ctx: BuildContext) -> Draw:
         from transforms.apply import desensitize_frame, home_key_provider
 

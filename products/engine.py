@@ -8,17 +8,23 @@
 3. if ``releases/<id>/`` exists, return it — same spec version over the same snapshots is
    the same release: no new charge, no new noise (a changed spec under the same version is
    refused: bump the version);
-4. under a per-release file lock (threads and processes): charge the ledger (idempotent per
-   release id, atomic check-and-charge) *before* any noise is drawn;
-5. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
+4. ``plan``: everything that can refuse the build (declared fields present in the snapshots,
+   public key sets, the builder's own ``plan``: spec vs builder, join keys, the lazy query's
+   columns) is checked *before* anything is charged;
+5. under a per-release file lock (threads and processes): charge the ledger (idempotent per
+   release id, atomic check-and-charge on verified ledger state) *before* any noise is drawn;
+6. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
    crashed after drawing. The draw is written there atomically *before* anything is derived
    from it, so a crash anywhere later never leads to a second draw for the same charge;
-6. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
-   is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored; drop pending.
+7. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
+   is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored with the SM3
+   of ``release.json``; drop pending.
 
-A crash between the charge (4) and the durable draw (5) leaves a charge without a kept draw:
-the noisy values existed only in the memory of the dead process and were never seen, so the
-next run draws once under the same charge (the ledger's ``draws`` counter records it).
+An error raised between the charge (5) and the start of the draw (6), or a refusal raised by
+the builder's draw, voids the charge (``ledger.void``: state ``void``, audited). A process
+killed in that window leaves the charge without a kept draw: the noisy values existed only in
+the memory of the dead process and were never seen, so the next run draws once under the same
+charge (the ledger's ``draws`` counter records it).
 """
 
 from __future__ import annotations
@@ -113,6 +119,11 @@ class Builder(Protocol):
     ) -> list[rel.InputRef]: ...
 
     def reversible_outputs(self, spec: ProductSpec) -> bool: ...
+
+    def plan(self, ctx: BuildContext) -> None:
+        """Raise every refusal the draw could raise (spec vs builder, columns, join keys),
+        without drawing noise: the engine calls it before the charge."""
+        ...
 
     def draw(self, ctx: BuildContext) -> Draw: ...
 
@@ -267,11 +278,14 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     stored = _stored(home, release_id, digest)
     if stored is not None:
         return stored
+    ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
+    # Everything that can refuse the build is checked before anything is charged.
+    plan(ctx, builder)
+    units = _units(spec, catalog) if spec.budget is not None else {}
     with release_lock(home, release_id):
         stored = _stored(home, release_id, digest)
         if stored is not None:
             return stored
-        ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
         charge: ledger.ChargeResult | None = None
         if spec.budget is not None:
             charge = ledger.charge(
@@ -282,30 +296,11 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     version=spec.version,
                     rho=spec.budget.zcdp_rho,
                     delta=spec.budget.delta,
-                    units=_units(spec, catalog),
+                    units=units,
                     snapshots=ids,
                 ),
             )
-            if charge.reused:
-                _check_same_charge(charge, spec.budget.zcdp_rho, set(spec.declared_fields))
-        draw = load_pending(home, release_id, digest)
-        resumed = draw is not None
-        if draw is None and charge is not None and charge.reused:
-            _refuse_second_draw(charge)
-        if draw is None:
-            try:
-                draw = builder.draw(ctx)
-            except pl.exceptions.ColumnNotFoundError as exc:
-                # The scan projects the declared fields only (最小必要), so a builder that
-                # needs another field cannot read it.
-                first = str(exc).splitlines()[0]
-                raise ValidationError(
-                    f"product {spec.id} needs a field its spec does not declare ({first})",
-                    hint="declare the field under inputs (and have the scenario authorize it)",
-                ) from exc
-            save_pending(home, release_id, draw, digest)
-            if charge is not None:
-                ledger.mark(home, release_id, "drawn", drew=True)
+        draw, resumed = _draw_once(ctx, builder, digest, charge)
         details: dict[str, Any] = {
             "product": spec.id,
             "version": spec.version,
@@ -332,7 +327,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             manifest = _store(ctx, builder, draw, digest, charge, authorization)
             faults.point("build.after_rename")
             if charge is not None:
-                ledger.mark(home, release_id, "stored")
+                ledger.mark(home, release_id, "stored", release_sm3=_manifest_sm3(home, release_id))
                 faults.point("build.ledger_marked")
             shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
             shutil.rmtree(ctx.workdir, ignore_errors=True)
@@ -350,6 +345,98 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             raise
         journal.done(intent)
     return BuildOutcome(manifest=manifest, reused=False)
+
+
+def _undeclared(spec: ProductSpec, exc: pl.exceptions.ColumnNotFoundError) -> ValidationError:
+    # The scan projects the declared fields only (最小必要), so a builder that needs another
+    # field cannot read it.
+    first = str(exc).splitlines()[0]
+    return ValidationError(
+        f"product {spec.id} needs a field its spec does not declare ({first})",
+        hint="declare the field under inputs (and have the scenario authorize it)",
+    )
+
+
+def plan(ctx: BuildContext, builder: Builder) -> None:
+    """Every refusal a build can meet, raised before the charge (nothing is read but schemas).
+
+    The snapshot holds every declared field; every table's public key set can be formed from
+    declared dimensions; then the builder's own ``plan`` (spec vs builder, join keys, the
+    lazy query's columns).
+    """
+    spec = ctx.spec
+    for i in spec.inputs:
+        m = ctx.inputs[i.resource]
+        missing = [f for f in i.fields if f not in m.columns]
+        if missing:
+            raise ValidationError(
+                f"product {spec.id}: snapshot {m.snapshot_id} of {i.resource} has no field(s) "
+                f"{', '.join(missing)}",
+                hint="ingest a snapshot that carries them, or pin one with --snapshot",
+            )
+    for t in spec.tables:
+        try:
+            specs.key_frame(spec, list(t.by))
+        except KeyError as exc:
+            raise ValidationError(
+                f"product {spec.id}: table {t.name} groups by unknown dimension {exc.args[0]}",
+                hint="declare the dimension with a public key set",
+            ) from None
+    try:
+        builder.plan(ctx)
+    except pl.exceptions.ColumnNotFoundError as exc:
+        raise _undeclared(spec, exc) from exc
+
+
+def _draw_once(
+    ctx: BuildContext, builder: Builder, digest: str, charge: ledger.ChargeResult | None
+) -> tuple[Draw, bool]:
+    """The kept draw, or one new draw under ``charge``; returns (draw, resumed).
+
+    An error after the charge and before the noise is drawn releases the charge (``void``,
+    audited); so does a refusal raised by the builder's draw (it produced nothing). A crash
+    while or after drawing keeps the charge: the next run draws once under it, and a charge
+    whose noise was drawn and kept is never voided nor drawn again.
+    """
+    home, spec, release_id = ctx.home, ctx.spec, ctx.release_id
+    drawing = False
+    try:
+        if charge is not None and charge.reused and spec.budget is not None:
+            _check_same_charge(charge, spec.budget.zcdp_rho, set(spec.declared_fields))
+        draw = load_pending(home, release_id, digest)
+        if draw is not None:
+            return draw, True
+        if charge is not None and charge.reused:
+            _refuse_second_draw(charge)
+        _before_draw(ctx)
+        drawing = True
+        try:
+            draw = builder.draw(ctx)
+        except pl.exceptions.ColumnNotFoundError as exc:
+            drawing = False
+            raise _undeclared(spec, exc) from exc
+        except ShuyuError:
+            drawing = False  # a refusal: nothing was released, nothing kept
+            raise
+        save_pending(home, release_id, draw, digest)
+        if charge is not None:
+            ledger.mark(home, release_id, "drawn", drew=True)
+        return draw, False
+    except BaseException as exc:
+        if charge is not None and not drawing:
+            reason = exc.one_line() if isinstance(exc, ShuyuError) else repr(exc)[:300]
+            # A refused void (a ledger break) is audited on its own; the build's error stands.
+            with contextlib.suppress(ShuyuError):
+                ledger.void(home, release_id, f"build stopped before its draw: {reason}")
+        raise
+
+
+def _before_draw(ctx: BuildContext) -> None:
+    """The last step before noise is drawn (a seam for tests that inject failures)."""
+
+
+def _manifest_sm3(home: Home, release_id: str) -> str:
+    return sm3_file(rel.release_dir(home, release_id) / rel.MANIFEST)
 
 
 def _refuse_second_draw(charge: ledger.ChargeResult) -> None:
@@ -397,9 +484,9 @@ def _stored(home: Home, release_id: str, digest: str) -> BuildOutcome | None:
     # A run that crashed after the atomic rename and before its bookkeeping left the ledger
     # at "drawn" and the kept draw behind: finish both (idempotent).
     if manifest.budget is not None and any(
-        e.state != "stored" for e in ledger.entries_for_release(home, release_id)
+        e.state not in ("stored", "void") for e in ledger.entries_for_release(home, release_id)
     ):
-        ledger.mark(home, release_id, "stored")
+        ledger.mark(home, release_id, "stored", release_sm3=_manifest_sm3(home, release_id))
     shutil.rmtree(pending_dir(home, release_id), ignore_errors=True)
     # The per-person working file of a run that stopped after its rename (最小必要).
     shutil.rmtree(home.work / "products" / "build" / release_id, ignore_errors=True)

@@ -84,6 +84,11 @@ def _check(spec: ProductSpec) -> None:
 
 def bounded_frame(ctx: BuildContext) -> pl.LazyFrame:
     """One row per insured person: district, age_band, sex, base (clipped)."""
+    return bounding.sink_bounded(bounded_plan(ctx), UNIT, ctx.workdir / "bounded.parquet")
+
+
+def bounded_plan(ctx: BuildContext) -> pl.LazyFrame:
+    """The lazy query behind ``bounded_frame`` (nothing is read until it is sunk)."""
     spec = ctx.spec
     _check(spec)
     assert spec.reference_period is not None
@@ -111,8 +116,22 @@ def bounded_frame(ctx: BuildContext) -> pl.LazyFrame:
     if age_dim is not None and age_dim.bands is not None:
         cols.append(band_expr(age_expr("出生日期", as_of), age_dim.bands).alias("age_band"))
     cols.append(pl.col(BOUNDED_VALUE))
-    bounded = bounding.clip(joined.select(cols), [bounding.Clip(BOUNDED_VALUE, lo, hi)])
-    return bounding.sink_bounded(bounded, UNIT, ctx.workdir / "bounded.parquet")
+    return bounding.clip(joined.select(cols), [bounding.Clip(BOUNDED_VALUE, lo, hi)])
+
+
+def plan_tables(spec: ProductSpec, frame: pl.LazyFrame) -> None:
+    """Every table's group-by dimensions and measure fields are columns of ``frame``
+    (resolving its schema reads no data; a field the spec does not declare fails here)."""
+    names = set(frame.collect_schema().names())
+    for t in spec.tables:
+        wanted = [*t.by, *(m.field for m in t.measures if m.field)]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ValidationError(
+                f"product {spec.id}: table {t.name} needs {', '.join(missing)}, which the "
+                f"builder does not produce (it produces {', '.join(sorted(names))})",
+                hint="use the builder's dimensions and bounded value (docs/products.md)",
+            )
 
 
 def dp_tables(ctx: BuildContext, frame: pl.LazyFrame) -> Draw:
@@ -152,6 +171,10 @@ class StatReportBuilder:
 
     def reversible_outputs(self, spec: ProductSpec) -> bool:
         return False
+
+    def plan(self, ctx: BuildContext) -> None:
+        _check(ctx.spec)
+        plan_tables(ctx.spec, bounded_plan(ctx).drop(UNIT))
 
     def draw(self, ctx: BuildContext) -> Draw:
         return dp_tables(ctx, bounded_frame(ctx))

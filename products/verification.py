@@ -244,6 +244,22 @@ class VerificationBuilder:
     def reversible_outputs(self, spec: ProductSpec) -> bool:
         return False
 
+    def plan(self, ctx: BuildContext) -> None:
+        """Each check's key and name fields are declared inputs (the batch was read by
+        ``extra_inputs``); this kind draws no noise and charges nothing."""
+        spec = ctx.spec
+        assert spec.verification is not None
+        declared = spec.declared_fields
+        for c in spec.verification.checks:
+            fields = declared.get(c.resource, [])
+            missing = [f for f in (c.key_field, c.name_field) if f not in fields]
+            if missing:
+                raise ValidationError(
+                    f"product {spec.id}: check {c.kind} reads {c.resource} field(s) "
+                    f"{', '.join(missing)} the spec does not declare",
+                    hint="declare them under inputs",
+                )
+
     def draw(self, ctx: BuildContext) -> Draw:
         spec = ctx.spec
         ver = spec.verification

@@ -84,6 +84,27 @@ def _table_measures(spec: ProductSpec) -> dict[str, tuple[str, str | None]]:
     return out
 
 
+def _per_unit(ctx: BuildContext) -> pl.LazyFrame:
+    """One lazy row per enterprise with its quarter flags and clipped capital."""
+    spec = ctx.spec
+    assert spec.index is not None
+    start, end, _quarters = _window(spec)
+    lo, hi = spec.index.capital_bounds
+    registry = bounding.first_per_unit(ctx.scan("SCZTDJ"), UNIT)
+    founded, closed = pl.col("成立日期"), pl.col("注销日期")
+    in_window = lambda c: (c >= pl.lit(start)) & (c < pl.lit(end))  # noqa: E731
+    return registry.select(
+        pl.col(UNIT),
+        pl.col("区划代码").alias("district"),
+        pl.when(in_window(founded)).then(_quarter("成立日期")).alias("new_quarter"),
+        pl.when(in_window(closed)).then(_quarter("注销日期")).alias("closed_quarter"),
+        ((founded < pl.lit(start)) & (closed.is_null() | (closed >= pl.lit(start)))).alias(
+            "active_at_start"
+        ),
+        pl.col("注册资本").fill_null(0.0).clip(lo, hi).alias("capital"),
+    )
+
+
 class VitalityIndexBuilder:
     def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
         return []
@@ -91,26 +112,24 @@ class VitalityIndexBuilder:
     def reversible_outputs(self, spec: ProductSpec) -> bool:
         return False
 
+    def plan(self, ctx: BuildContext) -> None:
+        _table_measures(ctx.spec)
+        _per_unit(ctx).collect_schema()  # the declared fields suffice (reads no data)
+        allowed = {"district", "quarter"}
+        for t in ctx.spec.tables:
+            unknown = [b for b in t.by if b not in allowed]
+            if unknown or (t.filter == "active_at_start" and "quarter" in t.by):
+                raise ValidationError(
+                    f"product {ctx.spec.id}: table {t.name} groups by {', '.join(t.by)}; the "
+                    "index builder knows district and quarter (not quarter for active_at_start)",
+                    hint="see docs/products.md (index)",
+                )
+
     def draw(self, ctx: BuildContext) -> Draw:
         spec = ctx.spec
         assert spec.index is not None and spec.budget is not None and spec.privacy_unit
         _table_measures(spec)
-        start, end, _quarters = _window(spec)
-        lo, hi = spec.index.capital_bounds
-        registry = bounding.first_per_unit(ctx.scan("SCZTDJ"), UNIT)
-        founded, closed = pl.col("成立日期"), pl.col("注销日期")
-        in_window = lambda c: (c >= pl.lit(start)) & (c < pl.lit(end))  # noqa: E731
-        per_unit = registry.select(
-            pl.col(UNIT),
-            pl.col("区划代码").alias("district"),
-            pl.when(in_window(founded)).then(_quarter("成立日期")).alias("new_quarter"),
-            pl.when(in_window(closed)).then(_quarter("注销日期")).alias("closed_quarter"),
-            ((founded < pl.lit(start)) & (closed.is_null() | (closed >= pl.lit(start)))).alias(
-                "active_at_start"
-            ),
-            pl.col("注册资本").fill_null(0.0).clip(lo, hi).alias("capital"),
-        )
-        bounded = bounding.sink_bounded(per_unit, UNIT, ctx.workdir / "bounded.parquet")
+        bounded = bounding.sink_bounded(_per_unit(ctx), UNIT, ctx.workdir / "bounded.parquet")
         frames = {
             "new": bounded.filter(pl.col("new_quarter").is_not_null()).select(
                 "district", pl.col("new_quarter").alias("quarter"), "capital"

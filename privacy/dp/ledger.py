@@ -11,6 +11,12 @@ charge is an atomic check-and-charge in one transaction that holds the write loc
 threads or processes serialize and never overspend. Charging the same release id again
 returns the existing entries: a retry or a resumed build never pays twice.
 
+Tamper evidence (``privacy.dp.ledger_integrity``): every row change is anchored in the
+audit chain in the same transaction, and every write first verifies the rows it relies on
+against their anchors; an edited ledger refuses with exit 8 and holds charges until an admin
+runs ``resolve``. Entries go ``charged`` → ``drawn`` → ``stored``, or ``charged`` → ``void``
+when the build stopped before drawing; a void entry spends nothing.
+
 Composition: zCDP ρ adds up over the releases of a period (sequential composition). The
 equivalent (ε, δ)-DP guarantee at the budget's δ is ε = ρ + 2·sqrt(ρ·ln(1/δ)); ε is shown for
 reading but never summed, because ε values of zCDP releases do not add up linearly.
@@ -26,26 +32,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Float,
-    Integer,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    func,
-    select,
-    text,
-)
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
 from catalogs.loading import load_model
 from catalogs.product_models import epsilon_from_rho
+from governance import audit, roles
 from governance.actors import current_actor
 from governance.audit import record
-from shuyu_core.db import METADATA
+from privacy.dp import ledger_integrity as integrity
+from privacy.dp.ledger_integrity import LedgerTampered
+from privacy.dp.ledger_tables import dp_budget, dp_ledger
 from shuyu_core.errors import BudgetExceeded, NotFoundError, ValidationError
 from shuyu_core.home import Home, state_engine
 
@@ -53,41 +50,9 @@ PACKAGED_BUDGETS = Path(__file__).resolve().parents[2] / "catalogs" / "budgets.y
 # Float sums of ρ: allow the rounding of a few hundred additions, nothing more.
 _SLACK = 1e-9
 
-LedgerState = Literal["charged", "drawn", "stored"]
-
-dp_budget = Table(
-    "dp_budget",
-    METADATA,
-    Column("resource", String(64), primary_key=True),
-    Column("unit", String(200), primary_key=True),
-    Column("period", String(32), primary_key=True),
-    Column("total_rho", Float, nullable=False),
-    Column("delta", Float, nullable=False),
-    Column("source", String(1000), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-dp_ledger = Table(
-    "dp_ledger",
-    METADATA,
-    Column("entry_id", String(300), primary_key=True),
-    Column("release_id", String(200), nullable=False, index=True),
-    Column("product_id", String(100), nullable=False),
-    Column("version", String(40), nullable=False),
-    Column("resource", String(64), nullable=False),
-    Column("unit", String(200), nullable=False),
-    Column("period", String(32), nullable=False),
-    Column("rho", Float, nullable=False),
-    Column("epsilon", Float, nullable=False),
-    Column("delta", Float, nullable=False),
-    Column("snapshots", Text, nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("charged_at", DateTime(timezone=True), nullable=False),
-    Column("state", String(20), nullable=False),
-    Column("draws", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("release_id", "resource", name="uq_dp_ledger_release_resource"),
-)
+# charged → drawn (noise drawn and kept) → stored; charged → void (released before any draw).
+LedgerState = Literal["charged", "drawn", "stored", "void"]
+__all__ = ["LedgerTampered", "dp_budget", "dp_ledger"]
 
 
 class _Strict(BaseModel):
@@ -156,6 +121,7 @@ class LedgerEntry(_Strict):
     charged_at: dt.datetime
     state: LedgerState
     draws: int
+    release_sm3: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +162,7 @@ def _entry(row: Any) -> LedgerEntry:
         charged_at=charged,
         state=m["state"],
         draws=m["draws"],
+        release_sm3=m["release_sm3"],
     )
 
 
@@ -214,6 +181,7 @@ def _spent(conn: Connection, resource: str, unit: str, period: str) -> tuple[flo
             dp_ledger.c.resource == resource,
             dp_ledger.c.unit == unit,
             dp_ledger.c.period == period,
+            dp_ledger.c.state != "void",
         )
     ).one()
     return float(row[0]), int(row[1])
@@ -238,12 +206,40 @@ def _sync_budget(
         conn.execute(dp_budget.update().where(key).values(**values))
 
 
+def _verified(
+    conn: Connection, pairs: set[tuple[str, str]] | None, what: str, release: str | None = None
+) -> LedgerTampered | None:
+    """Under the write lock: the reason ``what`` may not touch the ledger, or None.
+
+    A recorded, unresolved break holds everything; otherwise the rows of ``pairs`` must match
+    their audit anchors. Never anchor a row before this passed: anchoring an edited row
+    would make the edit the truth.
+    """
+    brk = integrity.open_break(conn)
+    if brk is not None:
+        return integrity.held(brk, what)
+    result = integrity.check(conn, pairs, release)
+    return None if result.ok else integrity.tampered(result, what)
+
+
+def _raise_tampered(home: Home, exc: LedgerTampered, obj: str, during: str) -> None:
+    """Audit the refusal (a new break holds later charges), then raise it."""
+    if exc.found is not None:
+        integrity.record_break(home, obj, exc.found, during)
+    else:
+        record(home, during, obj, "refused", {"error": exc.one_line()})
+    exc.audited = True
+    raise exc
+
+
 def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> ChargeResult:
     """Check every input resource's remaining budget and charge ``req.rho`` to each, atomically.
 
-    Idempotent per release id: if entries for ``req.release_id`` exist they are returned and
-    nothing is charged. Refuses (BudgetExceeded, audited) when any resource lacks room; then
-    nothing is charged at all.
+    Idempotent per release id: if live entries for ``req.release_id`` exist they are returned
+    and nothing is charged; entries voided earlier are charged again (the same rows). Refuses
+    (BudgetExceeded, audited) when any resource lacks room; then nothing is charged at all.
+    The ledger rows of the charged resources are verified against the audit chain first
+    (LedgerTampered, exit 8, audited); every row written is anchored in the same transaction.
     """
     if req.rho <= 0:
         raise ValidationError(
@@ -255,16 +251,26 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
     actor = current_actor()
     engine = state_engine(home)
     refusal: BudgetExceeded | None = None
+    broken: LedgerTampered | None = None
     reused = False
     with engine.connect() as conn:
         _begin_exclusive(conn)
         try:
-            rows = conn.execute(
-                select(dp_ledger).where(dp_ledger.c.release_id == req.release_id)
-            ).all()
-            if rows:
+            broken = _verified(conn, set(req.units.items()), f"charge of release {req.release_id}")
+            rows = (
+                []
+                if broken
+                else conn.execute(
+                    select(dp_ledger).where(dp_ledger.c.release_id == req.release_id)
+                ).all()
+            )
+            live = [r for r in rows if r._mapping["state"] != "void"]
+            voided = {r._mapping["resource"] for r in rows if r._mapping["state"] == "void"}
+            if broken is not None:
+                conn.rollback()
+            elif live:
                 reused = True
-                entries = [_entry(r) for r in rows]
+                entries = [_entry(r) for r in live]
                 conn.commit()
             else:
                 lines: list[BudgetLine] = []
@@ -296,28 +302,40 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
                 else:
                     snaps = json.dumps(req.snapshots, ensure_ascii=False, sort_keys=True)
                     for line in lines:
-                        conn.execute(
-                            dp_ledger.insert().values(
-                                entry_id=f"{req.release_id}/{line.resource}",
-                                release_id=req.release_id,
-                                product_id=req.product_id,
-                                version=req.version,
-                                resource=line.resource,
-                                unit=line.unit,
-                                period=period,
-                                rho=req.rho,
-                                epsilon=epsilon_from_rho(req.rho, line.delta),
-                                delta=line.delta,
-                                snapshots=snaps,
-                                actor=str(actor),
-                                charged_at=at,
-                                state="charged",
-                                draws=0,
-                                updated_at=at,
+                        entry_id = f"{req.release_id}/{line.resource}"
+                        values = {
+                            "release_id": req.release_id,
+                            "product_id": req.product_id,
+                            "version": req.version,
+                            "resource": line.resource,
+                            "unit": line.unit,
+                            "period": period,
+                            "rho": req.rho,
+                            "epsilon": epsilon_from_rho(req.rho, line.delta),
+                            "delta": line.delta,
+                            "snapshots": snaps,
+                            "actor": str(actor),
+                            "charged_at": at,
+                            "state": "charged",
+                            "draws": 0,
+                            "updated_at": at,
+                            "release_sm3": None,
+                        }
+                        if line.resource in voided:
+                            conn.execute(
+                                dp_ledger.update()
+                                .where(dp_ledger.c.entry_id == entry_id)
+                                .values(**values)
                             )
-                        )
+                            integrity.anchor(conn, entry_id, "recharge")
+                        else:
+                            conn.execute(dp_ledger.insert().values(entry_id=entry_id, **values))
+                            integrity.anchor(conn, entry_id, "charge")
                     rows = conn.execute(
-                        select(dp_ledger).where(dp_ledger.c.release_id == req.release_id)
+                        select(dp_ledger).where(
+                            dp_ledger.c.release_id == req.release_id,
+                            dp_ledger.c.state != "void",
+                        )
                     ).all()
                     entries = [_entry(r) for r in rows]
                     conn.commit()
@@ -325,6 +343,8 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
             conn.rollback()
             raise
     # Audit after the ledger transaction: the audit log takes its own write lock.
+    if broken is not None:
+        _raise_tampered(home, broken, req.release_id, "budget.charge")
     if refusal is not None:
         record(
             home,
@@ -350,17 +370,148 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
     return ChargeResult(entries=entries, reused=reused)
 
 
-def mark(home: Home, release_id: str, state: LedgerState, drew: bool = False) -> None:
-    """Advance a release's entries: charged → drawn (noise drawn and kept) → stored."""
-    now = dt.datetime.now(dt.UTC)
+def _change(
+    home: Home,
+    release_id: str,
+    what: str,
+    values: dict[str, Any],
+    op: str,
+    only: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> list[str]:
+    """Verify, update and anchor the entries of ``release_id`` in one transaction."""
     engine = state_engine(home)
-    with engine.begin() as conn:
-        values: dict[str, Any] = {"state": state, "updated_at": now}
-        if drew:
-            values["draws"] = dp_ledger.c.draws + 1
-        conn.execute(
-            dp_ledger.update().where(dp_ledger.c.release_id == release_id).values(**values)
+    broken: LedgerTampered | None = None
+    changed: list[str] = []
+    with engine.connect() as conn:
+        _begin_exclusive(conn)
+        try:
+            # The rows this change rewrites (and any of the release's rows since deleted)
+            # must match their anchors: anchoring an edited row would launder the edit.
+            broken = _verified(conn, None, f"{what} of release {release_id}", release_id)
+            if broken is not None:
+                conn.rollback()
+            else:
+                where = dp_ledger.c.release_id == release_id
+                if only is not None:
+                    where = where & only
+                targets = conn.execute(select(dp_ledger.c.entry_id).where(where)).all()
+                conn.execute(dp_ledger.update().where(where).values(**values))
+                for (entry_id,) in targets:
+                    integrity.anchor(conn, entry_id, op, extra)
+                    changed.append(entry_id)
+                conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    if broken is not None:
+        _raise_tampered(home, broken, release_id, f"budget.{op}")
+    return changed
+
+
+def mark(
+    home: Home,
+    release_id: str,
+    state: LedgerState,
+    drew: bool = False,
+    release_sm3: str | None = None,
+) -> None:
+    """Advance a release's entries: charged → drawn (noise drawn and kept) → stored.
+
+    ``release_sm3``: the digest of the stored release's ``release.json``, kept on the rows.
+    """
+    values: dict[str, Any] = {"state": state, "updated_at": dt.datetime.now(dt.UTC)}
+    if drew:
+        values["draws"] = dp_ledger.c.draws + 1
+    if release_sm3 is not None:
+        values["release_sm3"] = release_sm3
+    _change(home, release_id, f"mark {state}", values, "state", dp_ledger.c.state != "void")
+
+
+def void(home: Home, release_id: str, reason: str) -> list[str]:
+    """Release a charge whose noise was never drawn (state ``void``, audited).
+
+    Only entries still ``charged`` with no draw are voided: a charge whose noise was drawn
+    stays spent whatever fails later. Returns the voided entry ids.
+    """
+    voided = _change(
+        home,
+        release_id,
+        "void",
+        {"state": "void", "updated_at": dt.datetime.now(dt.UTC)},
+        "void",
+        (dp_ledger.c.state == "charged") & (dp_ledger.c.draws == 0),
+        {"reason": reason[:500]},
+    )
+    if voided:
+        record(home, "budget.void", release_id, "ok", {"entries": voided, "reason": reason[:500]})
+    return voided
+
+
+def resolve(home: Home, reason: str) -> dict[str, Any]:
+    """An admin's resolution of a ledger break (``shuyu budget resolve``).
+
+    Verifies the audit chain (the record the ledger is rebuilt from), then under the ledger's
+    write lock restores every edited row to its last audited values, re-inserts deleted rows,
+    removes rows no anchor knows, anchors each restored row and records one ``budget.resolve``
+    entry with what was found, the reason and the spent budget per resource, unit and period
+    recomputed from the anchors — all in one transaction.
+    """
+    roles.require(home, "ledger.resolve", "dp_ledger")
+    text_reason = reason.strip()
+    if not text_reason:
+        raise ValidationError("budget resolve needs a reason", hint="pass --reason TEXT")
+    chain = audit.verify(home)
+    if not chain.ok:
+        exc = LedgerTampered(
+            f"budget resolve refused: the audit chain itself is broken ({chain.one_line()}); "
+            "the ledger cannot be recomputed from it",
+            hint="investigate with 'shuyu audit verify' and restore the state database",
         )
+        record(home, integrity.RESOLVE, "dp_ledger", "refused", {"error": exc.one_line()})
+        exc.audited = True
+        raise exc
+    engine = state_engine(home)
+    with engine.connect() as conn:
+        _begin_exclusive(conn)
+        try:
+            found = integrity.check(conn)
+            brk = integrity.open_break(conn)
+            unfixable = [f for f in found.findings if f.kind.startswith("anchor_")]
+            if unfixable:
+                conn.rollback()
+                exc = integrity.tampered(found, "budget resolve")
+                record(home, integrity.RESOLVE, "dp_ledger", "refused", {"error": exc.one_line()})
+                exc.audited = True
+                raise exc
+            table_before = integrity.table_spent(conn)
+            audited = integrity.spent_by_line(f for f, _seq in found.audited.values())
+            actions = integrity.restore(conn, found)
+            after = integrity.table_spent(conn)
+            spent = [
+                {
+                    "resource": k[0],
+                    "unit": k[1],
+                    "period": k[2],
+                    "rho_from_audit": audited.get(k, 0.0),
+                    "rho_in_table_before": table_before.get(k, 0.0),
+                    "rho_after": after.get(k, 0.0),
+                }
+                for k in sorted(set(audited) | set(table_before) | set(after))
+            ]
+            doc = {
+                "reason": text_reason[:2000],
+                "break_seq": None if brk is None else brk["seq"],
+                "findings": [f.to_dict() for f in found.findings],
+                "actions": actions,
+                "spent": spent,
+            }
+            audit.append(conn, integrity.RESOLVE, "dp_ledger", "ok", doc)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    return doc
 
 
 def entries_for_release(home: Home, release_id: str) -> list[LedgerEntry]:
@@ -414,6 +565,7 @@ def show(home: Home, code: str | None = None, now: dt.datetime | None = None) ->
                     dp_ledger.c.resource == line.resource,
                     dp_ledger.c.unit == line.unit,
                     dp_ledger.c.period == period,
+                    dp_ledger.c.state != "void",
                 )
             ).scalar_one()
             total = {**_amounts(line.rho, line.delta), "period": period}

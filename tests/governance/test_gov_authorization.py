@@ -327,3 +327,32 @@ def test_validation_names_file_and_field(tmp_path: Path) -> None:
     (root / "OA-2025-001.yaml").unlink()
     with pytest.raises(ValidationError, match="file name must be the agreement id"):
         load_agreements(root)
+
+
+@pytest.mark.parametrize(
+    ("agreement_id", "developer", "party_note"),
+    [
+        ("OA-2025-001", "dev-001", "it is party to DA-2025-001"),
+        ("OA-2025-001", "dev-404", "it is party to no agreement at all"),
+        ("DA-2025-001", "dev-404", "it is party to no agreement at all"),
+    ],
+)
+def test_builder_must_be_the_authorized_party_under_any_agreement_kind(
+    home: Home, agreement_id: str, developer: str, party_note: str
+) -> None:
+    # A developer may not borrow the operator's agreement, nor build under one it is not
+    # party to: developer_mismatch applies to operation agreements too.
+    with pytest.raises(PermissionDenied, match="developer_mismatch") as info:
+        require_authorized(home, _request(agreement_id=agreement_id, developer=developer))
+    assert party_note in info.value.message and info.value.audited
+    entry = _last_entry(home)
+    assert entry["outcome"] == "refused"
+    assert [f["code"] for f in entry["details"]["failures"]] == ["developer_mismatch"]
+    assert entry["details"]["developer"] == developer
+
+
+def test_operator_is_the_authorized_party_of_an_operation_agreement(home: Home) -> None:
+    assert authorize(home, _request(agreement_id="OA-2025-001", developer="OP-YKSJ")).ok
+    # The grantor grants; it is not the party authorized to build.
+    granted = authorize(home, _request(agreement_id="OA-2025-001", developer="YK-SJJ"))
+    assert granted.codes == ["developer_mismatch"]

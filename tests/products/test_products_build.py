@@ -419,10 +419,12 @@ def test_crash_after_the_release_is_stored_finishes_the_bookkeeping(
 ) -> None:
     real_mark = ledger.mark
 
-    def crash_on_stored(home: Home, release_id: str, state: str, drew: bool = False) -> None:
+    def crash_on_stored(
+        home: Home, release_id: str, state: str, drew: bool = False, **kw: object
+    ) -> None:
         if state == "stored":
             raise RuntimeError("simulated crash after the atomic rename")
-        real_mark(home, release_id, state, drew=drew)  # type: ignore[arg-type]
+        real_mark(home, release_id, state, drew=drew, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ledger, "mark", crash_on_stored)
     with pytest.raises(RuntimeError):
@@ -435,3 +437,6 @@ def test_crash_after_the_release_is_stored_finishes_the_bookkeeping(
     assert out.reused and out.release_id == entry.release_id
     assert all(e.state == "stored" and e.draws == 1 for e in ledger.all_entries(data_home))
     assert not engine.pending_dir(data_home, entry.release_id).exists()
+    # The finished bookkeeping keeps the stored release's digest on its ledger rows.
+    sealed = sm3_file(rel.release_dir(data_home, entry.release_id) / rel.MANIFEST)
+    assert {e.release_sm3 for e in ledger.all_entries(data_home)} == {sealed}

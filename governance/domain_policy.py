@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import BigInteger, Column, DateTime, Integer, String, Table, Text, select
 
 from catalogs.loading import load_model, parse_model
+from governance.floors import PrivacyFloors
 from shuyu_core.db import METADATA
 from shuyu_core.errors import IntegrityError, ValidationError
 from shuyu_core.hashing import sm3_hex
@@ -74,6 +75,7 @@ class DomainPolicy(BaseModel):
 
     service_accounts: list[ServiceAccount] = Field(default_factory=list)
     separation_of_duties: SeparationOfDuties = SeparationOfDuties()
+    privacy_floors: PrivacyFloors = PrivacyFloors()
 
     def is_service_account(self, login: str) -> bool:
         return any(s.name == login for s in self.service_accounts)

@@ -7,11 +7,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from accounts_testkit import seed, test_policy
 from sqlalchemy import create_engine, make_url
 
-from accounts_testkit import seed, test_policy
-
-from governance.actors import set_current, set_request
+from governance.actors import set_request
 from shuyu_core.db import reset_engines
 from shuyu_core.home import Home
 

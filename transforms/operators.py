@@ -209,9 +209,7 @@ def mask(
     except ValueError:
         t = None
     if t == PiiType.CN_RESIDENT_ID:
-        return mask_resident_id(
-            expr, keep_region, keep_birth, keep_sex, keep_sequence, keep_check
-        )
+        return mask_resident_id(expr, keep_region, keep_birth, keep_sex, keep_sequence, keep_check)
     if t is not None and t in KEPT_ENDS:
         d_head, d_tail = KEPT_ENDS[t]
         head = d_head if keep_head is None else keep_head

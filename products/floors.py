@@ -116,11 +116,11 @@ def identifier_treatment(
         if floor.records == "keep":
             return []
         return [f"{where} keeps {t} values raw (the floor allows {floor.records} only)"]
-    if floor.records == "remove":
-        return [f"{where}: {t} must be pseudonymized or removed in records, not {op}"]
+    removal = f"{where}: {t} must be pseudonymized or removed in records, not {op}"
     if op != "mask":
-        return []  # a generalization the policy allows for this type
-    out: list[str] = []
+        # a generalization: allowed when the type's floor allows more than removal
+        return [removal] if floor.records == "remove" else []
+    out: list[str] = [removal] if floor.records == "remove" else []
     strength = mask_strength(pii_type, params)
     outside = strength.outside(floor.max_head, floor.max_tail)
     if outside:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from accounts_testkit import seed
 from assessment_testkit import build_demo, copy_home, frames
 
 from products import specs
@@ -25,6 +26,7 @@ def template_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
             mp.delenv(var, raising=False)
         reset_engines()
         home = Home.from_env().ensure()
+        seed(home, {"test-operator": ["operator"]})
         init_key(home, PSEUDONYM)
         init_key(home, ENCRYPTION)
         data = frames()

@@ -983,9 +983,9 @@ def free_text_screening(ctx: Ctx) -> Check:
     """Every text cell, not a sample: identifier tokens validated as a whole, and the names of
     the persons in the inputs compared as keyed hashes of 2–4 character Han substrings."""
     rule = (
-        "no text cell of any output holds a valid identifier (resident ID with check digit, "
-        "mobile, landline, bank card with Luhn, USCC, e-mail, plate, passport), and no text "
-        "cell of a record-level output holds the name of a person in the inputs (keyed "
+        "no text (or integer) cell of any output holds a valid identifier (resident ID with "
+        "check digit, mobile, landline, bank card with Luhn, USCC, e-mail, plate, passport), "
+        "and no text cell of a record-level output holds the name of a person in the inputs (keyed "
         "comparison under one-time keys); every cell is screened, none sampled"
     )
     title = "自由文本筛查 exhaustive screening of text cells"
@@ -995,11 +995,22 @@ def free_text_screening(ctx: Ctx) -> Check:
     problems: list[str] = []
     cells = 0
     for name, frame in ctx.frames.items():
+        lineage = ctx.lineage(name)
         for col, dtype in frame.schema.items():
-            if dtype != pl.String:
+            if not (dtype == pl.String or dtype.is_integer()):
                 continue
             cells += frame.height
             hits = identifier_hits(frame[col])
+            # A column the floor lets a product keep (an enterprise's USCC) is not a leak of
+            # its own type; any other identifier in it still is.
+            info = lineage.get(col)
+            kept = {
+                f.pii_type.value
+                for f in (_source_fields(ctx, info) if info is not None else [])
+                if f.pii_type is not None and ctx.floors.mask_floor(f.pii_type).records == "keep"
+            }
+            if kept and info is not None and info.operator == "keep":
+                hits = hits.filter(~pl.col("entity").is_in(sorted(kept)))
             if hits.height:
                 kinds = ", ".join(sorted(set(hits["entity"].to_list())))
                 problems.append(f"{name}.{col}: {hits['r'].n_unique()} cell(s) hold {kinds}")

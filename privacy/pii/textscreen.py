@@ -22,12 +22,14 @@ from privacy.pii import entities as E
 
 # Identifier types screened in text cells (IP addresses are left out: version numbers and
 # dotted codes look the same, and an IP is not an identifier of a person here).
+# Order is precedence: a token valid as several types counts as the first (an all-digit USCC
+# starting with 9 can also pass Luhn; a resident ID can also pass the USCC checks).
 SCREENED: tuple[PiiType, ...] = (
     PiiType.CN_RESIDENT_ID,
+    PiiType.CN_USCC,
+    PiiType.CN_BANK_CARD,
     PiiType.CN_MOBILE,
     PiiType.CN_PHONE,
-    PiiType.CN_BANK_CARD,
-    PiiType.CN_USCC,
     PiiType.EMAIL,
     PiiType.CN_LICENSE_PLATE,
     PiiType.CN_PASSPORT,
@@ -51,12 +53,14 @@ def identifier_hits(s: pl.Series) -> pl.DataFrame:
     )
     if tokens.height == 0:
         return empty
-    flags = tokens.select(
-        "r",
-        *[E.FULL_MATCH[e](pl.col("t")).fill_null(False).alias(e.value) for e in SCREENED],
+    entity = pl.coalesce(
+        [
+            pl.when(E.FULL_MATCH[e](pl.col("t")).fill_null(False)).then(pl.lit(e.value))
+            for e in SCREENED
+        ]
     )
-    long = flags.unpivot(index="r", variable_name="entity", value_name="hit")
-    return long.filter(pl.col("hit")).select("r", "entity").unique()
+    found = tokens.select("r", entity.alias("entity"))
+    return found.drop_nulls("entity").unique()
 
 
 def cells_with_identifiers(s: pl.Series) -> pl.Series:

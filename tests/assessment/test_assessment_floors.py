@@ -244,3 +244,41 @@ def test_unknown_lineage_is_unsafe(demo: tuple[Home, dict[str, str]]) -> None:
     a = assess(home, forge(home, releases[MED], "nolineage", mutate))
     _fails(a, "reversible_columns", "lineage unknown for extract.诊断编码")
     _fails(a, "mask_strength", "extract.诊断编码: lineage unknown")
+
+
+def test_screening_spares_a_kept_uscc_but_not_numbers_in_integer_columns(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    home, releases = demo
+    firms = snapshots.scan(home, "SCZTDJ", columns=["统一社会信用代码"]).collect()
+
+    def add_uscc(stage: Path, doc: dict[str, Any]) -> None:
+        df = pl.read_parquet(stage / EXTRACT)
+        df.with_columns(
+            _cycle(firms["统一社会信用代码"], df.height).alias("单位代码")
+        ).write_parquet(stage / EXTRACT)
+        _parquet_only(doc)
+        doc["outputs"][0]["columns"].append(
+            {
+                "name": "单位代码",
+                "type": "String",
+                "sources": ["SBCBJF.单位统一社会信用代码"],
+                "operator": "keep",
+                "params": {},
+            }
+        )
+
+    a = assess(home, forge(home, releases[MED], "uscc", add_uscc))
+    assert a.check("free_text_screening").status == "pass", a.check("free_text_screening").evidence
+
+    def add_numbers(stage: Path, doc: dict[str, Any]) -> None:
+        df = pl.read_parquet(stage / EXTRACT)
+        phone = pl.when(pl.int_range(pl.len()) == 5).then(13812345678).otherwise(0)
+        df.with_columns(phone.cast(pl.Int64).alias("编号")).write_parquet(stage / EXTRACT)
+        _parquet_only(doc)
+        doc["outputs"][0]["columns"].append(
+            {"name": "编号", "type": "Int64", "sources": [], "operator": "keep", "params": {}}
+        )
+
+    a = assess(home, forge(home, releases[MED], "intphone", add_numbers))
+    _fails(a, "free_text_screening", "extract.编号: 1 cell(s) hold CN_MOBILE")

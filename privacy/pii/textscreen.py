@@ -37,16 +37,29 @@ SCREENED: tuple[PiiType, ...] = (
 NAME_LENGTHS = (2, 3, 4)
 
 
-def identifier_hits(s: pl.Series) -> pl.DataFrame:
-    """One row per (cell index ``r``, ``entity``) where the cell holds a valid identifier."""
-    empty = pl.DataFrame(schema={"r": pl.UInt32, "entity": pl.String})
-    text = s.cast(pl.String)
-    if text.drop_nulls().len() == 0:
+# Every screened form holds a digit or an '@': other values need no tokenizing.
+_MAY_HOLD = r"[0-9@]"
+
+
+def _distinct_hits(values: pl.Series) -> pl.DataFrame:
+    """(``v``, ``entity``) for the distinct values that hold a valid identifier."""
+    empty = pl.DataFrame(schema={"v": pl.String, "entity": pl.String})
+    uniq = values.drop_nulls().unique()
+    uniq = uniq.filter(uniq.str.contains(_MAY_HOLD))
+    if uniq.len() == 0:
         return empty
+    # Maximal alphanumeric runs give token boundaries, but a number glued to Latin letters
+    # ("Tel13812345678") is then one run: digit runs (with an ID's final X) are tokens too.
+    candidates = pl.concat_list(
+        [
+            E.free_text_tokens(pl.col("v")),
+            pl.col("v").str.extract_all(r"[0-9]+"),
+            pl.col("v").str.extract_all(r"[0-9]{17}[Xx]"),
+        ]
+    )
     tokens = (
-        text.to_frame("v")
-        .with_row_index("r")
-        .select("r", E.free_text_tokens(pl.col("v")).alias("t"))
+        uniq.to_frame("v")
+        .select("v", candidates.alias("t"))
         .explode("t")
         .drop_nulls("t")
         .unique()
@@ -59,15 +72,31 @@ def identifier_hits(s: pl.Series) -> pl.DataFrame:
             for e in SCREENED
         ]
     )
-    found = tokens.select("r", entity.alias("entity"))
+    found = tokens.select("v", entity.alias("entity"))
     return found.drop_nulls("entity").unique()
+
+
+def identifier_hits(s: pl.Series) -> pl.DataFrame:
+    """One row per (cell index ``r``, ``entity``) where the cell holds a valid identifier.
+
+    Tokenized and validated once per distinct value (code columns repeat a few values
+    millions of times), then mapped back to the cells.
+    """
+    text = s.cast(pl.String)
+    distinct = _distinct_hits(text)
+    if distinct.height == 0:
+        return pl.DataFrame(schema={"r": pl.UInt32, "entity": pl.String})
+    cells = text.to_frame("v").with_row_index("r")
+    return cells.join(distinct, on="v", how="inner").select("r", "entity").unique()
 
 
 def cells_with_identifiers(s: pl.Series) -> pl.Series:
     """Boolean per cell: it holds at least one valid identifier token."""
-    hits = identifier_hits(s)
-    idx = pl.Series("r", range(s.len()), dtype=pl.UInt32)
-    return idx.is_in(hits["r"].unique().implode()).alias(s.name)
+    text = s.cast(pl.String)
+    distinct = _distinct_hits(text)
+    if distinct.height == 0:
+        return pl.Series(s.name, [False] * s.len(), dtype=pl.Boolean)
+    return text.is_in(distinct["v"].unique().implode()).fill_null(False).alias(s.name)
 
 
 def _redact_series(s: pl.Series) -> pl.Series:

@@ -48,28 +48,27 @@ def _distinct_hits(values: pl.Series) -> pl.DataFrame:
     uniq = uniq.filter(uniq.str.contains(_MAY_HOLD))
     if uniq.len() == 0:
         return empty
+    frame = uniq.to_frame("v")
+    whole = _validated(frame, E.free_text_tokens(pl.col("v")), SCREENED)
     # Maximal alphanumeric runs give token boundaries, but a number glued to Latin letters
-    # ("Tel13812345678") is then one run: digit runs (with an ID's final X) are tokens too.
-    candidates = pl.concat_list(
-        [
-            E.free_text_tokens(pl.col("v")),
-            pl.col("v").str.extract_all(r"[0-9]+"),
-            pl.col("v").str.extract_all(r"[0-9]{17}[Xx]"),
-        ]
+    # ("Tel13812345678") is then one run: its digit runs (with an ID's final X) are tokens
+    # for the types whose structure makes a chance match rare (mobile number plan, ID date
+    # and check digit), not for Luhn or USCC, which a tenth or so of digit runs would pass.
+    glued = pl.concat_list(
+        [pl.col("v").str.extract_all(r"[0-9]+"), pl.col("v").str.extract_all(r"[0-9]{17}[Xx]")]
     )
-    tokens = (
-        uniq.to_frame("v")
-        .select("v", candidates.alias("t"))
-        .explode("t")
-        .drop_nulls("t")
-        .unique()
-    )
-    if tokens.height == 0:
-        return empty
+    inner = _validated(frame, glued, (PiiType.CN_RESIDENT_ID, PiiType.CN_MOBILE))
+    return pl.concat([whole, inner]).unique()
+
+
+def _validated(
+    frame: pl.DataFrame, candidates: pl.Expr, types: tuple[PiiType, ...]
+) -> pl.DataFrame:
+    tokens = frame.select("v", candidates.alias("t")).explode("t").drop_nulls("t").unique()
     entity = pl.coalesce(
         [
             pl.when(E.FULL_MATCH[e](pl.col("t")).fill_null(False)).then(pl.lit(e.value))
-            for e in SCREENED
+            for e in types
         ]
     )
     found = tokens.select("v", entity.alias("entity"))

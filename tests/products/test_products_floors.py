@@ -207,3 +207,20 @@ def test_free_text_identifiers_are_redacted_at_any_share() -> None:
     assert df["备注"][198] == "联系****复查" and df["备注"][199] == "证件****已核"
     assert df["备注"][0] == "复诊，无特殊" and df["区划"].to_list() == ["210802"] * 200
     assert {a.column: a.op for a in actions} == {"备注": "keep", "区划": "keep"}
+
+
+def test_floors_come_from_the_applied_domain_policy(data_home: Home) -> None:
+    """An admin-applied policy version (audited with its changes) is what builds enforce."""
+    from governance import domain_policy
+
+    current = domain_policy.effective(data_home)
+    stricter = current.model_copy(
+        update={
+            "privacy_floors": current.privacy_floors.model_copy(update={"max_rho_per_release": 0.1})
+        }
+    )
+    domain_policy.apply(data_home, current, "initial version", "test-admin")
+    domain_policy.apply(data_home, stricter, "tighten the release ceiling", "test-admin")
+    applied = [e for e in entries(data_home) if e["action"] == "policy.apply"][-1]
+    assert applied["details"]["changes"] == ["privacy_floors.max_rho_per_release"]
+    _refused(data_home, specs.get(SI), "ρ=0.5 per release exceeds the ceiling 0.1")

@@ -921,10 +921,12 @@ def mask_strength(ctx: Ctx) -> Check:
                     if info.operator == "mask"
                     else info.operator
                 )
-                notes.append(
-                    f"{where}: {shown} (floor: {floor.records}, ≤{floor.max_head} leading "
-                    f"+ ≤{floor.max_tail} trailing)"
+                kept = (
+                    f", ≤{floor.max_head} leading + ≤{floor.max_tail} trailing"
+                    if floor.max_head or floor.max_tail
+                    else ""
                 )
+                notes.append(f"{where}: {shown} (floor: {floor.records}{kept})")
     if problems:
         return check("fail", "; ".join(problems))
     return check(
@@ -962,7 +964,10 @@ def dp_ceilings(ctx: Ctx) -> Check:
     per_unit: list[str] = []
     for year in sorted(years):
         for unit, spent in sorted(ad.unit_year_spent(ctx.home, units, int(year)).items()):
-            per_unit.append(f"{unit} {year}: ρ {spent:.4g} (ceiling {fl.max_rho_per_unit_year:g})")
+            per_unit.append(
+                f"{unit} {year}: ρ {spent:.4g} (ceiling {fl.max_rho_per_unit_year:g}; "
+                f"ε {epsilon_from_rho(spent, b.delta):.3g} at δ={b.delta:g})"
+            )
             if spent > fl.max_rho_per_unit_year * (1 + 1e-9):
                 problems.append(
                     f"ρ spent on {unit} in {year} is {spent:.4g}, above the ceiling "

@@ -52,7 +52,7 @@ def test_floors_are_shown_beside_the_measured_values(demo: tuple[Home, dict[str,
     masks = med.check("mask_strength")
     assert (
         masks.status == "pass"
-        and "年龄段 ← 出生日期: generalize_age (floor: mask" in masks.evidence
+        and "年龄段 ← 出生日期: generalize_age (floor: mask)" in masks.evidence
     )
     si = assess(home, releases[SI])
     dp = si.check("dp_ceilings")

@@ -18,7 +18,7 @@ from catalogs.agreement_models import Agreement
 from catalogs.catalog import Catalog
 from catalogs.models import Resource
 from catalogs.product_models import ProductSpec
-from governance import roles
+from governance import evidence, roles
 from governance.agreements import agreements_dir, blacklist_path, load_agreements
 from governance.authorization import AuthorizationRequest, AuthorizationResult, authorize
 from products import release as rel
@@ -39,6 +39,19 @@ def load_release(home: Home, release_id: str) -> rel.ReleaseManifest:
 
 def release_dir(home: Home, release_id: str) -> Path:
     return rel.release_dir(home, release_id)
+
+
+def release_evidence(home: Home, manifest: rel.ReleaseManifest) -> list[str]:
+    """How the release's files differ from its build seal in the audit chain (empty: intact).
+
+    ``governance.evidence.verify_release``: digests recomputed from the files of
+    ``releases/<id>/`` and compared with the seal, never with ``release.json`` alone."""
+    rid = manifest.release_id
+    return evidence.verify_release(home, rid, release_dir(home, rid), list(manifest.outputs))
+
+
+def seal_digest(home: Home, release_id: str) -> str:
+    return evidence.seal_digest(home, release_id)
 
 
 def releases_of(home: Home, product_id: str) -> list[rel.ReleaseManifest]:
@@ -106,6 +119,23 @@ def snapshot(home: Home, code: str, snapshot_id: str) -> snapshots.Manifest | No
         return snapshots.get(home, code, snapshot_id)
     except Exception:
         return None
+
+
+def verify_inputs(home: Home, manifest: rel.ReleaseManifest, catalog: Catalog) -> None:
+    """Recompute the SM3 of every input snapshot still kept (``IntegrityError``, exit 8).
+
+    A snapshot that is gone is left to the checks (they report it); one that is present but
+    changed since ingest stops the assessment: nothing may be judged from altered inputs."""
+    from shuyu_core.errors import NotFoundError
+
+    for i in manifest.inputs:
+        if i.resource not in catalog.resources:
+            continue
+        try:
+            m = snapshots.get(home, i.resource, i.snapshot_id)
+        except NotFoundError:
+            continue
+        evidence.verify_snapshot(home, m)
 
 
 def latest_snapshot(home: Home, code: str) -> snapshots.Manifest | None:

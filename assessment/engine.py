@@ -54,7 +54,10 @@ def fingerprint(home: Home, manifest: ad.ReleaseManifest, catalog_version: str) 
     outs = []
     for out in sorted(manifest.outputs, key=lambda o: o.path):
         path = rdir / out.path
-        outs.append(f"{out.path}:{ad.file_sm3(path) if path.exists() else 'missing'}")
+        outs.append(f"{out.path}:{ad.file_sm3(path) if path.is_file() else 'missing'}")
+    problems = ad.release_evidence(home, manifest)
+    seal = ad.seal_digest(home, manifest.release_id)
+    seal_state = f"{seal}:{'intact' if not problems else f'{len(problems)} problem(s)'}"
     try:
         cur = ad.current_spec(manifest.product_id)
         cur_sm3 = ad.spec_digest(cur) if cur is not None else "missing"
@@ -67,6 +70,7 @@ def fingerprint(home: Home, manifest: ad.ReleaseManifest, catalog_version: str) 
         current_spec_sm3=cur_sm3,
         governance_sm3=ad.governance_digest(),
         catalog_version=catalog_version,
+        release_seal=seal_state,
     )
 
 
@@ -180,6 +184,7 @@ def assess(home: Home, release_id: str, at: dt.date | None = None) -> Assessment
     try:
         manifest = ad.load_release(home, release_id)
         catalog = ad.load_catalog()
+        ad.verify_inputs(home, manifest, catalog)
     except ShuyuError as exc:
         record(home, "assessment.run", release_id, "error", {"error": exc.one_line()})
         exc.audited = True

@@ -84,6 +84,8 @@ class Fingerprint(BaseModel):
     current_spec_sm3: str
     governance_sm3: str
     catalog_version: str
+    # The build seal (audit entry hash) and whether the files still match it.
+    release_seal: str = ""
 
     def changes(self, other: Fingerprint) -> list[str]:
         mine, theirs = self.model_dump(), other.model_dump()

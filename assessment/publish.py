@@ -6,7 +6,11 @@
 1. the release has an assessment, and the latest one's verdict is ``pass``;
 2. the latest reviewer decision approves *that* assessment;
 3. nothing changed since the assessment: release manifest, output files, the product's spec
-   on disk, agreements and blacklist, catalog (the assessment's fingerprint).
+   on disk, agreements and blacklist, catalog (the assessment's fingerprint);
+4. ``release.json`` and every output still match the build seal in the audit chain
+   (``governance.evidence``): a directory not built by shuyu, or one whose files or digests
+   were rewritten, is refused. Files are copied only from ``releases/<release-id>/``, whose
+   manifest must name that id, and each copy is checked against the sealed SM3.
 
 It then registers the product (登记) in the published product catalog
 (``published/catalog.json`` / ``.html``) and refreshes the disclosure listing (信息披露:
@@ -32,7 +36,7 @@ from assessment import adapters as ad
 from assessment import engine, review
 from governance import roles, separation
 from governance.audit import record
-from shuyu_core import atomic
+from shuyu_core import atomic, ids
 from shuyu_core.db import METADATA
 from shuyu_core.errors import PermissionDenied, ShuyuError
 from shuyu_core.home import Home, state_engine
@@ -144,6 +148,16 @@ def gate(home: Home, release_id: str) -> tuple[engine.Assessment, review.Review]
             f"{a.assessment_id}",
             f"re-run 'shuyu assess {release_id}' and have a reviewer approve it again",
         )
+    # Judged against the build seal in the audit chain, never against release.json alone.
+    manifest = ad.load_release(home, release_id)
+    broken = ad.release_evidence(home, manifest)
+    if broken:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id} does not match its build seal: {'; '.join(broken[:3])}",
+            "only a release built by 'shuyu build' and unchanged since can be published",
+        )
     return a, decision
 
 
@@ -181,10 +195,24 @@ def _registration(
     }
 
 
+def _sealed_files(home: Home, release_id: str) -> dict[str, str]:
+    from governance import evidence
+
+    found = evidence.find_seal(home, release_id)
+    return dict(found.files) if found is not None else {}
+
+
 def publish(home: Home, release_id: str) -> dict[str, Any]:
     """Publish an approved release whose assessment passed (see the module doc)."""
     who = roles.require(home, "publish", release_id)
     actor = who.name
+    try:
+        ids.release_id(release_id)
+        ad.release_dir(home, release_id)
+    except ShuyuError as exc:
+        record(home, "publish", str(release_id)[:200], "refused", {"reason": exc.message})
+        exc.audited = True
+        raise
     with _lock(home):
         a, decision = gate(home, release_id)
         conflicts = separation.publish_conflicts(home, decision.reviewer, who)
@@ -196,14 +224,17 @@ def publish(home: Home, release_id: str) -> dict[str, Any]:
                 "an operator other than the approving reviewer publishes it",
             )
         manifest = ad.load_release(home, release_id)
-        final = products_root(home) / release_id
+        final = ids.within(products_root(home), release_id)
         existing = publication(home, release_id)
         if existing is not None and final.exists():
             record(home, "publish", release_id, "ok", {"already_published": True})
             return existing
         now = dt.datetime.now(dt.UTC)
         reg = _registration(manifest, a, decision, now)
+        # Copy only from releases/<release_id>/ (whose manifest names that id: load_release),
+        # each copy checked against the seal in the audit chain, not against release.json.
         src = ad.release_dir(home, release_id)
+        sealed = _sealed_files(home, release_id)
         if final.exists():  # a directory without its publication row: an interrupted run
             shutil.rmtree(final)
         with atomic.staged_dir(final, staging_root=home.tmp) as stage:
@@ -211,7 +242,7 @@ def publish(home: Home, release_id: str) -> dict[str, Any]:
                 target = stage / out.path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / out.path, target)
-                if out.sm3 and ad.file_sm3(target) != out.sm3:
+                if ad.file_sm3(target) != sealed.get(out.path, "") or not out.sm3:
                     raise ShuyuError(
                         f"copy of {out.path} does not match its SM3",
                         hint="check the disk and publish again",

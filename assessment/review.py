@@ -20,6 +20,7 @@ from assessment import engine
 from assessment.models import RECTIFY_DAYS, Assessment, Decision
 from governance import roles, separation
 from governance.audit import record
+from shuyu_core import ids
 from shuyu_core.db import METADATA
 from shuyu_core.errors import PermissionDenied, ShuyuError, ValidationError
 from shuyu_core.home import Home, state_engine
@@ -75,6 +76,18 @@ def _refuse(home: Home, action: str, release_id: str, message: str, hint: str) -
     return exc
 
 
+def _valid_id(home: Home, action: str, release_id: str) -> None:
+    """A release id must match its pattern, and its directory resolve inside releases/,
+    before it reaches the database or a path."""
+    try:
+        ids.release_id(release_id)
+        ad.release_dir(home, release_id)
+    except ShuyuError as exc:
+        record(home, action, str(release_id)[:200], "refused", {"reason": exc.message})
+        exc.audited = True
+        raise
+
+
 def unchanged_since(home: Home, a: Assessment) -> list[str]:
     """Fingerprint components that changed since assessment ``a`` (empty: unchanged)."""
     manifest = ad.load_release(home, a.release)
@@ -87,6 +100,7 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
     action = _ACTIONS[decision]
     who = roles.require(home, action, release_id)
     reviewer = who.name
+    _valid_id(home, action, release_id)
     if not comment.strip():
         exc = ValidationError(
             f"a {decision} decision on {release_id} needs a comment",
@@ -214,6 +228,7 @@ def latest_decision(home: Home, release_id: str) -> Review | None:
 def show(home: Home, release_id: str) -> dict[str, Any]:
     """What a reviewer sees: the latest assessment, its reports and the decisions so far."""
     ad.require_role(home, "assessment.read", release_id)
+    _valid_id(home, "assessment.read", release_id)
     a = engine.require_latest(home, release_id)
     paths = engine.report_paths(home, a)
     record(home, "assessment.read", release_id, "ok", {"assessment": a.assessment_id})

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Order follows the pipeline: data first, then what is built on it.
-ORDER = ("synth", "ingest", "governance", "pii", "quality", "products", "assessment")
+ORDER = ("synth", "ingest", "integrity", "governance", "pii", "quality", "products", "assessment")
 
 
 def discover() -> list[str]:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import BigInteger, Column, DateTime, Integer, String, Table, Text, select
 
 from catalogs.loading import load_model, parse_model
+from governance.actors import Actor
 from governance.floors import PrivacyFloors
 from shuyu_core.db import METADATA
 from shuyu_core.errors import IntegrityError, ValidationError
@@ -164,8 +165,11 @@ def is_applied(home: Home) -> bool:
     return _latest_row(home) is not None
 
 
-def apply(home: Home, policy: DomainPolicy, reason: str, applied_by: str) -> int:
-    """Store ``policy`` as the next version, with its audit entry. Callers check the admin role."""
+def apply(
+    home: Home, policy: DomainPolicy, reason: str, applied_by: str, actor: Actor | None = None
+) -> int:
+    """Store ``policy`` as the next version, with its audit entry. Callers check the admin role;
+    ``actor`` is who the audit entry names (default: the current actor)."""
     from governance.audit import record
 
     if not reason.strip():
@@ -187,7 +191,7 @@ def apply(home: Home, policy: DomainPolicy, reason: str, applied_by: str) -> int
             json.loads(content),
         ),
     }
-    audit_hash = record(home, "policy.apply", f"domain-policy v{version}", "ok", details)
+    audit_hash = record(home, "policy.apply", f"domain-policy v{version}", "ok", details, actor)
     with state_engine(home).begin() as conn:
         conn.execute(
             domain_policy_versions.insert().values(

@@ -88,7 +88,7 @@ def init(
     source = policy or domain_policy.bootstrap_path()
     initial = domain_policy.load_file(source)
     acc = accounts.add(home, admin, ["admin"], by, password=_read_password(password_file))
-    version = domain_policy.apply(home, initial, f"initial policy from {source}", by.name)
+    version = domain_policy.apply(home, initial, f"initial policy from {source}", admin, by)
     record(home, "domain.init", admin, "ok", {"policy_version": version}, actor=by)
     console.print(
         f"initialized: admin account [bold]{acc.name}[/], domain policy v{version} from {source}"
@@ -247,5 +247,5 @@ def policy_apply(
         record(home, "policy.apply", "domain-policy", "error", {"error": exc.message}, actor=by)
         exc.audited = True
         raise
-    version = domain_policy.apply(home, new, reason, by.name)
+    version = domain_policy.apply(home, new, reason, by.name, by)
     console.print(f"domain policy v{version} applied (SM3 {new.digest()})")

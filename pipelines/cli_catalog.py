@@ -115,6 +115,10 @@ def export(
     out: Path = typer.Option(..., "--out", help="where to write datapackage.json"),
 ) -> None:
     """Export the directory as a Frictionless Data Package descriptor (metadata only)."""
+    from governance.zones import guard_out
+    from shuyu_core.home import Home
+
+    out = guard_out(Home.from_env(), out, "catalog export")
     pkg = to_datapackage(Catalog.load())
     atomic.write_text(out, json.dumps(pkg, ensure_ascii=False, indent=2) + "\n")
     console.print(f"wrote {out} ({len(pkg['resources'])} resources)")

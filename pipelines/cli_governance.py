@@ -125,6 +125,10 @@ def audit_export(
 
     home = _home()
     roles.require(home, "audit.export", "audit_log")
+    if out is not None:
+        from governance.zones import guard_out
+
+        out = guard_out(home, out, "audit export")
     start = _parse_date(since, "--since") if since else None
     end = _parse_date(until, "--until") if until else None
     count = 0

@@ -139,11 +139,16 @@ def risk(
 
     from catalogs.catalog import Catalog
     from privacy.risk import record_risk
-    from transforms.apply import DATA_FILE, latest_output
+    from transforms.apply import DATA_FILE, latest_output, output_root
 
     _format(fmt)
     home = Home.from_env().ensure()
     resource = Catalog.load().get(code)
+    if output is not None:
+        from shuyu_core import ids
+
+        # Only a desensitized output (work/desensitized/<CODE>/…) is measured, never raw/.
+        output = ids.within(output_root(home, code), output)
     directory = output or latest_output(home, code)
     if not (directory / DATA_FILE).is_file():
         raise ValidationError(

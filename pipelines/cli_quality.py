@@ -289,6 +289,10 @@ def sources_evaluate(
     from quality import api, evaluation
 
     _fmt(fmt, ("table", "csv", "json"))
+    if out is not None:
+        from governance.zones import guard_out
+
+        out = guard_out(Home.from_env(), out, "sources evaluate")
     rows = api.evaluate_sources(Home.from_env().ensure())
     if fmt == "table":
         table = Table(title="data-supply evaluation (数据供给评估)")

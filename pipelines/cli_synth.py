@@ -68,6 +68,9 @@ def synth(
         )
     day = _parse_date(as_of)
     home = Home.from_env()
+    from governance.zones import guard_out
+
+    out = guard_out(home, out, "synth")
     params = {
         "out": str(out),
         "persons": persons,

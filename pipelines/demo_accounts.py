@@ -41,7 +41,11 @@ def prepare(home: Home, catalog: Catalog | None = None) -> Actor:
         if not domain_policy.is_applied(home):
             path = domain_policy.bootstrap_path()
             domain_policy.apply(
-                home, domain_policy.load_file(path), f"demo: initial policy from {path}", login
+                home,
+                domain_policy.load_file(path),
+                f"demo: initial policy from {path}",
+                login,
+                boot,
             )
         admin = Actor(login, "admin")
         for name, roles in wanted.items():

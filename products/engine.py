@@ -36,7 +36,7 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec, epsilon_from_rho
-from governance import roles
+from governance import evidence, roles
 from governance.actors import current_actor
 from governance.audit import record
 from privacy.dp import ledger
@@ -45,7 +45,9 @@ from products import specs
 from products.authz import require_build_authorized
 from products.floors import require_within_floors
 from shuyu_core import atomic, snapshots
+from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
+from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home
 
 
@@ -238,6 +240,9 @@ def build(
 
 def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) -> BuildOutcome:
     home.ensure()
+    for code, sid in opts.snapshot_ids.items():  # pinned snapshots: ids before any path
+        id_rules.resource_code(code)
+        id_rules.snapshot_id(sid)
     specs.check_against_catalog(spec, catalog)
     builder = _builder(spec.kind)
     action = "verify.query" if spec.kind == "verification" else "build"
@@ -250,6 +255,9 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
         i.resource: snapshots.get(home, i.resource, opts.snapshot_ids.get(i.resource))
         for i in spec.inputs
     }
+    for m in inputs.values():
+        # Before any charge or draw: a snapshot changed after ingest builds nothing (exit 8).
+        evidence.verify_snapshot(home, m)
     extra = builder.extra_inputs(home, spec, opts)
     ids = {code: m.snapshot_id for code, m in inputs.items()}
     ids.update({f"{e.resource}": e.snapshot_id for e in extra})
@@ -430,7 +438,10 @@ def _store(
             budget=budget,
             mechanisms=mechanisms,
             derived_from=fin.derived_from,
-            outputs=fin.outputs,
+            outputs=[
+                o if o.sm3 else o.model_copy(update={"sm3": sm3_file(stage / o.path)})
+                for o in fin.outputs
+            ],
             accuracy=fin.accuracy,
             accuracy_target=spec.suppression.max_relative_error if spec.budget else None,
             suppression_threshold=spec.suppression.min_count if spec.budget else None,
@@ -447,6 +458,9 @@ def _store(
         if manifest.accuracy:
             _accuracy_frame(manifest).write_csv(stage / "accuracy.csv", include_bom=True)
         atomic.write_text(stage / rel.MANIFEST, rel.manifest_json(manifest))
+        # The evidence the assessment and publish judge by lives outside the release: the
+        # SM3 of release.json and of every file, in the audit chain, before the rename.
+        evidence.seal(ctx.home, ctx.release_id, stage)
     return manifest
 
 

@@ -22,9 +22,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shuyu_core.errors import NotFoundError
+from shuyu_core import ids
+from shuyu_core.errors import NotFoundError, ShuyuError, ValidationError
 from shuyu_core.hashing import sm3_hex
 from shuyu_core.home import Home
 
@@ -150,6 +151,14 @@ class OutputFile(_Model):
     values: ValueKind
     sm3: str = ""
 
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        # An output path is a plain relative path: no '..', no absolute path (ids.within).
+        if not ids.is_relative_inside(v):
+            raise ValueError(f"output path {v!r} must be relative, without '..'")
+        return v
+
 
 class AccuracyCell(_Model):
     """The accuracy statement of one released value (CI half-width at ``alpha``)."""
@@ -270,7 +279,15 @@ def derive_release_id(product_id: str, version: str, snapshots: dict[str, str]) 
 
 
 def release_dir(home: Home, release_id: str) -> Path:
-    return home.releases / release_id
+    """``releases/<release_id>``: the id validated, the path (symlinks resolved) inside."""
+    ids.release_id(release_id)
+    path = ids.within(home.releases, release_id)
+    if path == home.releases.resolve():
+        raise ids.OutsideZone(
+            f"release id {release_id!r} names the releases/ zone itself",
+            hint="give one release id (see 'shuyu products list')",
+        )
+    return path
 
 
 def exists(home: Home, release_id: str) -> bool:
@@ -278,13 +295,29 @@ def exists(home: Home, release_id: str) -> bool:
 
 
 def load(home: Home, release_id: str) -> ReleaseManifest:
+    """The manifest of ``releases/<release_id>/``; refused unless it names that release."""
     path = release_dir(home, release_id) / MANIFEST
     if not path.exists():
         raise NotFoundError(
             f"release {release_id} does not exist in {home.releases}",
             hint="see 'shuyu products list' and build the product with 'shuyu build PRODUCT'",
         )
-    return ReleaseManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        m = ReleaseManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValidationError(
+            f"release {release_id}: {MANIFEST} is not a valid release manifest "
+            f"({str(exc).splitlines()[0][:160]})",
+            hint="a release directory is written only by 'shuyu build'; rebuild the product",
+        ) from exc
+    if m.release_id != release_id:
+        # Assessment, review and publish all read releases/<id>/: a directory must not
+        # borrow another release's identity (or its assessment and approval).
+        raise ValidationError(
+            f"releases/{release_id}/ holds the manifest of release {m.release_id}",
+            hint="a release directory is written only by 'shuyu build'; remove the copy",
+        )
+    return m
 
 
 def list_releases(home: Home, product_id: str | None = None) -> list[ReleaseManifest]:
@@ -292,8 +325,11 @@ def list_releases(home: Home, product_id: str | None = None) -> list[ReleaseMani
         return []
     out: list[ReleaseManifest] = []
     for d in sorted(home.releases.iterdir()):
-        if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).exists():
-            m = load(home, d.name)
+        if d.is_dir() and ids.is_valid("release", d.name) and (d / MANIFEST).exists():
+            try:
+                m = load(home, d.name)
+            except ShuyuError:
+                continue  # a copied or broken directory is not a release of anything
             if product_id is None or m.product_id == product_id:
                 out.append(m)
     return sorted(out, key=lambda m: m.created_at)

@@ -17,6 +17,7 @@ from catalogs import codelists
 from catalogs.catalog import Catalog
 from catalogs.loading import load_model, parse_model
 from catalogs.product_models import DimensionSpec, ProductSpec, quarter_index, quarter_label
+from shuyu_core import ids
 from shuyu_core.errors import NotFoundError, ValidationError
 from shuyu_core.hashing import sm3_hex
 
@@ -29,6 +30,8 @@ def products_dir() -> Path:
 
 
 def spec_path(product_id: str, directory: Path | None = None) -> Path:
+    """``<dir>/<product_id>.yaml``; the id is validated first (no path can be smuggled in)."""
+    ids.product_id(product_id)
     return (directory or products_dir()) / f"{product_id}.yaml"
 
 

@@ -20,6 +20,7 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from catalogs.models import Resource
+from governance import evidence
 from quality.dimensions import Dimension
 from quality.masking import SAMPLES, mask_value
 from quality.models import CheckResult, RuleResult, Sample
@@ -375,6 +376,8 @@ def check_snapshot(
     """Evaluate every rule of ``resource`` on one snapshot (default: the latest)."""
     started = time.perf_counter()
     manifest = snapshots.get(home, resource.code, snapshot_id)
+    # An overwritten part is exit 8, not a quality finding.
+    evidence.verify_snapshot(home, manifest)
     day = as_of or today_cn()
     if now is None:
         now = (

@@ -24,6 +24,20 @@ from shuyu_core.home import Home
 YINGKOU = ["210802", "210803", "210804", "210811", "210881", "210882"]
 
 
+def _record_ingest(home: Home, manifest: snapshots.Manifest) -> None:
+    """Record the snapshot's SM3 as ``shuyu ingest`` does: readers compare the manifest with
+    this record (``governance.evidence.verify_snapshot``)."""
+    from governance.audit import record
+
+    record(
+        home,
+        "ingest",
+        f"{manifest.resource}/{manifest.snapshot_id}",
+        "ok",
+        {"rows": manifest.rows, "sm3": manifest.sm3, "source": manifest.source_path},
+    )
+
+
 def write_snapshot(
     home: Home,
     resource: Resource,
@@ -56,6 +70,7 @@ def write_snapshot(
             absent_fields=absent_fields or [],
         )
         atomic.write_text(stage / snapshots.MANIFEST, snapshots.manifest_json(manifest))
+    _record_ingest(home, manifest)
     return manifest
 
 
@@ -94,6 +109,7 @@ def write_snapshot_parts(
             catalog_version="bench",
         )
         atomic.write_text(stage / snapshots.MANIFEST, snapshots.manifest_json(manifest))
+    _record_ingest(home, manifest)
     return manifest
 
 

@@ -2,6 +2,12 @@
 
 A snapshot directory holds ``part-*.parquet`` files and ``manifest.json``. It appears by an
 atomic rename, so a directory that exists is complete.
+
+Every read goes through :func:`scan` (or :func:`verify` first), which recomputes the SM3 of the
+parts (streamed, 1 MiB chunks) and compares it with the manifest before any row is used: a
+part overwritten after ingest raises ``IntegrityError`` (exit 8). A verification is cached
+for the life of the process per (snapshot, each part's size and mtime), so the several scans
+of one build hash each part once; nothing is cached across processes.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel
 
-from shuyu_core.errors import NotFoundError
+from shuyu_core import ids
+from shuyu_core.errors import IntegrityError, NotFoundError
+from shuyu_core.hashing import sm3_files
 from shuyu_core.home import Home
 
 MANIFEST = "manifest.json"
@@ -47,18 +55,87 @@ def new_snapshot_id(now: dt.datetime | None = None) -> str:
 
 
 def snapshot_dir(home: Home, code: str, snapshot_id: str) -> Path:
-    return home.raw / code / snapshot_id
+    """``raw/<code>/<snapshot_id>``; both ids validated, the path kept inside ``raw/``."""
+    ids.resource_code(code)
+    ids.snapshot_id(snapshot_id)
+    return ids.within(home.raw, f"{code}/{snapshot_id}")
+
+
+def part_paths(home: Home, m: Manifest) -> list[Path]:
+    """The manifest's parts, each a plain name inside the snapshot directory."""
+    base = snapshot_dir(home, m.resource, m.snapshot_id)
+    return [ids.within(base, f) for f in m.files]
+
+
+# (resource, snapshot, sm3) -> ((part, size, mtime_ns), ...) of the parts as last verified.
+_VERIFIED: dict[tuple[str, str, str], tuple[tuple[str, int, int], ...]] = {}
+
+
+def _stat_key(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append((str(p), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def verify(home: Home, m: Manifest) -> None:
+    """Recompute the SM3 of ``m``'s parts and compare with the manifest; else IntegrityError.
+
+    Cached per process while every part keeps its size and mtime (see the module doc).
+    """
+    if not m.sm3:
+        raise IntegrityError(
+            f"snapshot {m.snapshot_id} of {m.resource} has no SM3 in its manifest",
+            hint=f"re-ingest {m.resource} ('shuyu ingest {m.resource} --from PATH')",
+        )
+    paths = part_paths(home, m)
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise IntegrityError(
+            f"snapshot {m.snapshot_id} of {m.resource} lost part(s) {', '.join(missing)}",
+            hint=f"restore raw/{m.resource}/{m.snapshot_id}/ from backup or re-ingest",
+        )
+    key = (m.resource, m.snapshot_id, m.sm3)
+    stat = _stat_key(paths)
+    if _VERIFIED.get(key) == stat:
+        return
+    actual = sm3_files(paths)
+    if actual != m.sm3:
+        _VERIFIED.pop(key, None)
+        raise IntegrityError(
+            f"snapshot {m.snapshot_id} of {m.resource}: its parts' SM3 {actual[:16]}… differs "
+            f"from the manifest's {m.sm3[:16]}… (changed after ingest)",
+            hint=f"restore raw/{m.resource}/{m.snapshot_id}/ from backup or re-ingest; "
+            "nothing was built from it",
+        )
+    # Re-stat after hashing: a part rewritten during the hash is not cached as verified.
+    if _stat_key(paths) == stat:
+        _VERIFIED[key] = stat
 
 
 def read_manifest(path: Path) -> Manifest:
-    return Manifest.model_validate_json((path / MANIFEST).read_text(encoding="utf-8"))
+    m = Manifest.model_validate_json((path / MANIFEST).read_text(encoding="utf-8"))
+    # A manifest copied into another snapshot's directory must not vouch for that one.
+    if m.snapshot_id != path.name or m.resource != path.parent.name:
+        raise IntegrityError(
+            f"raw/{path.parent.name}/{path.name}/ holds the manifest of "
+            f"{m.resource}/{m.snapshot_id}",
+            hint="a snapshot directory is made only by 'shuyu ingest'; remove the copy",
+        )
+    return m
 
 
 def list_snapshots(home: Home, code: str) -> list[Manifest]:
     base = home.raw / code
     if not base.is_dir():
         return []
-    dirs = sorted(p for p in base.iterdir() if p.is_dir() and (p / MANIFEST).exists())
+    ids.resource_code(code)
+    dirs = sorted(
+        p
+        for p in base.iterdir()
+        if p.is_dir() and ids.is_valid("snapshot", p.name) and (p / MANIFEST).exists()
+    )
     return [read_manifest(p) for p in dirs]
 
 
@@ -87,10 +164,11 @@ def get(home: Home, code: str, snapshot_id: str | None = None) -> Manifest:
 def scan(
     home: Home, code: str, snapshot_id: str | None = None, columns: list[str] | None = None
 ) -> pl.LazyFrame:
-    """A lazy scan of a snapshot, projected to ``columns`` when given (minimal necessary)."""
+    """A lazy scan of a verified snapshot, projected to ``columns`` when given (minimal
+    necessary). The parts are checked against the manifest's SM3 first (:func:`verify`)."""
     m = get(home, code, snapshot_id)
-    base = snapshot_dir(home, code, m.snapshot_id)
-    lf = pl.scan_parquet([str(base / f) for f in m.files])
+    verify(home, m)
+    lf = pl.scan_parquet([str(p) for p in part_paths(home, m)])
     if columns is not None:
         missing = [c for c in columns if c not in m.columns]
         if missing:

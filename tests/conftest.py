@@ -41,8 +41,15 @@ def _domain_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
-    """A fresh operating domain per test, with SHUYU_HOME pointing at it.
+def home(bare_home: Home) -> Home:
+    """A fresh operating domain whose operator account ``test-operator`` exists."""
+    seed(bare_home, {"test-operator": ["operator"]})
+    return bare_home
+
+
+@pytest.fixture()
+def bare_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A fresh operating domain per test, with SHUYU_HOME pointing at it, and no account yet.
 
     State is in the home's SQLite file, or, when SHUYU_TEST_DATABASE_URL names a PostgreSQL
     server (``make test-postgres``), in a fresh database on it.
@@ -59,9 +66,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
             monkeypatch.setenv(
                 "SHUYU_DATABASE_URL", stack.enter_context(_postgres_database(admin_url))
             )
-        fresh = Home.from_env().ensure()
-        seed(fresh, {"test-operator": ["operator"]})
-        yield fresh
+        yield Home.from_env().ensure()
         reset_engines()
 
 

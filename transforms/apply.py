@@ -29,6 +29,7 @@ from polars.io.parquet import ParquetFieldOverwrites
 from catalogs.catalog import Catalog
 from catalogs.models import Resource
 from catalogs.vocabulary import PiiType, Sensitivity
+from governance import evidence
 from governance.audit import record
 from privacy.pii.entities import FREE_TEXT_ENTITIES
 from privacy.pii.textscreen import redact_valid_identifiers
@@ -271,6 +272,7 @@ def _desensitize_resource(
     resource = cat.get(code)
     policy = load_policy(policy_path)
     manifest = snapshots.latest(home, code)
+    evidence.verify_snapshot(home, manifest)  # parts vs manifest vs ingest record
     lf = snapshots.scan(home, code, manifest.snapshot_id)
     provider = home_key_provider(home)
     fingerprints = _key_fingerprints(policy, provider)

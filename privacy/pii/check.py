@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from catalogs.catalog import Catalog
 from catalogs.vocabulary import PiiType
+from governance import evidence
 from governance.audit import record
 from privacy.pii.scan import DEFAULT_SAMPLE, ScanReport, scan_frame
 from shuyu_core import snapshots
@@ -109,6 +110,7 @@ def check_resource(
     try:
         resource = (catalog or Catalog.load()).get(code)
         manifest = snapshots.latest(home, code)
+        evidence.verify_snapshot(home, manifest)
         lf = snapshots.scan(home, code, manifest.snapshot_id)
         report = scan_frame(lf, sample=sample)
     except ShuyuError as exc:

@@ -12,12 +12,13 @@ from typing import Any
 import polars as pl
 import yaml
 
+from governance import evidence
 from governance.agreements import PACKAGED_AGREEMENTS
 from governance.consent import ConsentLedger
 from products import release as rel
 from products import specs
 from products.engine import BuildOptions, build
-from shuyu_core.hashing import sm3_file
+from shuyu_core.hashing import sm3_file, sm3_hex
 from shuyu_core.home import Home
 
 AS_OF = dt.date(2026, 1, 15)
@@ -133,8 +134,9 @@ def agreements_copy(target: Path, mutate: Any) -> Path:
 def forge(home: Home, base: str, suffix: str, mutate: Any) -> str:
     """A release written as a faulty builder would: a copy of ``base`` under a new id whose
     outputs ``mutate(stage_dir, manifest_doc)`` changes (SM3s recomputed, so only the
-    assessment's content checks can catch it)."""
-    new_id = f"{base}-{suffix}"
+    assessment's content checks can catch it), and sealed in the audit chain as the build
+    does: a faulty builder is still shuyu's builder."""
+    new_id = f"{base[:-16]}{sm3_hex(f'{base}/{suffix}'.encode())[:16]}"
     src, dst = rel.release_dir(home, base), rel.release_dir(home, new_id)
     shutil.copytree(src, dst)
     doc = json.loads((dst / rel.MANIFEST).read_text("utf-8"))
@@ -146,6 +148,7 @@ def forge(home: Home, base: str, suffix: str, mutate: Any) -> str:
         if path.exists():
             out["sm3"] = sm3_file(path)
     (dst / rel.MANIFEST).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    evidence.seal(home, new_id, dst)
     return new_id
 
 

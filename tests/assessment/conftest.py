@@ -26,7 +26,7 @@ def template_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
             mp.delenv(var, raising=False)
         reset_engines()
         home = Home.from_env().ensure()
-        seed(home, {"test-operator": ["operator"]})
+        seed(home, {"test-operator": ["operator"], "test-reviewer": ["reviewer"]})
         init_key(home, PSEUDONYM)
         init_key(home, ENCRYPTION)
         data = frames()

@@ -90,10 +90,10 @@ def test_catalog_commands(home: Home, tmp_path: Path) -> None:
     assert shuyu(home, "catalog", "validate").returncode == 0
 
 
-def test_unknown_role_is_refused(home: Home) -> None:
-    result = shuyu(home, "--role", "admin", "catalog", "list")
+def test_a_role_the_account_was_not_granted_is_refused(home: Home) -> None:
+    result = shuyu(home, "--role", "admin", "budget", "show")
     assert result.returncode == 5
-    assert "unknown role 'admin'" in result.stderr
+    assert "does not hold role admin" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["ingest", "RKJBXX"], ["nonexistent-command"]])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from governance import audit
+from governance import accounts, audit, separation
+from governance.identity import login_name
 from pipelines.demo import run_demo, stages
 from shuyu_core import snapshots
 from shuyu_core.home import Home
@@ -19,7 +20,13 @@ CODES = ("RKJBXX", "SCZTDJ", "SBCBJF", "YBJS")
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_every_stage_and_reuses_its_work_on_a_second_run(home: Home) -> None:
+def test_demo_runs_every_stage_and_reuses_its_work_on_a_second_run(
+    bare_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fresh domain the demo bootstraps its accounts and runs as the OS login."""
+    home = bare_home
+    monkeypatch.delenv("SHUYU_ACTOR")
+    monkeypatch.delenv("SHUYU_ROLE")
     out = io.StringIO()
     summary = run_demo(home, Console(file=out, width=160), persons=2000, seed=5, rate=0.02)
 
@@ -36,6 +43,13 @@ def test_demo_runs_every_stage_and_reuses_its_work_on_a_second_run(home: Home) -
     registered = json.dumps(json.loads(catalog_path.read_text(encoding="utf-8")))
     assert all(rid in registered for rid in releases.values())
     assert audit.verify(home).ok
+    # four-eyes held: the demo reviewer approved, the login (operator) built and published
+    login = login_name()
+    for rid in releases.values():
+        did = separation.parties(home, rid)
+        assert did[login] >= {"built", "assessed", "published"}
+        assert "demo-reviewer" not in did
+    assert {a.name for a in accounts.list_all(home)} >= {login, "demo-reviewer", "demo-SU-GA"}
 
     again = run_demo(home, Console(file=io.StringIO(), width=160), 2000, 5, 0.02)
     # Same data, same snapshots, same releases: nothing re-ingested, re-charged or redrawn.

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from accounts_testkit import seed
 from typer.testing import CliRunner
 
 from governance import audit
-from governance.actors import parse_actor, set_current
+from governance.actors import Request, set_current, set_request
 from pipelines.cli_governance import register
 from shuyu_core.errors import PermissionDenied
 from shuyu_core.home import Home, state_engine
@@ -48,7 +49,7 @@ def _app() -> typer.Typer:
         actor: str | None = typer.Option(None, "--actor"),
         role: str | None = typer.Option(None, "--role"),
     ) -> None:
-        set_current(parse_actor(actor, role))
+        set_request(Request(actor, role))
 
     register(app)
     return app
@@ -63,13 +64,14 @@ def _reset_actor() -> Iterator[None]:
     set_current(None)  # the callback set an actor for this context; later tests use the env
 
 
-def test_audit_verify_exit_codes(home: Home) -> None:
+def test_audit_verify_exit_codes(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    seeded = audit.verify(home).entries  # the accounts' own entries
     for i in range(5):
         audit.record(home, "cli.test", f"o{i}")
     ok = _shuyu("audit", "verify", "--format", "json")
     assert ok.returncode == 0, ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] and report["entries"] == 5
+    assert report["ok"] and report["entries"] == seeded + 5
     with state_engine(home).begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER audit_log_retention")
         conn.exec_driver_sql("DELETE FROM audit_log WHERE seq = 3")
@@ -78,7 +80,10 @@ def test_audit_verify_exit_codes(home: Home) -> None:
     assert "audit chain broken at entry 3 (deleted)" in broken.stderr
     last = audit.tail(home, 1)[0]
     assert (last["action"], last["outcome"]) == ("audit.verify", "error")
-    refused = _shuyu("--role", "source_unit:SU-GA", "audit", "verify")
+    seed(home, {"su-ga": ["source_unit:SU-GA"]})
+    monkeypatch.setenv("SHUYU_ACTOR", "su-ga")
+    monkeypatch.delenv("SHUYU_ROLE")
+    refused = _shuyu("audit", "verify")
     assert refused.returncode == 5 and "may not audit.read" in refused.stderr
 
 
@@ -169,6 +174,7 @@ def test_keys_consent_and_blacklist(home: Home, tmp_path: Path) -> None:
 
 def test_audit_tail_and_export(home: Home, tmp_path: Path) -> None:
     app = _app()
+    seeded = audit.verify(home).entries  # the accounts' own entries
     for i in range(3):
         audit.record(home, "cli.test", f"o{i}")
     tail = runner.invoke(app, ["audit", "tail", "-n", "2", "--format", "json"])
@@ -177,7 +183,9 @@ def test_audit_tail_and_export(home: Home, tmp_path: Path) -> None:
     result = runner.invoke(app, ["audit", "export", "--since", "2000-01-01", "--out", str(out)])
     assert result.exit_code == 0, result.output
     lines = out.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 3  # reading the tail writes no entry; the export records itself after
+    assert (
+        len(lines) == seeded + 3
+    )  # reading the tail writes no entry; the export records itself after
     assert audit.verify_lines(iter(lines)) == (True, "ok")
     assert audit.tail(home, 1)[0]["action"] == "audit.export"
     refused = runner.invoke(app, ["audit", "purge", "--before", "2099-01-01"])

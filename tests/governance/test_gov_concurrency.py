@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from governance import audit
+from governance.actors import Actor
 from shuyu_core.db import reset_engines
 from shuyu_core.home import Home
 
@@ -16,15 +17,20 @@ PER_WRITER = 25
 
 def _writer(root: str, n: int, barrier: Any, worker: int) -> None:
     os.environ["SHUYU_HOME"] = root
-    os.environ["SHUYU_ACTOR"] = f"writer-{worker}"
     home = Home.from_env()
+    who = Actor(f"writer-{worker}", "operator")
     barrier.wait()  # start together so the appends really contend for the lock
     for i in range(n):
-        audit.record(home, "concurrency.append", f"w{worker}", "ok", {"i": i, "w": worker})
+        audit.record(
+            home, "concurrency.append", f"w{worker}", "ok", {"i": i, "w": worker}, actor=who
+        )
 
 
-def test_eight_processes_keep_one_valid_chain(home: Home) -> None:
-    audit.record(home, "concurrency.start", "test")  # tables and the head exist first
+def test_eight_processes_keep_one_valid_chain(bare_home: Home) -> None:
+    home = bare_home
+    audit.record(
+        home, "concurrency.start", "test", actor=Actor("writer-main", "operator")
+    )  # tables and the head exist first
     reset_engines()  # no connection of ours crosses into the children
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(WRITERS)

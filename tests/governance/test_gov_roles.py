@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from accounts_testkit import TEST_ADMIN, act_as
 
-from governance import audit, roles
+from governance import accounts, audit, roles
 from governance.actors import Actor, parse_actor, set_current
 from shuyu_core.errors import PermissionDenied
 from shuyu_core.home import Home
@@ -15,10 +16,8 @@ from shuyu_core.home import Home
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "governance.md"
 
 
-def _as(name: str, role: str) -> Actor:
-    actor = Actor(name, role)
-    set_current(actor)
-    return actor
+def _as(home: Home, name: str, role: str) -> Actor:
+    return act_as(home, name, role)
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +43,8 @@ def _reset_actor() -> Iterator[None]:
     ],
 )
 def test_allowed(home: Home, role: str, action: str, kwargs: dict[str, str]) -> None:
-    actor = _as("alice", role)
+    actor = _as(home, "alice", role)
+    before = audit.tail(home, 1)
     allowed = roles.require(
         home,
         action,
@@ -53,7 +53,8 @@ def test_allowed(home: Home, role: str, action: str, kwargs: dict[str, str]) -> 
         developer=kwargs.get("developer"),
     )
     assert allowed == actor
-    assert audit.tail(home, 5) == []  # an allowed check writes nothing; the action itself does
+    # an allowed check writes nothing; the action itself does
+    assert audit.tail(home, 1) == before
 
 
 @pytest.mark.parametrize(
@@ -78,7 +79,7 @@ def test_allowed(home: Home, role: str, action: str, kwargs: dict[str, str]) -> 
 def test_refused_with_message_and_audit(
     home: Home, role: str, action: str, kwargs: dict[str, str], reason: str
 ) -> None:
-    _as("mallory", role)
+    _as(home, "mallory", role)
     with pytest.raises(PermissionDenied) as info:
         roles.require(
             home,
@@ -90,7 +91,7 @@ def test_refused_with_message_and_audit(
     exc = info.value
     assert reason in exc.message and "release-42" in exc.message and "mallory" in exc.message
     assert exc.audited and exc.exit_code == 5 and exc.hint
-    [entry] = audit.tail(home, 5)
+    [entry] = audit.tail(home, 1)
     assert (entry["actor"], entry["role"], entry["action"], entry["object"], entry["outcome"]) == (
         "mallory",
         role,
@@ -107,11 +108,38 @@ def test_unknown_action_is_a_programming_error(home: Home) -> None:
 
 
 def test_unknown_role_refused() -> None:
-    with pytest.raises(PermissionDenied, match="unknown role 'admin'"):
-        parse_actor("eve", "admin")
+    with pytest.raises(PermissionDenied, match="unknown role 'superuser'"):
+        parse_actor("eve", "superuser")
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("none", "mallory has no account in this domain"),
+        ("disabled", "account mallory is disabled"),
+        ("revoked", "account mallory does not hold role operator"),
+    ],
+)
+def test_an_actor_set_in_process_is_rechecked_against_the_accounts(
+    home: Home, setup: str, reason: str
+) -> None:
+    """A context actor is only a claim: the gate re-derives it from the accounts table."""
+    if setup != "none":
+        act_as(home, "mallory", "operator")
+        if setup == "disabled":
+            accounts.set_status(home, "mallory", False, TEST_ADMIN)
+        else:
+            accounts.revoke(home, "mallory", "operator", TEST_ADMIN)
+    set_current(Actor("mallory", "operator"))
+    with pytest.raises(PermissionDenied, match=reason) as info:
+        roles.require(home, "build", "p-1")
+    assert info.value.audited
+    entry = audit.tail(home, 1)[0]
+    assert (entry["actor"], entry["outcome"]) == ("mallory", "refused")
+    assert reason in entry["details"]["reason"]
 
 
 def test_table_covers_every_role_and_docs_show_it() -> None:
     kinds = {k for p in roles.PERMISSIONS.values() for k in p.roles}
-    assert kinds == {"operator", "reviewer", "source_unit", "developer"}
+    assert kinds == {"operator", "reviewer", "source_unit", "developer", "admin"}
     assert roles.table_markdown() in DOCS.read_text(encoding="utf-8")

@@ -69,6 +69,8 @@ def _child_env(root: str, budgets: str, actor: str) -> Home:
 
     os.environ["SHUYU_HOME"] = root
     os.environ["SHUYU_BUDGETS"] = budgets
+    # Each child acts for an account the parent seeded, as a Prefect worker (a service
+    # account of the test policy) acts for the person who triggered it.
     os.environ["SHUYU_ACTOR"] = actor
     os.environ["SHUYU_ROLE"] = "operator"
     # SHUYU_DATABASE_URL stays as inherited: the parent's state database (SQLite or PostgreSQL).

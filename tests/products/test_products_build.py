@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from accounts_testkit import seed
 from products_testkit import child_build, frames, ingest_frames, process_context, with_changes
 from sqlalchemy import select
 
@@ -300,11 +301,12 @@ def test_eight_concurrent_builds_in_processes_never_overspend(
     data_home: Home, budgets_file: Callable[..., Path]
 ) -> None:
     path = budgets_file({"SBCBJF": 1.6, "RKJBXX": 10.0})
+    versions = [f"3.0.{i}" for i in range(8)]
+    seed(data_home, {f"proc-{v}": ["operator"] for v in versions})
     ledger.show(data_home)  # tables exist before the children start
     reset_engines()
     ctx = process_context()
     barrier, out = ctx.Barrier(8), ctx.Queue()
-    versions = [f"3.0.{i}" for i in range(8)]
     procs = [
         ctx.Process(target=child_build, args=(str(data_home.root), str(path), v, barrier, out))
         for v in versions

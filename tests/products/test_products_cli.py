@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import typer
+from accounts_testkit import act_as
 from typer.testing import CliRunner
 
-from governance.actors import parse_actor, set_current
+from governance.actors import set_current, set_request
 from pipelines import cli_products
 from shuyu_core.home import Home
 
@@ -17,7 +18,7 @@ def _app() -> typer.Typer:
 
     @app.callback()
     def _root() -> None:
-        set_current(parse_actor(None, None))
+        set_request(None)  # resolved from the accounts, as the real CLI does
 
     cli_products.register(app)
     return app
@@ -65,12 +66,12 @@ def test_developer_may_not_read_budgets(data_home: Home) -> None:
 
     @app.callback()
     def _root() -> None:
-        set_current(parse_actor("dev", "developer:dev-001"))
+        act_as(data_home, "dev", "developer:dev-001")
 
     cli_products.register(app)
     try:
         res = runner.invoke(app, ["budget", "show"])
     finally:
-        set_current(parse_actor(None, None))  # the actor is a context variable: restore it
+        set_current(None)  # the actor is a context variable: restore it
     assert res.exit_code != 0
     assert "may not budget.read" in str(res.exception)

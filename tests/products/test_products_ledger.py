@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from accounts_testkit import seed
 from products_testkit import child_charge, process_context
 from sqlalchemy import select
 
@@ -135,6 +136,7 @@ def test_eight_threads_never_overspend(home: Home, budgets_file: Callable[..., P
 
 def test_eight_processes_never_overspend(home: Home, budgets_file: Callable[..., Path]) -> None:
     path = budgets_file({"SBCBJF": 1.1})
+    seed(home, {f"proc-{i}": ["operator"] for i in range(8)})
     ledger.show(home)  # tables exist before the children start
     reset_engines()
     ctx = process_context()

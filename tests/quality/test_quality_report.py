@@ -12,11 +12,11 @@ from typing import Any
 import polars as pl
 import pytest
 import typer
+from accounts_testkit import act_as, seed
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from catalogs.catalog import Catalog
-from governance.actors import Actor, set_current
 from governance.audit import audit_log
 from pipelines.cli_quality import register
 from quality import api, report
@@ -27,11 +27,11 @@ from synthetic_data.generate import SyntheticFrames
 
 
 def _as(role: str) -> None:
-    set_current(Actor("t-" + role.replace(":", "-"), role))
+    act_as(Home.from_env(), "t-" + role.replace(":", "-"), role)
 
 
 @pytest.fixture(autouse=True)
-def _operator() -> None:
+def _operator(home: Home) -> None:
     _as("operator")
 
 
@@ -217,8 +217,11 @@ def test_demo_stage_checks_reports_and_acknowledges(
 ) -> None:
     from rich.console import Console
 
+    from catalogs.catalog import Catalog
+    from pipelines.demo_accounts import demo_accounts
     from pipelines.demo_quality import stage
 
+    seed(home, demo_accounts(Catalog.load()))
     for code in ("RKJBXX", "SCZTDJ", "SBCBJF", "YBJS"):
         ingest(code, synth.frames[code])
     console = Console(record=True, width=120)

@@ -6,10 +6,10 @@ import datetime as dt
 
 import polars as pl
 import pytest
+from accounts_testkit import act_as
 from sqlalchemy import select
 
 from catalogs.catalog import Catalog
-from governance.actors import Actor, set_current
 from governance.audit import audit_log
 from quality import api, tickets
 from quality.testing import clean_population, write_snapshot
@@ -65,7 +65,7 @@ def _snapshot(home: Home, frame: pl.DataFrame, days_ago: int) -> str:
 
 
 def _as(role: str) -> None:
-    set_current(Actor("t-" + role.replace(":", "-"), role))
+    act_as(Home.from_env(), "t-" + role.replace(":", "-"), role)
 
 
 def _audit(home: Home, action: str, outcome: str) -> list[dict[str, object]]:
@@ -77,7 +77,7 @@ def _audit(home: Home, action: str, outcome: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(autouse=True)
-def _operator() -> None:
+def _operator(home: Home) -> None:
     _as("operator")
 
 

@@ -268,3 +268,29 @@ def quality_scores(home: Home, code: str, snapshot_id: str) -> dict[str, float] 
 
     res = latest_result(home, code, snapshot_id)
     return dict(res.dimensions) if res is not None else None
+
+
+def floors(home: Home) -> Any:
+    """The domain policy's privacy floors (governance.floors.PrivacyFloors)."""
+    from products.floors import floors as current
+
+    return current(home)
+
+
+def unit_year_spent(home: Home, units: set[str], year: int) -> dict[str, float]:
+    from products.floors import unit_year_spent as spent
+
+    return spent(home, units, year)
+
+
+def person_names(home: Home, code: str, snapshot_id: str, fields: list[str]) -> pl.Series:
+    """Distinct 2–4 character values of the name fields of one input snapshot."""
+    lf = scan_snapshot(home, code, snapshot_id, fields)
+    frame = lf.select(pl.concat_list([pl.col(c).cast(pl.String) for c in fields]).alias("v"))
+    return (
+        frame.explode("v")
+        .select(pl.col("v").str.strip_chars())
+        .filter(pl.col("v").str.len_chars().is_between(2, 4))
+        .unique()
+        .collect(engine="streaming")["v"]
+    )

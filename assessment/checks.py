@@ -28,8 +28,8 @@ from catalogs.vocabulary import PiiType
 from governance.authorization import AuthorizationResult
 
 # -- thresholds (policy of the assessment, on top of each product's own spec) --------------
-MIN_CELL = 5  # a released count cell below this is a small cell (cells of one person)
-MIN_K = 5  # record-level outputs: k-anonymity floor
+# The suppression threshold, k, l, ρ/ε ceilings and mask floors are the domain policy's
+# privacy floors (governance.floors, read through Ctx.floors), not constants of this module.
 ACCURACY_PASS = 0.95  # share of released cells meeting the accuracy target
 ACCURACY_WARN = 0.80
 CONSISTENCY_Z = 3.29  # two-sided 99.9%: totals vs sums of sub-totals
@@ -112,19 +112,53 @@ class Ctx:
         return [i for i in self.manifest.inputs if i.resource in self.catalog.resources]
 
     @cached_property
+    def floors(self) -> Any:
+        """The domain policy's privacy floors (governance.floors.PrivacyFloors)."""
+        return ad.floors(self.home)
+
+    def lineage(self, output: str) -> dict[str, ad.rel.OutputColumn]:
+        """Column name -> recorded column (sources, operator) of a tabular output."""
+        for out in self.tabular:
+            if out.name == output:
+                return {c.name: c for c in out.columns}
+        return {}
+
+    @cached_property
     def reversible(self) -> list[tuple[str, str, str]]:
-        """(output, column, why) of every column reversible to raw values (SM4)."""
+        """(output, column, why) of every column reversible to raw values (SM4).
+
+        Judged by the operator each column's lineage records, not by the shape of its values:
+        an HMAC-SM3 pseudonym (64 hex characters) is not ciphertext. Only a column whose
+        lineage does not explain its values (not a pseudonym) is still flagged by shape.
+        """
         found = {
             (r.output, r.column): f"declared {r.operator}" for r in self.manifest.reversible_columns
         }
         for out in self.tabular:
             for col in out.columns:
-                if "encrypt_sm4" in col.description or "sm4" in col.description.lower():
-                    found.setdefault((out.name, col.name), "described as SM4")
+                if col.operator == "encrypt_sm4":
+                    found.setdefault((out.name, col.name), "lineage: encrypt_sm4")
         for name, frame in self.frames.items():
+            lineage = self.lineage(name)
             for col_name in _sm4_like_columns(frame):
-                found.setdefault((name, col_name), "values look like SM4 ciphertext (base64 IV+CT)")
+                op = lineage[col_name].operator if col_name in lineage else None
+                if op != "pseudonymize":
+                    found.setdefault(
+                        (name, col_name),
+                        f"values look like SM4 ciphertext (base64 IV+CT) and lineage says {op}",
+                    )
         return [(o, c, why) for (o, c), why in sorted(found.items())]
+
+    @cached_property
+    def unknown_lineage(self) -> list[tuple[str, str]]:
+        """(output, column) of record-level columns without a recorded operator."""
+        return [
+            (out.name, col.name)
+            for out in self.tabular
+            if out.values == "desensitized_record"
+            for col in out.columns
+            if col.operator is None
+        ]
 
     @cached_property
     def auth(self) -> AuthorizationResult:
@@ -531,7 +565,8 @@ def raw_identifiers(ctx: Ctx) -> Check:
 def public_keys(ctx: Ctx) -> Check:
     rule = (
         "aggregate outputs are grouped only by declared dimensions whose keys come from public "
-        "key sets (code lists, values, bands, quarters) — never by identifiers or private keys"
+        "key sets (code lists, bands, quarters; a literal values: list holds no identifier and "
+        "at most the policy's max_literal_keys) — never by identifiers or private keys"
     )
     title = "公开分组键 public grouping keys (no group-by on identifiers)"
     check = _CheckDef("desensitization", "public_keys", title, rule, False)
@@ -541,6 +576,11 @@ def public_keys(ctx: Ctx) -> Check:
     dims = {d.name for d in ctx.spec.dimensions}
     labels = {f"{d}_name" for d in dims} | {"suppression_reason"}
     problems: list[str] = []
+    # A literal values: list is written by the spec's author, not read from a catalog code
+    # list, bands or a calendar: it must look public (few keys, none an identifier).
+    from products.floors import public_key_problems
+
+    problems += public_key_problems(ctx.spec, ctx.floors)
     keys_checked = 0
     for name, frame in aggs.items():
         for col, dtype in frame.schema.items():
@@ -681,10 +721,11 @@ def _implied_rho(ctx: Ctx) -> float | None:
 
 
 def small_cells(ctx: Ctx) -> Check:
-    threshold = max(ctx.manifest.suppression_threshold or 0.0, float(MIN_CELL))
+    floor = float(ctx.floors.min_suppression_threshold)
+    threshold = max(ctx.manifest.suppression_threshold or 0.0, floor)
     rule = (
         f"released count cells are at least the suppression threshold (the product's, never "
-        f"below {MIN_CELL}); suppressed cells are withheld (null) and listed"
+        f"below the domain floor {floor:g}); suppressed cells are withheld (null) and listed"
     )
     title = "小单元格抑制 small cells suppressed (no cells of one person)"
     check = _CheckDef("desensitization", "small_cells", title, rule, False)
@@ -693,8 +734,8 @@ def small_cells(ctx: Ctx) -> Check:
         return check("pass", "no aggregate output")
     problems: list[str] = []
     declared = ctx.manifest.suppression_threshold
-    if declared is None or declared < MIN_CELL:
-        problems.append(f"declared suppression threshold {declared} is below the floor {MIN_CELL}")
+    if declared is None or declared < floor:
+        problems.append(f"declared suppression threshold {declared} is below the floor {floor:g}")
     tables = _table_measures(ctx)
     released = small = 0
     for name, frame in aggs.items():
@@ -727,54 +768,350 @@ def small_cells(ctx: Ctx) -> Check:
     n_supp = len(ctx.manifest.suppressed)
     return check.verdict(
         problems,
-        f"{released} released count cell(s), none below {threshold:g}; {n_supp} cell(s) "
-        "suppressed and withheld",
+        f"{released} released count cell(s), none below {threshold:g} (product threshold "
+        f"{declared:g}, floor {floor:g}); {n_supp} cell(s) suppressed and withheld",
     )
+
+
+def _source_fields(ctx: Ctx, col: Any) -> list[Any]:
+    out = []
+    for src in col.sources:
+        code, _, name = src.partition(".")
+        res = ad.resource(ctx.catalog, code)
+        if res is not None and name in res.field_names:
+            out.append(res.field(name))
+    return out
+
+
+_REMOVING = ("pseudonymize", "suppress", "encrypt_sm4")
+
+
+def lineage_quasi_identifiers(ctx: Ctx, name: str, frame: pl.DataFrame) -> list[str]:
+    """QIs of a record-level output by lineage: the spec's declared ones, every column fed by
+    a catalog ``quasi_identifier`` field (whatever it is called now), every identifier column
+    kept, masked or generalized, and every column whose lineage is unknown."""
+    d = ctx.spec.desensitize
+    qis = [q for q in (d.quasi_identifiers if d else []) if q in frame.columns]
+    lineage = ctx.lineage(name)
+    for col in frame.columns:
+        if col in qis:
+            continue
+        info = lineage.get(col)
+        if info is None or info.operator is None:
+            qis.append(col)
+            continue
+        fields = _source_fields(ctx, info)
+        if any(f.quasi_identifier for f in fields) or (
+            any(f.pii_type is not None for f in fields) and info.operator not in _REMOVING
+        ):
+            qis.append(col)
+    return qis
+
+
+def lineage_sensitive(ctx: Ctx, name: str, frame: pl.DataFrame, qis: list[str]) -> list[str]:
+    """Sensitive attributes for l-diversity: the spec's and every column fed by a catalog
+    sensitive attribute (sensitive_personal, not a QI, not an identifier)."""
+    from catalogs.vocabulary import Sensitivity
+
+    d = ctx.spec.desensitize
+    out = [d.sensitive_attribute] if d and d.sensitive_attribute in frame.columns else []
+    for col, info in ctx.lineage(name).items():
+        if col in qis or col in out or col not in frame.columns:
+            continue
+        if any(
+            f.sensitivity == Sensitivity.SENSITIVE_PERSONAL
+            and not f.quasi_identifier
+            and f.pii_type is None
+            for f in _source_fields(ctx, info)
+        ):
+            out.append(col)
+    return [c for c in out if c is not None]
 
 
 def k_anonymity(ctx: Ctx) -> Check:
+    fl = ctx.floors
     rule = (
-        f"record-level outputs are k-anonymous on their declared quasi-identifiers with k at "
-        f"least the product's k (never below {MIN_K}), recomputed from the output itself"
+        "record-level outputs are k-anonymous over their quasi-identifiers by lineage (the "
+        "spec's, every catalog quasi-identifier under any name, every kept/masked/generalized "
+        f"identifier) with k at least the product's k and the domain floor {fl.min_k}, and "
+        f"l-diverse (distinct, at least {fl.min_l}) in every sensitive attribute, recomputed "
+        "from the output itself"
     )
-    title = "k-匿名 k-anonymity of record-level outputs"
+    title = "k-匿名 / l-多样性 k-anonymity and l-diversity of record-level outputs"
     check = _CheckDef("desensitization", "k_anonymity", title, rule, False)
     recs = ctx.outputs_of("desensitized_record")
     if not recs:
         return check("pass", "no record-level output")
     d = ctx.spec.desensitize
-    target = max(d.k if d else MIN_K, MIN_K)
-    qis = list(d.quasi_identifiers) if d else []
+    target = max(d.k if d else fl.min_k, fl.min_k)
+    declared = list(d.quasi_identifiers) if d else []
     problems: list[str] = []
     notes: list[str] = []
+    data: dict[str, Any] = {"k_floor": fl.min_k, "l_floor": fl.min_l}
     for name, frame in recs.items():
-        missing = [q for q in qis if q not in frame.columns]
-        if not qis or missing:
-            problems.append(f"{name}: quasi-identifier(s) {missing or 'none declared'} missing")
+        missing = [q for q in declared if q not in frame.columns]
+        if missing:
+            problems.append(f"{name}: declared quasi-identifier(s) {missing} missing")
+        qis = lineage_quasi_identifiers(ctx, name, frame)
+        added = [q for q in qis if q not in declared]
+        if not qis:
+            problems.append(f"{name}: no quasi-identifier declared or found by lineage")
             continue
         if frame.height == 0:
             notes.append(f"{name}: empty")
             continue
         k = ad.k_anonymity(frame, qis)
-        notes.append(f"{name}: k={k} over {', '.join(qis)} ({frame.height} records)")
+        data[f"{name}.k"] = k
+        extra = f" (added by lineage: {', '.join(added)})" if added else ""
+        notes.append(
+            f"{name}: k={k} (target {target}, floor {fl.min_k}) over {', '.join(qis)}{extra}; "
+            f"{frame.height} records"
+        )
         if k < target:
-            problems.append(f"{name}: k={k} below {target}")
+            problems.append(f"{name}: k={k} below {target} over {', '.join(qis)}{extra}")
+        from privacy import risk
+
+        for attr in lineage_sensitive(ctx, name, frame, qis):
+            ell = risk.l_diversity(frame, qis, attr)
+            data[f"{name}.l.{attr}"] = ell
+            notes.append(f"{name}: l={ell} for {attr} (floor {fl.min_l})")
+            if ell < fl.min_l:
+                problems.append(f"{name}: l={ell} for {attr} below the floor {fl.min_l}")
     ka = ctx.manifest.k_anonymity
     if ka is not None and ka.achieved < target:
         problems.append(f"the release records k={ka.achieved} below {target}")
-    return check.verdict(problems, "; ".join(notes) + f" (target {target})")
+    if problems:
+        return check("fail", "; ".join(problems), **data)
+    return check("pass", "; ".join(notes), **data)
+
+
+def mask_strength(ctx: Ctx) -> Check:
+    fl = ctx.floors
+    rule = (
+        "every identifier column of a record-level output is treated at least as the domain "
+        "policy's mask floor for its type says (pseudonymized/removed, or masked within the "
+        "kept characters allowed), no mask leaves the identifier recoverable from its kept "
+        f"characters, check character and structure (at least {fl.min_mask_candidates} "
+        "candidates), and every column's lineage (sources and operator) is recorded"
+    )
+    title = "掩码强度 mask strength against the domain floors (by lineage)"
+    check = _CheckDef("desensitization", "mask_strength", title, rule, False)
+    recs = ctx.outputs_of("desensitized_record")
+    if not recs:
+        return check("pass", "no record-level output")
+    from privacy.mask_strength import mask_strength as strength
+    from products.floors import identifier_treatment
+
+    problems: list[str] = []
+    notes: list[str] = []
+    for name in recs:
+        for col, info in ctx.lineage(name).items():
+            if info.operator is None:
+                problems.append(f"{name}.{col}: lineage unknown (treated as unsafe)")
+                continue
+            for f in _source_fields(ctx, info):
+                if f.pii_type is None:
+                    continue
+                floor = fl.mask_floor(f.pii_type)
+                where = f"{name}.{col} ← {f.name}"
+                found = identifier_treatment(f.pii_type, info.operator, info.params, fl, where)
+                problems += found
+                shown = (
+                    strength(f.pii_type, info.params).describe()
+                    if info.operator == "mask"
+                    else info.operator
+                )
+                kept = (
+                    f", ≤{floor.max_head} leading + ≤{floor.max_tail} trailing"
+                    if floor.max_head or floor.max_tail
+                    else ""
+                )
+                notes.append(f"{where}: {shown} (floor: {floor.records}{kept})")
+    if problems:
+        return check("fail", "; ".join(problems))
+    return check(
+        "pass",
+        "; ".join(notes) or "no identifier column in any record-level output (lineage recorded)",
+    )
+
+
+def dp_ceilings(ctx: Ctx) -> Check:
+    fl = ctx.floors
+    rule = (
+        f"a noisy release spends at most ρ={fl.max_rho_per_release:g} and "
+        f"ε={fl.max_epsilon_per_release:g} (at its δ, δ ≤ {fl.max_delta:g}), and each privacy "
+        f"unit at most ρ={fl.max_rho_per_unit_year:g} per calendar year over every release of "
+        "every resource sharing the unit (domain ceilings, whatever the budget file allows)"
+    )
+    title = "隐私损失上限 privacy-loss ceilings per release and per unit-year"
+    check = _CheckDef("desensitization", "dp_ceilings", title, rule, False)
+    b = ctx.manifest.budget
+    if b is None:
+        return check("pass", "no noisy output (no privacy loss)")
+    from catalogs.product_models import epsilon_from_rho
+
+    eps = epsilon_from_rho(b.rho, b.delta)
+    problems: list[str] = []
+    if b.rho > fl.max_rho_per_release * (1 + 1e-9):
+        problems.append(f"ρ={b.rho:.4g} above the ceiling {fl.max_rho_per_release:g}")
+    if eps > fl.max_epsilon_per_release * (1 + 1e-9):
+        problems.append(f"ε={eps:.4g} above the ceiling {fl.max_epsilon_per_release:g}")
+    if b.delta > fl.max_delta:
+        problems.append(f"δ={b.delta:g} above the ceiling {fl.max_delta:g}")
+    entries = ad.ledger_entries(ctx.home, ctx.manifest.release_id)
+    years = {str(e["charged_at"])[:4] for e in entries} or {str(ctx.manifest.created_at.year)}
+    units = {e.unit for e in b.entries}
+    per_unit: list[str] = []
+    for year in sorted(years):
+        for unit, spent in sorted(ad.unit_year_spent(ctx.home, units, int(year)).items()):
+            per_unit.append(
+                f"{unit} {year}: ρ {spent:.4g} (ceiling {fl.max_rho_per_unit_year:g}; "
+                f"ε {epsilon_from_rho(spent, b.delta):.3g} at δ={b.delta:g})"
+            )
+            if spent > fl.max_rho_per_unit_year * (1 + 1e-9):
+                problems.append(
+                    f"ρ spent on {unit} in {year} is {spent:.4g}, above the ceiling "
+                    f"{fl.max_rho_per_unit_year:g}"
+                )
+    evidence = (
+        f"ρ={b.rho:.4g} (ceiling {fl.max_rho_per_release:g}); ε={eps:.4g} at δ={b.delta:g} "
+        f"(ceiling {fl.max_epsilon_per_release:g}, δ ceiling {fl.max_delta:g}); "
+        + "; ".join(per_unit)
+    )
+    data = {"rho": b.rho, "epsilon": eps, "rho_floor": fl.max_rho_per_release}
+    if problems:
+        return check("fail", "; ".join(problems) + f" — {evidence}", **data)
+    return check("pass", evidence, **data)
+
+
+def free_text_screening(ctx: Ctx) -> Check:
+    """Every text cell, not a sample: identifier tokens validated as a whole, and the names of
+    the persons in the inputs compared as keyed hashes of 2–4 character Han substrings."""
+    rule = (
+        "no text (or integer) cell of any output holds a valid identifier (resident ID with "
+        "check digit, mobile, landline, bank card with Luhn, USCC, e-mail, plate, passport), "
+        "and no text cell of a record-level output holds the name of a person in the inputs (keyed "
+        "comparison under one-time keys); every cell is screened, none sampled"
+    )
+    title = "自由文本筛查 exhaustive screening of text cells"
+    check = _CheckDef("desensitization", "free_text_screening", title, rule, False)
+    from privacy.pii.textscreen import han_ngrams, identifier_hits
+
+    problems: list[str] = []
+    cells = 0
+    for name, frame in ctx.frames.items():
+        lineage = ctx.lineage(name)
+        for col, dtype in frame.schema.items():
+            if not (dtype == pl.String or dtype.is_integer()):
+                continue
+            cells += frame.height
+            hits = identifier_hits(frame[col])
+            # A column the floor lets a product keep (an enterprise's USCC) is not a leak of
+            # its own type; any other identifier in it still is.
+            info = lineage.get(col)
+            kept = {
+                f.pii_type.value
+                for f in (_source_fields(ctx, info) if info is not None else [])
+                if f.pii_type is not None and ctx.floors.mask_floor(f.pii_type).records == "keep"
+            }
+            if kept and info is not None and info.operator == "keep":
+                hits = hits.filter(~pl.col("entity").is_in(sorted(kept)))
+            if hits.height:
+                kinds = ", ".join(sorted(set(hits["entity"].to_list())))
+                problems.append(f"{name}.{col}: {hits['r'].n_unique()} cell(s) hold {kinds}")
+    recs = ctx.outputs_of("desensitized_record")
+    names_note = "no record-level output"
+    if recs:
+        key = secrets.token_bytes(32)
+        seeds = _Seeds()
+        found: list[pl.Series] = []
+        for ref in ctx.data_inputs:
+            res = ad.resource(ctx.catalog, ref.resource)
+            if res is None:
+                continue
+            fields = [f.name for f in res.fields if f.pii_type == PiiType.PERSON_NAME]
+            if fields:
+                found.append(ad.person_names(ctx.home, ref.resource, ref.snapshot_id, fields))
+        known_names = pl.concat(found).unique() if found else pl.Series("v", [], pl.String)
+        known = pl.DataFrame({"v": known_names, "h": seeds.hash(known_names)})
+        names_note = f"{known.height} distinct names of persons in the inputs"
+        for name, frame in recs.items():
+            for col, dtype in frame.schema.items():
+                if dtype != pl.String or known.height == 0:
+                    continue
+                grams = han_ngrams(frame[col])
+                if grams.height == 0:
+                    continue
+                cand = grams.with_columns(seeds.hash(grams["g"])).join(known, on="h")
+                if cand.height == 0:
+                    continue
+                same = (
+                    cand.with_columns(
+                        _keyed_each(key, cand["g"]).alias("tg"),
+                        _keyed_each(key, cand["v"]).alias("tv"),
+                    )
+                    .filter(pl.col("tg") == pl.col("tv"))
+                    .select("r")
+                    .unique()
+                )
+                if same.height:
+                    problems.append(
+                        f"{name}.{col}: {same.height} cell(s) hold the name of a person in "
+                        "the inputs"
+                    )
+    if problems:
+        return check("fail", "; ".join(problems) + f" ({cells} text cells screened)")
+    return check(
+        "pass",
+        f"{cells} text cell(s) of {len(ctx.frames)} output(s) screened: no identifier; "
+        f"names compared against {names_note}",
+    )
+
+
+def _keyed_each(key: bytes, values: pl.Series) -> pl.Series:
+    """HMAC-SM3 per value (aligned with ``values``), computed once per distinct value."""
+    uniq = values.unique()
+    tokens = _keyed_aligned(key, uniq)
+    return values.replace_strict(uniq, tokens, return_dtype=pl.String)
+
+
+def _keyed_aligned(key: bytes, uniq: pl.Series) -> pl.Series:
+    base = hmac.new(key, _EGRESS_DOMAIN, "sm3")
+    out: list[str] = []
+    for v in uniq.to_list():
+        h = base.copy()
+        h.update(str(v).encode("utf-8"))
+        out.append(h.hexdigest())
+    return pl.Series(out, dtype=pl.String)
 
 
 def reversible_columns(ctx: Ctx) -> Check:
     rule = (
         "no output column is reversible to raw values (SM4 encryption) unless the agreement "
-        "allows reversible outputs (不得通过可逆模型或算法还原)"
+        "allows reversible outputs (不得通过可逆模型或算法还原); judged by the operator each "
+        "column's lineage records (an HMAC-SM3 pseudonym is irreversible), a column without "
+        "lineage is treated as reversible"
     )
     title = "不可逆 no reversible (SM4) columns"
     check = _CheckDef("desensitization", "reversible_columns", title, rule, False)
     found = ctx.reversible
+    unknown = [f"{o}.{c}" for o, c in ctx.unknown_lineage]
+    if unknown:
+        return check(
+            "fail",
+            f"lineage unknown for {', '.join(unknown)}: a column whose operator is not "
+            "recorded is treated as reversible"
+            + (f"; also {'; '.join(f'{o}.{c} ({w})' for o, c, w in found)}" if found else ""),
+        )
     if not found:
-        return check("pass", f"no reversible column in {len(ctx.frames)} output(s)")
+        ops = sorted(
+            {c.operator or "?" for o in ctx.tabular for c in o.columns if c.operator is not None}
+        )
+        return check(
+            "pass",
+            f"no reversible column in {len(ctx.frames)} output(s) (operators by lineage: "
+            f"{', '.join(ops)})",
+        )
     ag = ad.agreement(ctx.manifest.agreement_id)
     listing = "; ".join(f"{o}.{c} ({why})" for o, c, why in found)
     if ag is not None and ag.reversible_outputs:
@@ -1515,7 +1852,10 @@ CHECKS: list[Callable[[Ctx], Check]] = [
     public_keys,
     ledger_tied,
     small_cells,
+    dp_ceilings,
     k_anonymity,
+    mask_strength,
+    free_text_screening,
     reversible_columns,
     result_only,
     subject_consent,

@@ -25,6 +25,7 @@ from sqlalchemy import BigInteger, Column, DateTime, Integer, String, Table, Tex
 
 from catalogs.loading import load_model, parse_model
 from governance.actors import Actor
+from governance.floors import PrivacyFloors
 from shuyu_core.db import METADATA
 from shuyu_core.errors import IntegrityError, ValidationError
 from shuyu_core.hashing import sm3_hex
@@ -85,6 +86,7 @@ class DomainPolicy(BaseModel):
     service_accounts: list[ServiceAccount] = Field(default_factory=list)
     separation_of_duties: SeparationOfDuties = SeparationOfDuties()
     portal: PortalPolicy = PortalPolicy()
+    privacy_floors: PrivacyFloors = PrivacyFloors()
 
     def is_service_account(self, login: str) -> bool:
         return any(s.name == login for s in self.service_accounts)

@@ -7,13 +7,19 @@
    ages and amounts are generalized as the policy says.
 2. The inputs are joined on the pseudonymized unit (``join_on``): the other inputs are first
    reduced to one row per unit, so each base row keeps exactly one output row.
-3. k-anonymity on the declared quasi-identifiers is enforced with ``privacy.risk.enforce_k``
-   (generalization along the hierarchies below, then suppression).
+3. k-anonymity is enforced with ``privacy.risk.enforce_k`` (generalization along the
+   hierarchies below, then suppression) over the quasi-identifiers *by lineage*
+   (:func:`quasi_identifiers`): the spec's declared ones, every catalog
+   ``quasi_identifier: true`` field present under any output name, and every identifier
+   column that is kept, masked or generalized. A spec can add QIs, never remove them.
+   k is at least the domain policy's floor ``min_k``; classes with fewer than ``min_l``
+   distinct values of a sensitive attribute (the spec's and the catalog's) are suppressed.
 4. Because one person can have several rows in one equivalence class, classes are then also
    required to hold at least k distinct persons; rows of classes that do not are suppressed.
    The unit pseudonym is dropped from the output unless ``keep_unit`` says otherwise.
 
-The release records the operators per column, reversible columns (SM4) and the k reached.
+The release records per output column its source fields and operator (lineage), the
+reversible columns (SM4) and the k and l reached.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ from typing import Any
 
 import polars as pl
 
+from catalogs.catalog import Catalog
 from catalogs.product_models import DesensitizeSpec, ProductSpec
 from products import outputs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
-from products.release import InputRef, KAnonymity, ReversibleColumn
+from products.floors import floors
+from products.release import ColumnLineage, InputRef, KAnonymity, ReversibleColumn
 from shuyu_core.errors import ShuyuError, ValidationError
 from shuyu_core.home import Home
 
@@ -34,7 +42,7 @@ OUTPUT = "extract"
 _UNIT = "__unit"
 
 
-def _policy(spec: DesensitizeSpec) -> Any:
+def policy_for(spec: DesensitizeSpec) -> Any:
     """The transforms Policy with the spec's overrides applied."""
     from transforms.policy import Policy, Rule, load_policy
 
@@ -72,7 +80,7 @@ class DesensitizedBuilder:
         from catalogs.catalog import Catalog
 
         d = _check(spec)
-        policy = _policy(d)
+        policy = policy_for(d)
         catalog = Catalog.load()
         for inp in spec.inputs:
             res = catalog.get(inp.resource)
@@ -101,7 +109,7 @@ class DesensitizedBuilder:
 
         spec = ctx.spec
         d = _check(spec)
-        policy = _policy(d)
+        policy = policy_for(d)
         keys = home_key_provider(ctx.home)
         frames: dict[str, pl.LazyFrame] = {}
         actions: list[dict[str, Any]] = []
@@ -133,8 +141,26 @@ class DesensitizedBuilder:
                 f"columns (columns: {', '.join(n for n in names if n != _UNIT)})",
                 hint="name QIs by their output names (after rename)",
             )
-        table, k_report = enforce(joined.collect(engine="streaming"), d)
-        meta = {"actions": actions, "k": k_report, "policy": policy.name}
+        lineage = column_lineage(spec, actions)
+        qis = quasi_identifiers(spec, ctx.catalog, lineage, names)
+        sensitive = sensitive_attributes(spec, ctx.catalog, lineage, names, qis)
+        fl = floors(ctx.home)
+        table, k_report = enforce(
+            joined.collect(engine="streaming"),
+            d,
+            qis=qis,
+            k=max(d.k, fl.min_k),
+            sensitive=sensitive,
+            min_l=fl.min_l,
+        )
+        meta = {
+            "actions": actions,
+            "k": k_report,
+            "policy": policy.name,
+            "lineage": lineage,
+            "quasi_identifiers": qis,
+            "sensitive_attributes": sensitive,
+        }
         meta["policy_sm3"] = policy.digest()
         return Draw(tables={OUTPUT: table}, meta=meta)
 
@@ -155,6 +181,12 @@ class DesensitizedBuilder:
         for name, level in k.get("generalization", {}).items():
             if level != "original" and name in descriptions:
                 descriptions[name] += f"; generalized for k-anonymity ({level})"
+        lineage = {
+            name: ColumnLineage(
+                sources=list(v["sources"]), operator=v["operator"], params=dict(v["params"])
+            )
+            for name, v in draw.meta.get("lineage", {}).items()
+        }
         files = outputs.write_table(
             stage,
             OUTPUT,
@@ -162,7 +194,10 @@ class DesensitizedBuilder:
             [f for f in spec.outputs.formats if f != "html"],
             "desensitized_record",
             descriptions,
+            lineage,
         )
+        qis = list(draw.meta.get("quasi_identifiers", d.quasi_identifiers))
+        k_target = max(d.k, int(k.get("target", d.k)))
         reversible = [
             ReversibleColumn(
                 output=OUTPUT, column=d.rename.get(a["output"], a["output"]), operator=a["op"]
@@ -174,8 +209,11 @@ class DesensitizedBuilder:
             outputs=files,
             reversible_columns=reversible,
             k_anonymity=KAnonymity(
-                quasi_identifiers=list(d.quasi_identifiers),
-                target=d.k,
+                quasi_identifiers=qis,
+                declared_quasi_identifiers=list(d.quasi_identifiers),
+                sensitive_attributes=list(draw.meta.get("sensitive_attributes", [])),
+                l_achieved=k.get("l_min"),
+                target=k_target,
                 achieved=int(k["achieved"]),
                 records_in=int(k["records_in"]),
                 records_out=int(k["records_out"]),
@@ -185,14 +223,10 @@ class DesensitizedBuilder:
             notes=[
                 f"Desensitized with policy {draw.meta['policy']} (SM3 "
                 f"{draw.meta['policy_sm3'][:16]}…) and the spec's overrides.",
-                f"k-anonymity: every combination of {', '.join(d.quasi_identifiers)} holds at "
-                f"least {d.k} records and {d.k} distinct persons; "
+                f"k-anonymity: every combination of {', '.join(qis)} holds at "
+                f"least {k_target} records and {k_target} distinct persons; "
                 f"{k['records_suppressed']} of {k['records_in']} records were suppressed.",
-                *(
-                    [f"l-diversity of {d.sensitive_attribute}: {k['l_diversity']}"]
-                    if "l_diversity" in k
-                    else []
-                ),
+                *([f"l-diversity: {k['l_by_attribute']}"] if k.get("l_by_attribute") else []),
             ],
         )
 
@@ -238,30 +272,48 @@ def hierarchy(frame: pl.DataFrame, qis: list[str]) -> dict[str, list[Any]]:
     return out
 
 
-def enforce(frame: pl.DataFrame, d: DesensitizeSpec) -> tuple[pl.DataFrame, dict[str, Any]]:
+def enforce(
+    frame: pl.DataFrame,
+    d: DesensitizeSpec,
+    qis: list[str] | None = None,
+    k: int | None = None,
+    sensitive: list[str] | None = None,
+    min_l: int = 1,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """k-anonymity over records (``privacy.risk.enforce_k``: generalize, then suppress), then
-    over distinct persons: a class must also hold k different units."""
+    over distinct persons: a class must also hold k different units; then distinct
+    l-diversity: a class with fewer than ``min_l`` distinct values of a sensitive attribute
+    is suppressed."""
     from privacy import risk
 
-    qis = list(d.quasi_identifiers)
-    generalized, report = risk.enforce_k(frame, qis, d.k, hierarchy(frame, qis))
+    qis = list(qis if qis is not None else d.quasi_identifiers)
+    k = k if k is not None else d.k
+    sensitive = [c for c in (sensitive or []) if c in frame.columns and c not in qis]
+    generalized, report = risk.enforce_k(frame, qis, k, hierarchy(frame, qis))
     out = generalized.collect()
-    persons = out.group_by(qis).agg(pl.col(_UNIT).n_unique().alias("_persons"))
+    persons = out.group_by(qis).agg(
+        pl.col(_UNIT).n_unique().alias("_persons"),
+        *[pl.col(c).drop_nulls().n_unique().alias(f"_l{i}") for i, c in enumerate(sensitive)],
+    )
     out = out.join(persons, on=qis, how="left", nulls_equal=True)
-    few = int((out["_persons"] < d.k).sum())
-    out = out.filter(pl.col("_persons") >= d.k).drop("_persons")
+    few = int((out["_persons"] < k).sum())
+    keep = pl.col("_persons") >= k
+    for i in range(len(sensitive)):
+        keep = keep & (pl.col(f"_l{i}") >= min_l)
+    out = out.filter(keep).drop(["_persons", *[f"_l{i}" for i in range(len(sensitive))]])
     if out.height:
         sizes = out.group_by(qis).agg(pl.len().alias("n"), pl.col(_UNIT).n_unique().alias("p"))
         achieved = int(sizes.select(pl.min_horizontal("n", "p").min()).item())
     else:
         achieved = 0
-    if achieved < d.k and out.height:
+    if achieved < k and out.height:
         raise ShuyuError(
-            f"k-anonymity {achieved} below the target {d.k} after enforcement",
+            f"k-anonymity {achieved} below the target {k} after enforcement",
             hint="report a bug: enforcement must not leave small classes",
         )
     k_doc: dict[str, Any] = {
         "achieved": achieved,
+        "target": k,
         "records_in": report.records_in,
         "records_out": out.height,
         "records_suppressed": report.records_in - out.height,
@@ -269,9 +321,106 @@ def enforce(frame: pl.DataFrame, d: DesensitizeSpec) -> tuple[pl.DataFrame, dict
         "generalization": report.level_names,
         "enforce_k": report.to_dict(),
     }
+    if out.height and sensitive:
+        by_attr = {c: risk.l_diversity(out, qis, c) for c in sensitive}
+        k_doc["l_by_attribute"] = by_attr
+        k_doc["l_min"] = min(by_attr.values())
     if d.sensitive_attribute and out.height:
         k_doc["l_diversity"] = risk.l_diversity(out, qis, d.sensitive_attribute)
     out = out.drop(_UNIT) if not d.keep_unit else out.rename({_UNIT: d.join_on or "unit"})
     # Sorted by every column: the source's row order (by settlement or ID number) must not
     # survive into the extract.
     return out.sort(out.columns, nulls_last=True), k_doc
+
+
+# -- lineage ------------------------------------------------------------------------------------
+
+
+def column_lineage(spec: ProductSpec, actions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Output column -> {sources: [RESOURCE.field], operator, pii_type} from the actions."""
+    d = spec.desensitize
+    assert d is not None
+    out: dict[str, dict[str, Any]] = {}
+    for a in actions:
+        if a["output"] is None:
+            continue
+        if d.join_on is not None and a["column"] == d.join_on:
+            if not d.keep_unit:
+                continue
+            name = d.join_on
+        else:
+            name = d.rename.get(a["output"], a["output"])
+        entry = out.setdefault(
+            name,
+            {
+                "sources": [],
+                "operator": a["op"],
+                "params": dict(a.get("params") or {}),
+                "pii_type": a.get("pii_type"),
+            },
+        )
+        entry["sources"].append(f"{a['resource']}.{a['column']}")
+        if entry["operator"] != a["op"]:
+            entry["operator"] = "mixed"
+    return out
+
+
+def quasi_identifiers(
+    spec: ProductSpec, catalog: Catalog, lineage: dict[str, dict[str, Any]], names: list[str]
+) -> list[str]:
+    """The spec's QIs, every output column fed by a catalog QI field, and every identifier
+    column that is kept, masked or generalized (a 7-digit mobile stub singles people out)."""
+    d = spec.desensitize
+    assert d is not None
+    qis = list(d.quasi_identifiers)
+    for name, info in lineage.items():
+        if name not in names or name in qis or name == d.join_on:
+            continue
+        fields = [_field(catalog, src) for src in info["sources"]]
+        catalog_qi = any(f is not None and f.quasi_identifier for f in fields)
+        weakened_id = info.get("pii_type") is not None and info["operator"] not in (
+            "pseudonymize",
+            "suppress",
+            "encrypt_sm4",
+        )
+        if catalog_qi or weakened_id:
+            qis.append(name)
+    return qis
+
+
+def sensitive_attributes(
+    spec: ProductSpec,
+    catalog: Catalog,
+    lineage: dict[str, dict[str, Any]],
+    names: list[str],
+    qis: list[str],
+) -> list[str]:
+    """The spec's sensitive attribute and every output column fed by a catalog sensitive
+    attribute (``privacy.risk.declared_sensitive_attributes``)."""
+    from catalogs.vocabulary import Sensitivity
+
+    d = spec.desensitize
+    assert d is not None
+    out = [d.sensitive_attribute] if d.sensitive_attribute else []
+    for name, info in lineage.items():
+        if name not in names or name in qis or name in out:
+            continue
+        for src in info["sources"]:
+            f = _field(catalog, src)
+            if (
+                f is not None
+                and f.sensitivity == Sensitivity.SENSITIVE_PERSONAL
+                and not f.quasi_identifier
+                and f.pii_type is None
+            ):
+                out.append(name)
+                break
+    return out
+
+
+def _field(catalog: Catalog, source: str) -> Any:
+    code, _, name = source.partition(".")
+    res = catalog.resources.get(code)
+    if res is None or name not in res.field_names:
+        return None
+    return res.field(name)

@@ -49,6 +49,7 @@ from privacy.dp import ledger
 from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
+from products.floors import require_within_floors
 from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
@@ -274,6 +275,9 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     ids.update({f"{e.resource}": e.snapshot_id for e in extra})
     release_id = rel.derive_release_id(spec.id, spec.version, ids)
     digest = specs.spec_sm3(spec)
+    # Domain privacy floors (ρ/ε ceilings per release and per unit-year, k, masks, public
+    # keys): refused here, before any charge or draw.
+    require_within_floors(home, spec, catalog, release_id)
 
     stored = _stored(home, release_id, digest)
     if stored is not None:

@@ -7,18 +7,39 @@ from pathlib import Path
 
 import polars as pl
 
-from products.release import OutputColumn, OutputFile, OutputFormat, ValueKind
+from products.release import ColumnLineage, OutputColumn, OutputFile, OutputFormat, ValueKind
 from shuyu_core import atomic
 from shuyu_core.hashing import sm3_file
 
 DATA_DIR = "data"
 
 
-def _columns(df: pl.DataFrame, descriptions: dict[str, str]) -> list[OutputColumn]:
-    return [
-        OutputColumn(name=name, type=str(dtype), description=descriptions.get(name, ""))
-        for name, dtype in df.schema.items()
-    ]
+def _columns(
+    df: pl.DataFrame,
+    descriptions: dict[str, str],
+    lineage: dict[str, ColumnLineage] | None,
+    values: ValueKind,
+) -> list[OutputColumn]:
+    """Column descriptions with their lineage. Aggregate and verification outputs are whole
+    results of their mechanism (operator = the value kind); a record-level column without a
+    recorded lineage keeps operator None (unknown: the assessment treats it as unsafe)."""
+    out: list[OutputColumn] = []
+    for name, dtype in df.schema.items():
+        lin = (lineage or {}).get(name)
+        op = lin.operator if lin is not None else None
+        if op is None and values != "desensitized_record":
+            op = values
+        out.append(
+            OutputColumn(
+                name=name,
+                type=str(dtype),
+                description=descriptions.get(name, ""),
+                sources=list(lin.sources) if lin is not None else [],
+                operator=op,
+                params=dict(lin.params) if lin is not None else {},
+            )
+        )
+    return out
 
 
 def write_table(
@@ -28,11 +49,12 @@ def write_table(
     formats: list[str],
     values: ValueKind,
     descriptions: dict[str, str] | None = None,
+    lineage: dict[str, ColumnLineage] | None = None,
 ) -> list[OutputFile]:
     """Write ``df`` as ``data/<name>.<fmt>`` for each tabular format; HTML is written elsewhere."""
     out_dir = stage / DATA_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    cols = _columns(df, descriptions or {})
+    cols = _columns(df, descriptions or {}, lineage, values)
     files: list[OutputFile] = []
     for fmt in formats:
         if fmt == "html":

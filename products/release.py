@@ -119,10 +119,27 @@ class Mechanism(_Model):
     ledger_entries: list[str]
 
 
+class ColumnLineage(_Model):
+    """Where an output column comes from: its source fields and the operator applied."""
+
+    sources: list[str] = Field(default_factory=list, description="RESOURCE.field")
+    operator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class OutputColumn(_Model):
     name: str
     type: str
     description: str = ""
+    sources: list[str] = Field(
+        default_factory=list, description="input fields (RESOURCE.field) the column derives from"
+    )
+    operator: str | None = Field(
+        default=None,
+        description="the operator that produced the column (keep, mask, pseudonymize, "
+        "generalize_*, dp_aggregate …); None: lineage unknown, treated as unsafe",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the operator's parameters")
 
 
 class OutputFile(_Model):
@@ -176,7 +193,12 @@ class ReversibleColumn(_Model):
 
 
 class KAnonymity(_Model):
-    quasi_identifiers: list[str]
+    quasi_identifiers: list[str] = Field(
+        description="QIs by lineage: declared + catalog QIs + weakened identifiers"
+    )
+    declared_quasi_identifiers: list[str] = Field(default_factory=list)
+    sensitive_attributes: list[str] = Field(default_factory=list)
+    l_achieved: int | None = None
     target: int
     achieved: int
     records_in: int

@@ -190,9 +190,27 @@ def finish_tables(ctx: BuildContext, draw: Draw) -> list[TableResult]:
 
 def write_tables(ctx: BuildContext, results: list[TableResult], stage: Path) -> list[Any]:
     """Write each released table in every output format of the spec (dp_aggregate values)."""
+    from products.release import ColumnLineage
+
+    # Lineage: dimension columns hold public keys (from code lists, bands, quarters); every
+    # other column is the mechanism's output over the declared input fields.
+    dims = {d.name for d in ctx.spec.dimensions}
+    read = [f"{code}.{f}" for code, fields in ctx.spec.declared_fields.items() for f in fields]
     files = []
     for r in results:
+        lineage = {
+            c: ColumnLineage(sources=[], operator="public_key")
+            if c in dims or c.removesuffix("_name") in dims
+            else ColumnLineage(sources=read, operator="dp_aggregate")
+            for c in r.frame.columns
+        }
         files += outputs.write_table(
-            stage, r.name, r.frame, list(ctx.spec.outputs.formats), "dp_aggregate", r.descriptions
+            stage,
+            r.name,
+            r.frame,
+            list(ctx.spec.outputs.formats),
+            "dp_aggregate",
+            r.descriptions,
+            lineage,
         )
     return files

@@ -32,6 +32,7 @@ from catalogs.vocabulary import PiiType, Sensitivity
 from governance import evidence
 from governance.audit import record
 from privacy.pii.entities import FREE_TEXT_ENTITIES
+from privacy.pii.textscreen import redact_valid_identifiers
 from shuyu_core import atomic, keys, snapshots
 from shuyu_core.errors import NotFoundError, ShuyuError, ValidationError
 from shuyu_core.hashing import hmac_sm3_hex, sm3_hex
@@ -103,6 +104,11 @@ def _expression(
     col = pl.col(column)
     params = dict(rule.params)
     temporal = dtype.is_temporal()
+    if rule.op == "keep" and dtype == pl.String and pii_type is None:
+        # Text kept as it is may still hold an identifier in a few cells (a remark with a
+        # phone number): every cell is screened and identifier tokens are redacted, at any
+        # share of cells (the scanner's column threshold does not apply here).
+        return redact_valid_identifiers(col), params
     if rule.op == "keep":
         return col, params
     if rule.op == "mask" and free_text:
@@ -122,6 +128,10 @@ def _expression(
             keep_region=bool(params.get("keep_region", False)),
             keep_birth=bool(params.get("keep_birth", False)),
             keep_sex=bool(params.get("keep_sex", False)),
+            keep_sequence=bool(params.get("keep_sequence", True)),
+            keep_check=bool(params.get("keep_check", True)),
+            keep_head=params.get("keep_head"),
+            keep_tail=params.get("keep_tail"),
             temporal=temporal,
         )
         return expr, params

@@ -54,23 +54,34 @@ def _digits_to_stars(expr: pl.Expr) -> pl.Expr:
 
 
 def mask_resident_id(
-    expr: pl.Expr, keep_region: bool = False, keep_birth: bool = False, keep_sex: bool = False
+    expr: pl.Expr,
+    keep_region: bool = False,
+    keep_birth: bool = False,
+    keep_sex: bool = False,
+    keep_sequence: bool = True,
+    keep_check: bool = True,
 ) -> pl.Expr:
     """Hide region, birth date and sex digit unless asked to keep them; keep the sequence
-    digits (15-16) and the check character. Values that are not 18 characters are fully
-    masked."""
+    digits (15-16) and the check character unless asked not to. Values that are not 18
+    characters are fully masked. Which combinations a product may use is the domain policy's
+    mask floor (``governance.floors``; the check character recovers one hidden digit)."""
     s = expr.cast(pl.String).str.strip_chars().str.to_uppercase()
     region = s.str.slice(0, 6) if keep_region else pl.lit(MASK * 6)
     birth = s.str.slice(6, 8) if keep_birth else pl.lit(MASK * 8)
+    seq = s.str.slice(14, 2) if keep_sequence else pl.lit(MASK * 2)
     sex = s.str.slice(16, 1) if keep_sex else pl.lit(MASK)
-    masked = pl.concat_str([region, birth, s.str.slice(14, 2), sex, s.str.slice(17, 1)])
+    check = s.str.slice(17, 1) if keep_check else pl.lit(MASK)
+    masked = pl.concat_str([region, birth, seq, sex, check])
     return pl.when(s.str.len_chars() == 18).then(masked).otherwise(_stars(s))
 
 
-def mask_mobile(expr: pl.Expr) -> pl.Expr:
-    """``138****5678``: network prefix and last four."""
+def mask_mobile(expr: pl.Expr, head: int = 3, tail: int = 4) -> pl.Expr:
+    """``138****5678``: network prefix and last four (``head`` / ``tail`` digits kept)."""
     s = normalize_mobile(expr.cast(pl.String).str.strip_chars())
-    masked = pl.concat_str([s.str.slice(0, 3), pl.lit(MASK * 4), s.str.slice(7, 4)])
+    head, tail = min(head, 11), min(tail, 11 - min(head, 11))
+    masked = pl.concat_str(
+        [s.str.slice(0, head), pl.lit(MASK * (11 - head - tail)), s.str.slice(11 - tail, tail)]
+    )
     return pl.when(s.str.len_chars() == 11).then(masked).otherwise(_stars(s))
 
 
@@ -92,11 +103,15 @@ def mask_name(expr: pl.Expr) -> pl.Expr:
     return pl.concat_str([s.str.slice(0, k), _stars(s.str.slice(k))])
 
 
-def mask_bank_card(expr: pl.Expr) -> pl.Expr:
-    """Last four digits kept: ``************1234``."""
+def mask_bank_card(expr: pl.Expr, head: int = 0, tail: int = 4) -> pl.Expr:
+    """Last four digits kept: ``************1234`` (``head`` / ``tail`` digits kept)."""
     s = expr.cast(pl.String).str.replace_all(r"[ \-]", "")
+    return mask_keep_ends(s, head, tail) if head else _keep_tail(s, tail)
+
+
+def _keep_tail(s: pl.Expr, tail: int) -> pl.Expr:
     n = s.str.len_chars().cast(pl.Int64)
-    keep = n.clip(upper_bound=4)
+    keep = n.clip(upper_bound=tail)
     return pl.concat_str([_stars(s.str.slice(0, n - keep)), s.str.slice(-keep)])
 
 
@@ -159,6 +174,16 @@ def mask_birth_date(expr: pl.Expr, temporal: bool = False) -> pl.Expr:
     return pl.when(year.is_not_null()).then(year + "-**-**").otherwise(_stars(expr.cast(pl.String)))
 
 
+# Characters a type's mask keeps at the start and the end by default (its convention).
+KEPT_ENDS: dict[PiiType, tuple[int, int]] = {
+    PiiType.CN_MOBILE: (3, 4),
+    PiiType.CN_BANK_CARD: (0, 4),
+    PiiType.CN_PASSPORT: (1, 2),
+    PiiType.CN_LICENSE_PLATE: (2, 0),
+    PiiType.CN_USCC: (8, 0),
+}
+
+
 def mask(
     expr: pl.Expr,
     pii_type: PiiType | str,
@@ -166,11 +191,17 @@ def mask(
     keep_region: bool = False,
     keep_birth: bool = False,
     keep_sex: bool = False,
+    keep_sequence: bool = True,
+    keep_check: bool = True,
+    keep_head: int | None = None,
+    keep_tail: int | None = None,
     temporal: bool = False,
 ) -> pl.Expr:
     """Mask ``expr`` by the convention of ``pii_type``; any other type is fully starred.
 
-    ``keep_*`` apply to resident ID numbers only (see :func:`mask_resident_id`);
+    ``keep_region`` … ``keep_check`` apply to resident ID numbers (see
+    :func:`mask_resident_id`); ``keep_head`` / ``keep_tail`` override the characters kept at
+    each end for mobiles, bank cards, passports, plates and USCC (``KEPT_ENDS``);
     ``temporal`` says the column is a Date/Datetime (for DATE_OF_BIRTH).
     """
     try:
@@ -178,25 +209,26 @@ def mask(
     except ValueError:
         t = None
     if t == PiiType.CN_RESIDENT_ID:
-        return mask_resident_id(expr, keep_region, keep_birth, keep_sex)
-    if t == PiiType.CN_MOBILE:
-        return mask_mobile(expr)
+        return mask_resident_id(expr, keep_region, keep_birth, keep_sex, keep_sequence, keep_check)
+    if t is not None and t in KEPT_ENDS:
+        d_head, d_tail = KEPT_ENDS[t]
+        head = d_head if keep_head is None else keep_head
+        tail = d_tail if keep_tail is None else keep_tail
+        if t == PiiType.CN_MOBILE:
+            return mask_mobile(expr, head, tail)
+        if t == PiiType.CN_BANK_CARD:
+            return mask_bank_card(expr, head, tail)
+        if t == PiiType.CN_LICENSE_PLATE:
+            expr = expr.cast(pl.String).str.replace_all(r"[ ·]", "")
+        return mask_keep_ends(expr, head, tail)
     if t == PiiType.CN_PHONE:
         return mask_phone(expr)
     if t == PiiType.PERSON_NAME:
         return mask_name(expr)
-    if t == PiiType.CN_BANK_CARD:
-        return mask_bank_card(expr)
     if t == PiiType.ADDRESS:
         return mask_address(expr)
     if t == PiiType.EMAIL:
         return mask_email(expr)
-    if t == PiiType.CN_PASSPORT:
-        return mask_keep_ends(expr, 1, 2)
-    if t == PiiType.CN_LICENSE_PLATE:
-        return mask_keep_ends(expr.cast(pl.String).str.replace_all(r"[ ·]", ""), 2, 0)
-    if t == PiiType.CN_USCC:
-        return mask_keep_ends(expr, 8, 0)
     if t == PiiType.IP_ADDRESS:
         return mask_ip(expr)
     if t == PiiType.DATE_OF_BIRTH:

@@ -47,6 +47,10 @@ _PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], tuple[Any, ...] | No
         "keep_region": (bool, None),
         "keep_birth": (bool, None),
         "keep_sex": (bool, None),
+        "keep_sequence": (bool, None),
+        "keep_check": (bool, None),
+        "keep_head": (int, None),
+        "keep_tail": (int, None),
     },
     "pseudonymize": {},
     "generalize_date": {"level": (str, ("month", "year"))},
@@ -96,6 +100,9 @@ class Rule(BaseModel):
             q = self.params.get("quantile")
             if q is not None and not 0.0 < q < 1.0:
                 raise ValueError(f"{self.op}.quantile must be between 0 and 1")
+        for name in ("keep_head", "keep_tail"):
+            if self.params.get(name, 0) < 0:
+                raise ValueError(f"{self.op}.{name} must not be negative")
         width = self.params.get("width")
         if width is not None and width <= 0:
             raise ValueError(f"{self.op}.width must be positive")

@@ -150,3 +150,22 @@ def forge(home: Home, base: str, suffix: str, mutate: Any) -> str:
     (dst / rel.MANIFEST).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     evidence.seal(home, new_id, dst)
     return new_id
+
+
+def relaxed_policy(directory: Path, **floors: Any) -> Path:
+    """A copy of the session's domain policy with some privacy floors lowered (as if an admin
+    had relaxed them at build time): the assessment, run under the real policy, must still
+    hold the product to the real floors."""
+    import os
+
+    base = yaml.safe_load(Path(os.environ["SHUYU_DOMAIN_POLICY"]).read_text("utf-8")) or {}
+    from governance.floors import PrivacyFloors
+
+    section = dict(base.get("privacy_floors") or {})
+    masks = PrivacyFloors().model_dump(mode="json")["masks"]
+    masks.update(floors.pop("masks", {}))
+    section.update(floors, masks=masks)
+    base["privacy_floors"] = section
+    path = directory / "relaxed_domain_policy.yaml"
+    path.write_text(yaml.safe_dump(base, allow_unicode=True), encoding="utf-8")
+    return path

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from assessment_testkit import agreements_copy, forge, write_spec
+from assessment_testkit import agreements_copy, forge, relaxed_policy, write_spec
 
 from assessment.engine import assess, report_paths
 from assessment.models import Assessment
 from catalogs.catalog import PACKAGED_RESOURCES
 from products.engine import BuildOptions, build
 from shuyu_core import snapshots
+from shuyu_core.errors import PermissionDenied
 from shuyu_core.home import Home
 
 SI = "si_enrolment_report"
@@ -98,7 +100,12 @@ def test_group_by_id_numbers(demo: tuple[Home, dict[str, str]]) -> None:
     assert a.check("raw_identifiers").status == "fail"
 
 
-def test_cells_of_one_person(demo: tuple[Home, dict[str, str]], spec_dir: Path) -> None:
+def test_cells_of_one_person(
+    demo: tuple[Home, dict[str, str]],
+    spec_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     home, _ = demo
 
     def mutate(doc: dict[str, Any]) -> None:
@@ -108,14 +115,27 @@ def test_cells_of_one_person(demo: tuple[Home, dict[str, str]], spec_dir: Path) 
                 dim["bands"] = [{"label": str(y), "lower": y, "upper": y} for y in range(18, 90)]
 
     write_spec(spec_dir, SI, mutate)
+    with pytest.raises(PermissionDenied, match="suppression threshold 0 is below the floor 5"):
+        build(home, SI)
+    # Built under a relaxed policy, the release still fails the assessment under the real one.
+    real = os.environ["SHUYU_DOMAIN_POLICY"]
+    monkeypatch.setenv(
+        "SHUYU_DOMAIN_POLICY", str(relaxed_policy(tmp_path, min_suppression_threshold=0))
+    )
     release_id = build(home, SI).release_id
+    monkeypatch.setenv("SHUYU_DOMAIN_POLICY", real)
     a = assess(home, release_id)
     _blocked(a, "small_cells")
     ev = a.check("small_cells").evidence
     assert "below 5" in ev and "threshold 0.0 is below the floor 5" in ev
 
 
-def test_raw_id_values_in_output(demo: tuple[Home, dict[str, str]], spec_dir: Path) -> None:
+def test_raw_id_values_in_output(
+    demo: tuple[Home, dict[str, str]],
+    spec_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     home, _ = demo
 
     def mutate(doc: dict[str, Any]) -> None:
@@ -124,9 +144,17 @@ def test_raw_id_values_in_output(demo: tuple[Home, dict[str, str]], spec_dir: Pa
         doc["desensitize"]["keep_unit"] = True
 
     write_spec(spec_dir, MED, mutate)
+    with pytest.raises(PermissionDenied, match="keeps CN_RESIDENT_ID values raw"):
+        build(home, MED)
+    real = os.environ["SHUYU_DOMAIN_POLICY"]
+    relaxed = {"masks": {"CN_RESIDENT_ID": {"records": "keep"}}}
+    monkeypatch.setenv("SHUYU_DOMAIN_POLICY", str(relaxed_policy(tmp_path, **relaxed)))
     release_id = build(home, MED).release_id
+    monkeypatch.setenv("SHUYU_DOMAIN_POLICY", real)
     a = assess(home, release_id)
     _blocked(a, "raw_identifiers")
+    _blocked(a, "mask_strength")
+    assert "keeps CN_RESIDENT_ID values raw" in a.check("mask_strength").evidence
     assert "公民身份号码" in a.check("raw_identifiers").evidence
     assert a.check("pii_scan").status == "fail"
     # the reports name the column and count the matches, but never copy a raw value

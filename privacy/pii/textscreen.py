@@ -1,0 +1,162 @@
+"""Exhaustive identifier screening of text cells, and redaction of what it finds.
+
+The scanner (``privacy.pii.scan``) decides what a *column* is from a sample and a share of
+values; a few remarks holding a mobile or an ID number stay under any share. Here every cell
+is examined: candidate tokens are extracted with the free-text token patterns of
+``privacy.pii.entities`` and each token is validated as a whole (check digits for resident
+IDs and USCC, Luhn for bank cards, the number plans of mobiles and landlines, e-mail, plate
+and passport formats). All of it is vectorized over the whole column (explode, validate,
+aggregate); nothing is sampled.
+
+Names of persons cannot be found by a pattern: :func:`han_ngrams` gives the 2–4 character Han
+substrings of every cell so that a caller can compare them with the names of the persons in
+the inputs by keyed hashes (``assessment.checks.free_text_screening``).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from catalogs.vocabulary import PiiType
+from privacy.pii import entities as E
+
+# Identifier types screened in text cells (IP addresses are left out: version numbers and
+# dotted codes look the same, and an IP is not an identifier of a person here).
+# Order is precedence: a token valid as several types counts as the first (an all-digit USCC
+# starting with 9 can also pass Luhn; a resident ID can also pass the USCC checks).
+SCREENED: tuple[PiiType, ...] = (
+    PiiType.CN_RESIDENT_ID,
+    PiiType.CN_USCC,
+    PiiType.CN_BANK_CARD,
+    PiiType.CN_MOBILE,
+    PiiType.CN_PHONE,
+    PiiType.EMAIL,
+    PiiType.CN_LICENSE_PLATE,
+    PiiType.CN_PASSPORT,
+)
+NAME_LENGTHS = (2, 3, 4)
+
+
+# Every screened form holds a digit or an '@': other values need no tokenizing.
+_MAY_HOLD = r"[0-9@]"
+
+
+def _distinct_hits(values: pl.Series) -> pl.DataFrame:
+    """(``v``, ``entity``) for the distinct values that hold a valid identifier."""
+    empty = pl.DataFrame(schema={"v": pl.String, "entity": pl.String})
+    uniq = values.drop_nulls().unique()
+    uniq = uniq.filter(uniq.str.contains(_MAY_HOLD))
+    if uniq.len() == 0:
+        return empty
+    frame = uniq.to_frame("v")
+    whole = _validated(frame, E.free_text_tokens(pl.col("v")), SCREENED)
+    # Maximal alphanumeric runs give token boundaries, but a number glued to Latin letters
+    # ("Tel13812345678") is then one run: its digit runs (with an ID's final X) are tokens
+    # for the types whose structure makes a chance match rare (mobile number plan, ID date
+    # and check digit), not for Luhn or USCC, which a tenth or so of digit runs would pass.
+    glued = pl.concat_list(
+        [pl.col("v").str.extract_all(r"[0-9]+"), pl.col("v").str.extract_all(r"[0-9]{17}[Xx]")]
+    )
+    inner = _validated(frame, glued, (PiiType.CN_RESIDENT_ID, PiiType.CN_MOBILE))
+    return pl.concat([whole, inner]).unique()
+
+
+def _validated(
+    frame: pl.DataFrame, candidates: pl.Expr, types: tuple[PiiType, ...]
+) -> pl.DataFrame:
+    tokens = frame.select("v", candidates.alias("t")).explode("t").drop_nulls("t").unique()
+    entity = pl.coalesce(
+        [
+            pl.when(E.FULL_MATCH[e](pl.col("t")).fill_null(False)).then(pl.lit(e.value))
+            for e in types
+        ]
+    )
+    found = tokens.select("v", entity.alias("entity"))
+    return found.drop_nulls("entity").unique()
+
+
+def identifier_hits(s: pl.Series) -> pl.DataFrame:
+    """One row per (cell index ``r``, ``entity``) where the cell holds a valid identifier.
+
+    Tokenized and validated once per distinct value (code columns repeat a few values
+    millions of times), then mapped back to the cells.
+    """
+    text = s.cast(pl.String)
+    distinct = _distinct_hits(text)
+    if distinct.height == 0:
+        return pl.DataFrame(schema={"r": pl.UInt32, "entity": pl.String})
+    cells = text.to_frame("v").with_row_index("r")
+    return cells.join(distinct, on="v", how="inner").select("r", "entity").unique()
+
+
+def cells_with_identifiers(s: pl.Series) -> pl.Series:
+    """Boolean per cell: it holds at least one valid identifier token."""
+    text = s.cast(pl.String)
+    distinct = _distinct_hits(text)
+    if distinct.height == 0:
+        return pl.Series(s.name, [False] * s.len(), dtype=pl.Boolean)
+    return text.is_in(distinct["v"].unique().implode()).fill_null(False).alias(s.name)
+
+
+def _redact_series(s: pl.Series) -> pl.Series:
+    from transforms.operators import MASK, redact_identifiers
+
+    text = s.cast(pl.String)
+    hit = cells_with_identifiers(text)
+    if not hit.any():
+        return text
+    frame = pl.DataFrame({"v": text, "hit": hit})
+    redacted = frame.select(
+        pl.when(pl.col("hit")).then(redact_identifiers(pl.col("v"))).otherwise(pl.col("v"))
+    ).to_series()
+    # The broad token patterns cover every screened form but one never knows: a cell that
+    # still holds a valid identifier after redaction is hidden entirely.
+    left = cells_with_identifiers(redacted)
+    if left.any():
+        redacted = (
+            pl.DataFrame({"v": redacted, "left": left})
+            .select(
+                pl.when(pl.col("left"))
+                .then(pl.col("v").str.replace_all(r"(?s).", MASK))
+                .otherwise(pl.col("v"))
+            )
+            .to_series()
+        )
+    return redacted.rename(s.name)
+
+
+def redact_valid_identifiers(expr: pl.Expr) -> pl.Expr:
+    """Text with its identifier tokens replaced, whatever share of cells holds them.
+
+    Cells without a valid identifier are returned unchanged (a region code or an amount is
+    not an identifier); in a cell that holds one, every identifier-shaped token is redacted
+    (``transforms.operators.redact_identifiers``): erring towards hiding in such a cell.
+    """
+    return expr.cast(pl.String).map_batches(
+        _redact_series, return_dtype=pl.String, is_elementwise=True
+    )
+
+
+def han_ngrams(s: pl.Series) -> pl.DataFrame:
+    """Distinct (cell index ``r``, ``g``) for every 2–4 character substring of a Han run."""
+    runs = (
+        s.cast(pl.String)
+        .to_frame("v")
+        .with_row_index("r")
+        .select("r", pl.col("v").str.extract_all(f"{E.HAN}{{2,}}").alias("run"))
+        .explode("run")
+        .drop_nulls("run")
+        .with_columns(pl.col("run").str.len_chars().alias("n"))
+    )
+    parts: list[pl.DataFrame] = []
+    for length in NAME_LENGTHS:
+        grams = (
+            runs.filter(pl.col("n") >= length)
+            .with_columns(pl.int_ranges(0, pl.col("n") - length + 1).alias("o"))
+            .explode("o")
+            .select("r", pl.col("run").str.slice(pl.col("o"), length).alias("g"))
+        )
+        parts.append(grams)
+    if not parts:
+        return pl.DataFrame(schema={"r": pl.UInt32, "g": pl.String})
+    return pl.concat(parts).unique()

@@ -1,0 +1,76 @@
+"""Exhaustive identifier screening of text cells (privacy/pii/textscreen.py)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from privacy.pii import validators as v
+from privacy.pii.textscreen import (
+    cells_with_identifiers,
+    han_ngrams,
+    identifier_hits,
+    redact_valid_identifiers,
+)
+
+
+def _rid(body17: str) -> str:
+    return body17 + v.resident_id_check_char_scalar(body17)
+
+
+def _luhn(body: str) -> str:
+    for d in "0123456789":
+        if v.luhn_valid_scalar(body + d):
+            return body + d
+    raise AssertionError
+
+
+RID = _rid("21080219900307451")
+WRONG_RID = RID[:17] + ("0" if RID[17] != "0" else "1")
+CARD = _luhn("622202123456789012")
+WRONG_CARD = CARD[:-1] + str((int(CARD[-1]) + 1) % 10)
+
+
+def _hits(values: list[str | None]) -> dict[int, str]:
+    h = identifier_hits(pl.Series(values, dtype=pl.String))
+    return dict(zip(h["r"].to_list(), h["entity"].to_list(), strict=True))
+
+
+def test_valid_identifiers_are_found_in_any_cell_and_invalid_ones_are_not() -> None:
+    cells = [
+        f"证件{RID}已核",
+        f"证件{WRONG_RID}",
+        f"卡号{CARD}",
+        f"卡号{WRONG_CARD}",
+        "请致电13812345678",
+        "Tel13812345678",
+        "邮箱 zhang.san@example.com",
+        "车辆辽H12345停放",
+        "区划210802，金额123456",
+        None,
+    ]
+    assert _hits(cells) == {
+        0: "CN_RESIDENT_ID",
+        2: "CN_BANK_CARD",
+        4: "CN_MOBILE",
+        5: "CN_MOBILE",
+        6: "EMAIL",
+        7: "CN_LICENSE_PLATE",
+    }
+
+
+def test_one_in_ten_thousand_cells_is_still_found() -> None:
+    cells = ["复诊，无特殊"] * 9_999 + [f"联系13812345678，证件{RID}"]
+    flags = cells_with_identifiers(pl.Series(cells))
+    assert flags.sum() == 1 and flags[9_999]
+
+
+def test_redaction_changes_only_cells_with_identifiers() -> None:
+    frame = pl.DataFrame({"t": ["区划210802", f"证件{RID}已核", "请致电13812345678复查", None]})
+    out = frame.lazy().select(redact_valid_identifiers(pl.col("t"))).collect()["t"].to_list()
+    assert out == ["区划210802", "证件****已核", "请致电****复查", None]
+
+
+def test_han_ngrams_cover_names_inside_sentences() -> None:
+    grams = han_ngrams(pl.Series(["陪同家属王小明签字", "ok"]))
+    assert {"王小明", "小明", "王小"} <= set(grams["g"].to_list())
+    assert set(grams["r"].to_list()) == {0}

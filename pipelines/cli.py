@@ -62,6 +62,7 @@ def _register() -> None:
         cli_catalog,
         cli_data,
         cli_governance,
+        cli_ops,
         cli_pii,
         cli_products,
         cli_quality,
@@ -79,6 +80,7 @@ def _register() -> None:
     cli_quality.register(app)
     cli_products.register(app)
     cli_assessment.register(app)
+    cli_ops.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 

@@ -9,11 +9,14 @@
 - :func:`with_retries`: transient failures are retried here rather than by Prefect, because
   Prefect logs a traceback for every failed attempt, including user errors that cannot heal.
 - :func:`user_error`: a ``ShuyuError`` ends the flow run Failed with the CLI's one-line text as
-  the state message and one log line, no traceback.
+  the state message and one log line, no traceback. Prefect's engine still re-raises the failed
+  state's exception at the end of a deployment run and logs it with a traceback; the filter
+  installed below turns such records into the one line when the exception is a ShuyuError.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +43,26 @@ _ENV_HINT = (
     "export it before `prefect --no-prompt deploy --all` (prefect.yaml job_variables.env), or in "
     "the worker's environment"
 )
+
+
+class _UserErrorsInOneLine(logging.Filter):
+    """A ``ShuyuError`` logged with exc_info (by Prefect's engine) becomes its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ShuyuError):
+            record.msg = f"{record.getMessage()}: {exc.one_line()} (user error)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_ONE_LINE = _UserErrorsInOneLine()
+# The loggers Prefect's engines write run records to (flow run, task run, process engine).
+for _name in ("prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+    if _ONE_LINE not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_ONE_LINE)
 
 
 def in_deployment_run() -> bool:
@@ -129,10 +152,19 @@ def acting(actor: Actor) -> Iterator[None]:
         set_current(None)
 
 
-def with_retries(fn: Callable[[], T], *, what: str, retries: int = 2, delay: float = 5.0) -> T:
-    """Call ``fn``; retry other errors up to ``retries`` times, never a ``ShuyuError``."""
+def run_logger() -> Any:
+    """The flow/task run's logger inside a run, else this module's (tests, plain calls)."""
+    from prefect.exceptions import MissingContextError
     from prefect.logging import get_run_logger
 
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def with_retries(fn: Callable[[], T], *, what: str, retries: int = 2, delay: float = 5.0) -> T:
+    """Call ``fn``; retry other errors up to ``retries`` times, never a ``ShuyuError``."""
     for attempt in range(retries + 1):
         try:
             return fn()
@@ -141,7 +173,7 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int = 2, delay: flo
         except Exception as exc:
             if attempt == retries:
                 raise
-            get_run_logger().warning(
+            run_logger().warning(
                 "%s: attempt %d of %d failed (%s: %s); retrying in %.0f s",
                 what,
                 attempt + 1,
@@ -156,9 +188,8 @@ def with_retries(fn: Callable[[], T], *, what: str, retries: int = 2, delay: flo
 
 def user_error(exc: ShuyuError) -> Any:
     """The flow's end state for a user error: Failed, its message the CLI's one line."""
-    from prefect.logging import get_run_logger
     from prefect.states import Failed
 
     line = exc.one_line()
-    get_run_logger().error("%s (user error, not retried)", line)
+    run_logger().error("%s (user error, not retried)", line)
     return Failed(message=line, data=exc)

@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from governance import roles
 from governance.actors import Actor
 from pipelines.flow_support import acting, flow_actor, flow_home, user_error, with_retries
 from shuyu_core.errors import ShuyuError
@@ -27,6 +28,10 @@ def ingest_task(code: str, source: str, actor: Actor) -> Manifest:
 
     with acting(actor):
         home = flow_home()
+        # The core ingest records who ingested but has no role gate of its own (the CLI's
+        # caller is the operator at the terminal); a requester named by a run must be shown
+        # to hold the right.
+        roles.require(home, "ingest", f"resource/{code}")
         manifest = with_retries(
             lambda: ingest_path(home, code, Path(source)), what=f"ingest {code}"
         )

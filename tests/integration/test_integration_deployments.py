@@ -1,0 +1,239 @@
+"""prefect.yaml on a real `prefect server start` with a process worker, as operators run it.
+
+One stack per module (loopback, SQLite, temporary PREFECT_HOME, a free port): the work pool
+is created, `prefect --no-prompt deploy --all` must succeed, a worker picks up the runs, and
+the stack stops in order (worker, then server), process groups killed if anything fails.
+Every wait is bounded; the whole module fits a 2-core CI runner in a few minutes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from accounts_testkit import seed
+
+from governance import audit
+from governance.identity import login_name
+from pipelines import ops_stack
+from shuyu_core import snapshots
+from shuyu_core.home import Home
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+
+RUN_TIMEOUT = 300.0  # a flow run on two busy cores: process start, imports, the work
+
+
+@dataclass
+class Stack:
+    cfg: ops_stack.StackConfig
+    home: Home
+    logs: Path
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        r = httpx.request(method, f"{self.cfg.api_url}{path}", json=body, timeout=30)
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def trigger(self, flow: str, deployment: str, parameters: dict[str, Any]) -> str:
+        dep = self.api("GET", f"/deployments/name/{flow}/{deployment}")
+        run = self.api(
+            "POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters}
+        )
+        return str(run["id"])
+
+    def wait(self, run_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline:
+            run: dict[str, Any] = self.api("GET", f"/flow_runs/{run_id}")
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            time.sleep(1.0)
+        raise AssertionError(f"flow run {run_id} not finished after {RUN_TIMEOUT:.0f} s")
+
+    def logs_of(self, run_id: str) -> list[str]:
+        found = self.api(
+            "POST",
+            "/logs/filter",
+            {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200},
+        )
+        return [str(row["message"]) for row in found]
+
+    def artifact(self, key: str) -> dict[str, Any]:
+        found = self.api(
+            "POST",
+            "/artifacts/filter",
+            {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 5},
+        )
+        assert found, f"no artifact {key}"
+        return dict(found[0])
+
+    def first_task_start(self, run_id: str) -> dt.datetime:
+        tasks = self.api(
+            "POST",
+            "/task_runs/filter",
+            {"task_runs": {"flow_run_id": {"any_": [run_id]}}, "sort": "EXPECTED_START_TIME_ASC"},
+        )
+        starts = [t["start_time"] for t in tasks if t["start_time"]]
+        return min(dt.datetime.fromisoformat(s) for s in starts)
+
+    def result(self, run: dict[str, Any]) -> Any:
+        """The flow run's persisted return value, read back from its result record."""
+        from prefect.results import ResultRecordMetadata
+
+        meta = ResultRecordMetadata.model_validate(run["state"]["data"])
+        assert meta.storage_key is not None
+        return meta.serializer.loads(Path(meta.storage_key).read_bytes())
+
+
+def _dump(logs: Path) -> str:
+    return "\n".join(
+        f"--- {p.name}\n" + p.read_text(errors="replace")[-4000:]
+        for p in sorted(logs.glob("*.log"))
+    )
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from synthetic_data.generate import generate_frames
+
+    frames, _ = generate_frames(persons=2000, seed=7, defect_rate=0.0, as_of=dt.date(2026, 1, 15))
+    out = tmp_path_factory.mktemp("sources")
+    frames["SCZTDJ"].write_parquet(out / "SCZTDJ.parquet")
+    return out
+
+
+@pytest.fixture()
+def stack(home: Home, tmp_path: Path) -> Iterator[Stack]:
+    seed(home, {"ops-alice": ["operator"]})
+    logs = tmp_path / "logs"
+    cfg = ops_stack.StackConfig(
+        prefect_home=tmp_path / "prefect_home",
+        port=ops_stack.free_port(),
+        shuyu_home=home.root,
+        scheduler=False,  # no */30 sweep firing in the middle of the test
+        extra_env={
+            "SHUYU_HOME": str(home.root),  # for `prefect deploy`; the worker gets none
+            "SHUYU_DATABASE_URL": os.environ.get("SHUYU_DATABASE_URL", ""),
+            "SHUYU_SCHEDULED_BY": "ops-alice",
+        },
+    )
+    server = worker = None
+    try:
+        server = ops_stack.start_server(cfg, logs / "server.log")
+        ops_stack.create_pool_and_deploy(cfg)
+        worker = ops_stack.start_worker(cfg, logs / "worker.log")
+        yield Stack(cfg, home, logs)
+    except BaseException:
+        print(_dump(logs))
+        raise
+    finally:
+        ops_stack.stop(worker)  # the worker first: it must not pick up work from a dying server
+        ops_stack.stop(server)
+    assert worker is not None and worker.poll() is not None
+    assert server is not None and server.poll() is not None
+
+
+def test_deployments_run_the_pipeline_for_the_requester(
+    stack: Stack, home: Home, sources: Path
+) -> None:
+    deployments = stack.api("POST", "/deployments/filter", {})
+    assert {d["name"] for d in deployments} >= {
+        "ingest-resource",
+        "pipeline",
+        "build-product",
+        "assess-release",
+        "quality-sweep",
+    }
+    # The deployment carries the domain; the worker's environment has none.
+    assert all(d["job_variables"]["env"]["SHUYU_HOME"] == str(home.root) for d in deployments)
+
+    triggered = dt.datetime.now(dt.UTC)
+    run_id = stack.trigger(
+        "shuyu-pipeline",
+        "pipeline",
+        {
+            "code": "SCZTDJ",
+            "source": str(sources / "SCZTDJ.parquet"),
+            "products": ["business_vitality_index"],
+            "requested_by": "ops-alice",
+        },
+    )
+    # Alongside (pool limit 2): an ingest run that names nobody is refused in one line.
+    anonymous_id = stack.trigger(
+        "shuyu-ingest",
+        "ingest-resource",
+        {"code": "SCZTDJ", "source": str(sources / "SCZTDJ.parquet")},
+    )
+    run = stack.wait(run_id)
+    assert run["state"]["type"] == "COMPLETED", (run["state"], _dump(stack.logs))
+    latency = (stack.first_task_start(run_id) - triggered).total_seconds()
+    print(f"trigger-to-task-start: {latency:.1f} s")
+    assert latency < RUN_TIMEOUT
+
+    # Results are persisted, so the ids travel on without anyone copying them by hand.
+    out = stack.result(run)
+    release_id = out["releases"]["business_vitality_index"]["release"]
+    verdict = out["releases"]["business_vitality_index"]["verdict"]
+    (manifest,) = snapshots.list_snapshots(home, "SCZTDJ")
+    assert out["snapshot"] == manifest.snapshot_id and out["rows"] == manifest.rows
+    assert (home.releases / release_id).is_dir()
+    assert (
+        str(stack.cfg.shuyu_home / "work" / "prefect-results")
+        in run["state"]["data"]["storage_key"]
+    )
+
+    # The artifacts, read back through the API.
+    assert manifest.snapshot_id in stack.artifact("ingest-scztdj")["data"]
+    assert release_id in stack.artifact("release-business-vitality-index")["data"]
+    from pipelines.flows_assessment import artifact_key
+
+    report = stack.artifact(artifact_key(release_id))
+    assert release_id in report["data"] and verdict in report["data"]
+
+    # The run logger carries the domain facts.
+    text = "\n".join(stack.logs_of(run_id))
+    for fact in (manifest.snapshot_id, manifest.sm3, str(manifest.rows), release_id, "rho"):
+        assert fact in text, fact
+
+    # The audit names the requester and the worker's service account.
+    entries = audit.tail(home, 10_000)
+    done = [
+        e for e in entries if e["action"] in ("ingest", "quality.check") and e["outcome"] == "ok"
+    ]
+    assert {e["action"] for e in done} == {"ingest", "quality.check"}
+    assert all(e["actor"] == "ops-alice" and e["details"].get("via") == login_name() for e in done)
+
+    # The run that named nobody: Failed, its message the one line, no traceback, audited.
+    anonymous = stack.wait(anonymous_id)
+    assert anonymous["state"]["type"] == "FAILED"
+    message = anonymous["state"]["message"]
+    assert "requested_by" in message and "\n" not in message
+    logs = stack.logs_of(anonymous_id)
+    assert not [line for line in logs if "Traceback" in line], logs
+    assert any(message in line and "not retried" in line for line in logs), logs
+    assert len(snapshots.list_snapshots(home, "SCZTDJ")) == 1
+    refusals = [
+        e
+        for e in audit.tail(home, 10_000)
+        if e["action"] == "flow.identity" and e["outcome"] == "refused"
+    ]
+    assert len(refusals) == 1 and refusals[0]["actor"] == login_name()
+
+    # The assess-release deployment (no default release_id any more) takes the id passed on.
+    again = stack.wait(
+        stack.trigger(
+            "shuyu-assess-release",
+            "assess-release",
+            {"release_id": release_id, "requested_by": "ops-alice"},
+        )
+    )
+    assert again["state"]["type"] == "COMPLETED", again["state"]
+    assert stack.result(again)["verdict"] == verdict

@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 from governance import roles
 from governance.actors import Actor
 from pipelines.flow_support import acting, flow_actor, flow_home, user_error, with_retries
+from pipelines.flows_concurrency import one_ingest_per_resource
 from shuyu_core.errors import ShuyuError
 from shuyu_core.snapshots import Manifest
 
@@ -32,9 +33,10 @@ def ingest_task(code: str, source: str, actor: Actor) -> Manifest:
         # caller is the operator at the terminal); a requester named by a run must be shown
         # to hold the right.
         roles.require(home, "ingest", f"resource/{code}")
-        manifest = with_retries(
-            lambda: ingest_path(home, code, Path(source)), what=f"ingest {code}"
-        )
+        with one_ingest_per_resource(code):
+            manifest = with_retries(
+                lambda: ingest_path(home, code, Path(source)), what=f"ingest {code}"
+            )
     get_run_logger().info(
         "ingested %s: %d rows, snapshot %s, SM3 %s, catalog %s (for %s)",
         code,

@@ -158,10 +158,31 @@ def prefect_cli(cfg: StackConfig, *args: str, timeout: float = 300.0) -> str:
 
 
 def create_pool_and_deploy(cfg: StackConfig) -> None:
-    """The work pool with its concurrency limit, then every deployment of prefect.yaml."""
+    """The work pool with its concurrency limit, one ingest per resource at a time, then every
+    deployment of prefect.yaml."""
     prefect_cli(cfg, "work-pool", "create", cfg.pool, "--type", "process", "--overwrite")
     prefect_cli(cfg, "work-pool", "set-concurrency-limit", cfg.pool, str(cfg.pool_limit))
+    create_ingest_limits(cfg.api_url)
     prefect_cli(cfg, "deploy", "--all")
+
+
+def create_ingest_limits(api_url: str) -> list[str]:
+    """A global concurrency limit of 1 named ``ingest-<CODE>`` for every catalogued resource
+    (what ``pipelines.flows.ingest_task`` occupies); existing ones are left as they are."""
+    from catalogs.catalog import Catalog
+    from pipelines.flows_concurrency import ingest_limit_name
+
+    made = []
+    for code in sorted(Catalog.load().resources):
+        name = ingest_limit_name(code)
+        r = httpx.post(
+            f"{api_url}/v2/concurrency_limits/", json={"name": name, "limit": 1}, timeout=30
+        )
+        if r.status_code == 409:  # already there (a second `ops up`, or made by hand)
+            continue
+        r.raise_for_status()
+        made.append(name)
+    return made
 
 
 def start_worker(cfg: StackConfig, log: Path) -> subprocess.Popen[bytes]:

@@ -159,6 +159,9 @@ def test_deployments_run_the_pipeline_for_the_requester(
         "assess-release",
         "quality-sweep",
     }
+    # One ingest per resource at a time: a global limit of 1 for each catalogued resource.
+    limits = {g["name"]: g for g in stack.api("POST", "/v2/concurrency_limits/filter", {})}
+    assert limits["ingest-scztdj"]["limit"] == 1 and limits["ingest-scztdj"]["active"]
     # The deployment carries the domain; the worker's environment has none.
     assert all(d["job_variables"]["env"]["SHUYU_HOME"] == str(home.root) for d in deployments)
 
@@ -184,6 +187,11 @@ def test_deployments_run_the_pipeline_for_the_requester(
     latency = (stack.first_task_start(run_id) - triggered).total_seconds()
     print(f"trigger-to-task-start: {latency:.1f} s")
     assert latency < RUN_TIMEOUT
+
+    # The pipeline's ingest held the resource's slot, and gave it back.
+    held = stack.api("GET", "/v2/concurrency_limits/ingest-scztdj")
+    assert held["active_slots"] == 0
+    assert held["updated"] != held["created"]  # taken and released during the run
 
     # Results are persisted, so the ids travel on without anyone copying them by hand.
     out = stack.result(run)

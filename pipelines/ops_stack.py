@@ -205,7 +205,21 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
 
 
 def stop_group(pid: int, timeout: float = 30.0) -> None:
-    """Stop the process group led by ``pid`` (started by this module with a new session)."""
+    """Stop the process group led by ``pid`` (started by this module with a new session), and
+    any descendant that left the group (a flow-run process in a session of its own)."""
+    import psutil
+
+    try:
+        descendants = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
+    _stop_group(pid, timeout)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def _stop_group(pid: int, timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)

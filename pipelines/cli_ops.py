@@ -141,5 +141,36 @@ def down(
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
+deployments_app = typer.Typer(no_args_is_help=True)
+
+
+@deployments_app.command("render")
+def render(
+    out: Path = typer.Option(
+        Path("prefect.catalog.yaml"), "--out", help="the prefect.yaml-style file to write"
+    ),
+    active: bool = typer.Option(
+        False, "--active/--inactive", help="render the build schedules active (they spend budget)"
+    ),
+) -> None:
+    """Write scheduled build deployments from the catalog's update frequencies."""
+    from catalogs.catalog import Catalog
+    from pipelines import schedules
+    from products import specs
+    from shuyu_core import atomic
+
+    doc = schedules.render(Catalog.load(), specs.load_all(), active=active)
+    atomic.write_text(out, schedules.render_text(doc))
+    for d in doc["deployments"]:
+        s = d["schedules"][0]
+        console.print(
+            f"{d['name']}: {s['cron']} {s['timezone']}{'' if s['active'] else ' (inactive)'}"
+        )
+    console.print(f"wrote {out} — prefect --no-prompt deploy --all --prefect-file {out}")
+
+
 def register(parent: typer.Typer) -> None:
     parent.add_typer(app, name="ops", help="Prefect stack and health checks (运维)")
+    parent.add_typer(
+        deployments_app, name="deployments", help="deployment schedules from the catalog"
+    )

@@ -159,6 +159,22 @@ def test_deployments_run_the_pipeline_for_the_requester(
         "assess-release",
         "quality-sweep",
     }
+    # The build schedules rendered from the catalog deploy too, on the server's calendar.
+    from catalogs.catalog import Catalog
+    from pipelines import schedules
+    from products import specs
+
+    rendered = stack.logs / "prefect.catalog.yaml"
+    rendered.write_text(
+        schedules.render_text(schedules.render(Catalog.load(), specs.load_all())), encoding="utf-8"
+    )
+    ops_stack.prefect_cli(stack.cfg, "deploy", "--all", "--prefect-file", str(rendered))
+    monthly = stack.api("GET", "/deployments/name/shuyu-build-product/build-si-enrolment-report")
+    (sched,) = monthly["schedules"]
+    assert sched["schedule"]["cron"] == "0 2 1 * *"
+    assert sched["schedule"]["timezone"] == "Asia/Shanghai" and sched["active"] is False
+    assert sched["parameters"] == {"requested_by": "ops-alice"}
+
     # One ingest per resource at a time: a global limit of 1 for each catalogued resource.
     limits = {g["name"]: g for g in stack.api("POST", "/v2/concurrency_limits/filter", {})}
     assert limits["ingest-scztdj"]["limit"] == 1 and limits["ingest-scztdj"]["active"]

@@ -99,6 +99,9 @@ PERMISSIONS: dict[str, Permission] = {
         _p("accounts.read", "list accounts and their roles", ADMIN, OPERATOR, REVIEWER),
         _p("policy.apply", "change the domain privacy policy (域内隐私策略)", ADMIN),
         _p("policy.read", "show the domain privacy policy", ADMIN, OPERATOR, REVIEWER),
+        # operations (运维)
+        _p("ops.check", "check the domain's health (shuyu ops check)", OPERATOR, ADMIN),
+        _p("ops.stack", "start and stop the one-machine Prefect stack", OPERATOR, ADMIN),
     ]
 }
 

@@ -64,6 +64,7 @@ def _register() -> None:
         cli_catalog,
         cli_data,
         cli_governance,
+        cli_ops,
         cli_pii,
         cli_portal,
         cli_products,
@@ -85,6 +86,7 @@ def _register() -> None:
     cli_assessment.register(app)
     cli_portal.register(app)
     cli_recovery.register(app)
+    cli_ops.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 

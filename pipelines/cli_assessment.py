@@ -66,8 +66,10 @@ def assess(
     home = Home.from_env().ensure()
     if prefect:
         from assessment.engine import require_latest
+        from pipelines.flow_support import for_local_flow_run
         from pipelines.flows_assessment import assess_flow
 
+        for_local_flow_run(home)
         assess_flow(release, at)
         a = require_latest(home, release)
     elif fmt == "table":

@@ -36,9 +36,13 @@ def ingest(
     """Validate an export against the catalog and write an immutable snapshot into raw/."""
     home = Home.from_env().ensure()
     if prefect:
+        from pipelines.flow_support import for_local_flow_run
         from pipelines.flows import ingest_flow
 
-        manifest = ingest_flow(code, str(source), allow_empty)
+        for_local_flow_run(home)
+        # The flow runs the quality checks itself, as a task of the same flow run.
+        manifest = ingest_flow(code, str(source), check=check, allow_empty=allow_empty)
+        check = False
     else:
         from pipelines.ingest import ingest_path
 

@@ -55,8 +55,10 @@ def build(
         pins[code] = sid
     home = Home.from_env().ensure()
     if prefect:
+        from pipelines.flow_support import for_local_flow_run
         from pipelines.flows_products import build_flow
 
+        for_local_flow_run(home)
         release_id, reused = build_flow(
             product, str(queries) if queries else None, requester, pins or None
         )

@@ -8,9 +8,11 @@ import re
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
-from assessment.engine import assess, report_paths
-from shuyu_core.home import Home
+from governance.actors import Actor
+from pipelines.flow_support import acting, flow_actor, flow_home, user_error, with_retries
+from shuyu_core.errors import ShuyuError, ValidationError
 
 
 def artifact_key(release_id: str) -> str:
@@ -19,17 +21,28 @@ def artifact_key(release_id: str) -> str:
 
 
 @task(name="assess-release")
-def assess_task(release_id: str, at: str | None = None) -> dict[str, str]:
-    home = Home.from_env()
-    a = assess(home, release_id, at=dt.date.fromisoformat(at) if at else None)
+def assess_task(release_id: str, actor: Actor, at: str | None = None) -> dict[str, str]:
+    from assessment.engine import assess, report_paths
+
+    try:
+        day = dt.date.fromisoformat(at) if at else None
+    except ValueError:
+        raise ValidationError(f"at {at!r} is not a date", hint="use YYYY-MM-DD") from None
+    with acting(actor):
+        home = flow_home()
+        a = with_retries(lambda: assess(home, release_id, at=day), what=f"assess {release_id}")
     paths = report_paths(home, a)
+    get_run_logger().info(
+        "assessment %s of release %s: verdict %s (for %s)",
+        a.assessment_id,
+        release_id,
+        a.verdict,
+        actor,
+    )
     return {"verdict": a.verdict, "assessment": a.assessment_id, "md": str(paths["md"])}
 
 
-@flow(name="shuyu-assess-release", log_prints=True)
-def assess_flow(release_id: str, at: str | None = None) -> dict[str, str]:
-    """Assess one release and attach its Markdown report to the flow run."""
-    result = assess_task(release_id, at)
+def assessment_artifact(release_id: str, result: dict[str, str]) -> None:
     with open(result["md"], encoding="utf-8") as fh:
         markdown = fh.read()
     create_markdown_artifact(
@@ -37,5 +50,18 @@ def assess_flow(release_id: str, at: str | None = None) -> dict[str, str]:
         markdown=markdown,
         description=f"pre-release assessment of {release_id}: {result['verdict']}",
     )
-    print(f"{release_id}: verdict {result['verdict']} ({result['assessment']})")
+
+
+@flow(name="shuyu-assess-release", log_prints=True)
+def assess_flow(
+    release_id: str, at: str | None = None, requested_by: str | None = None
+) -> dict[str, str]:
+    """Assess one release and attach its Markdown report to the flow run."""
+    try:
+        home = flow_home()
+        actor = flow_actor(home, requested_by)
+        result = assess_task(release_id, actor, at)
+    except ShuyuError as exc:
+        return user_error(exc)
+    assessment_artifact(release_id, result)
     return result

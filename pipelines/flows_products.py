@@ -1,6 +1,6 @@
 """Prefect flow for product builds: a thin wrapper around ``products.engine.build``.
 
-Retries are safe because a build is release-once: a retried task finds the stored release,
+Retries are safe because a build is release-once: a retried attempt finds the stored release,
 or the kept draw of a run that crashed after drawing, and never charges or draws twice.
 """
 
@@ -10,45 +10,52 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
-from pipelines.flow_support import retry_unless_user_error
-from products.engine import BuildOptions, build
-from shuyu_core.home import Home
+from governance.actors import Actor
+from pipelines.flow_support import acting, flow_actor, flow_home, user_error, with_retries
+from shuyu_core.errors import ShuyuError
 
 
-@task(
-    name="build-product",
-    retries=2,
-    retry_delay_seconds=5,
-    retry_condition_fn=retry_unless_user_error,
-)
+@task(name="build-product")
 def build_task(
     product: str,
+    actor: Actor,
     queries: str | None = None,
     requester: str | None = None,
     snapshot_ids: dict[str, str] | None = None,
 ) -> tuple[str, bool]:
-    outcome = build(
-        Home.from_env(),
+    from products.engine import BuildOptions, build
+
+    with acting(actor):
+        home = flow_home()
+        outcome = with_retries(
+            lambda: build(
+                home,
+                product,
+                BuildOptions(
+                    snapshot_ids=snapshot_ids or {},
+                    queries=Path(queries) if queries else None,
+                    requester=requester,
+                ),
+            ),
+            what=f"build {product}",
+        )
+    m = outcome.manifest
+    get_run_logger().info(
+        "%s %s: release %s, inputs %s, rho %s (epsilon %s) (for %s)",
+        "stored release reused" if outcome.reused else "new release",
         product,
-        BuildOptions(
-            snapshot_ids=snapshot_ids or {},
-            queries=Path(queries) if queries else None,
-            requester=requester,
-        ),
+        m.release_id,
+        ", ".join(f"{i.resource}@{i.snapshot_id}" for i in m.inputs) if m.inputs else "—",
+        m.budget.rho if m.budget else 0.0,
+        m.budget.epsilon if m.budget else 0.0,
+        actor,
     )
     return outcome.release_id, outcome.reused
 
 
-@flow(name="shuyu-build-product", log_prints=True)
-def build_flow(
-    product: str,
-    queries: str | None = None,
-    requester: str | None = None,
-    snapshot_ids: dict[str, str] | None = None,
-) -> tuple[str, bool]:
-    """Build one data product release (or return the stored one) and publish an artifact."""
-    release_id, reused = build_task(product, queries, requester, snapshot_ids)
+def release_artifact(product: str, release_id: str, reused: bool) -> None:
     create_markdown_artifact(
         key=f"release-{product.replace('_', '-')}",
         markdown=(
@@ -57,4 +64,22 @@ def build_flow(
         ),
         description=f"build of {product}",
     )
+
+
+@flow(name="shuyu-build-product", log_prints=True)
+def build_flow(
+    product: str,
+    queries: str | None = None,
+    requester: str | None = None,
+    snapshot_ids: dict[str, str] | None = None,
+    requested_by: str | None = None,
+) -> tuple[str, bool]:
+    """Build one data product release (or return the stored one) and publish an artifact."""
+    try:
+        home = flow_home()
+        actor = flow_actor(home, requested_by)
+        release_id, reused = build_task(product, actor, queries, requester, snapshot_ids)
+    except ShuyuError as exc:
+        return user_error(exc)
+    release_artifact(product, release_id, reused)
     return release_id, reused

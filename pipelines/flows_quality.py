@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
-from pipelines.flow_support import retry_unless_user_error
+from governance.actors import Actor
+from pipelines.flow_support import acting, flow_actor, flow_home, user_error, with_retries
 from quality import api
+from shuyu_core.errors import ShuyuError
 from shuyu_core.home import Home
 
 
@@ -31,20 +34,32 @@ def sweep_summary(home: Home) -> list[dict[str, object]]:
     ]
 
 
-@task(
-    name="quality-sweep",
-    retries=1,
-    retry_delay_seconds=10,
-    retry_condition_fn=retry_unless_user_error,
-)
-def sweep_task() -> list[dict[str, object]]:
-    return sweep_summary(Home.from_env())
+@task(name="quality-sweep")
+def sweep_task(actor: Actor) -> list[dict[str, object]]:
+    with acting(actor):
+        home = flow_home()
+        checked = with_retries(lambda: sweep_summary(home), what="quality sweep", retries=1)
+    logger = get_run_logger()
+    for c in checked:
+        logger.info(
+            "quality %s snapshot %s: %s rows, %s rule(s) with failures",
+            c["resource"],
+            c["snapshot"],
+            c["rows"],
+            c["failing_rules"],
+        )
+    logger.info("quality sweep: %d snapshot(s) checked (for %s)", len(checked), actor)
+    return checked
 
 
 @flow(name="shuyu-quality-sweep", log_prints=True)
-def quality_sweep_flow() -> list[dict[str, object]]:
+def quality_sweep_flow(requested_by: str | None = None) -> list[dict[str, object]]:
     """Check every new snapshot, open/verify/reopen tickets, publish a summary artifact."""
-    checked = sweep_task()
+    try:
+        home = flow_home()
+        checked = sweep_task(flow_actor(home, requested_by))
+    except ShuyuError as exc:
+        return user_error(exc)
     lines = "".join(
         f"| {c['resource']} | {c['snapshot']} | {c['rows']} | {c['failing_rules']} | "
         f"{c['ticket_changes'] or '—'} |\n"

@@ -25,8 +25,7 @@ import pyarrow.csv as pa_csv
 from catalogs.catalog import Catalog
 from catalogs.models import FieldSpec, Resource
 from catalogs.vocabulary import Sensitivity
-from governance import recovery
-from governance.actors import current_actor
+from governance import recovery, roles
 from governance.audit import record
 from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core.errors import NotFoundError, ShuyuError, ValidationError
@@ -442,11 +441,12 @@ def ingest_path(
     snapshot; an audit that fails after the rename takes the snapshot back out of ``raw/``.
     """
     home.ensure()
+    # Ingest is an operator's act whatever the entry point (CLI, flow, portal).
+    actor = roles.require(home, "ingest", f"resource/{code}")
     recovery.sweep(home)
     step = progress or (lambda _msg: None)
     source = Path(path)
     cat = catalog or Catalog.load()
-    actor = current_actor()
     intent: journal.Intent | None = None
     try:
         try:

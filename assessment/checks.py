@@ -76,6 +76,8 @@ AUTH_CHECKS: dict[str, tuple[str, ...]] = {
         "purpose_not_authorized",
         "resource_out_of_scope",
         "field_out_of_scope",
+        "product_kind_not_authorized",
+        "verification_pair_not_authorized",
     ),
     "negative_list": ("negative_listed",),
     "cross_border": ("destination_not_allowed",),
@@ -142,6 +144,7 @@ class Ctx:
             reversible_outputs=bool(self.reversible),
             at=self.at,
             catalog=self.catalog,
+            spec=self.spec,
         )
 
     @cached_property
@@ -296,8 +299,9 @@ def purpose_and_scope(ctx: Ctx) -> Check:
         ctx,
         "purpose_and_scope",
         "用途与范围 purpose and scope",
-        "the scenario is authorized (一场景一授权), the purpose category is authorized, and every "
-        "field read is within the scenario's scope (最小必要)",
+        "the scenario is authorized (一场景一授权) and authorizes this product kind (and, for a "
+        "verification, every field pair it checks), the purpose category is authorized, and "
+        "every field read is within the scenario's scope (最小必要)",
     )
 
 
@@ -949,9 +953,7 @@ def verification_correctness(ctx: Ctx) -> Check:
     missing: list[str] = []
     for chk in spec.verification.checks:
         ref = refs.get(chk.resource)
-        index = (
-            ad.verification_index(ctx.home, spec, chk.resource, ref.snapshot_id) if ref else None
-        )
+        index = ad.verification_index(ctx.home, chk, ref.snapshot_id) if ref else None
         if ref is None or index is None:
             missing.append(chk.resource)
             continue

@@ -268,8 +268,9 @@ def quota_ceiling(home: Home) -> int:
     return domain_policy.effective(home).verification.max_quota_per_requester_per_day
 
 
-def check_quota_ceiling(home: Home, spec: ProductSpec, *, audit: bool = True) -> None:
-    """Refuse (audited) a spec whose ``quota_per_day`` exceeds the domain policy's ceiling."""
+def check_quota_ceiling(home: Home, spec: ProductSpec, *, action: str = "product.build") -> None:
+    """Refuse (audited under ``action``) a spec whose ``quota_per_day`` exceeds the domain
+    policy's ceiling."""
     if spec.verification is None:
         return
     ceiling = quota_ceiling(home)
@@ -285,15 +286,14 @@ def check_quota_ceiling(home: Home, spec: ProductSpec, *, audit: bool = True) ->
         hint=f"lower quota_per_day to at most {ceiling} (only an admin changes the ceiling: "
         "verification.max_quota_per_requester_per_day)",
     )
-    if audit:
-        record(
-            home,
-            "product.build",
-            spec.id,
-            "refused",
-            {"check": "verification_quota_ceiling", "quota_per_day": asked, "ceiling": ceiling},
-        )
-        exc.audited = True
+    record(
+        home,
+        action,
+        spec.id,
+        "refused",
+        {"check": "verification_quota_ceiling", "quota_per_day": asked, "ceiling": ceiling},
+    )
+    exc.audited = True
     raise exc
 
 

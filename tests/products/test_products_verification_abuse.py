@@ -429,3 +429,23 @@ def test_ordinary_query_ids_are_accepted(data_home: Home) -> None:
     )
     out = engine.build(data_home, PRODUCT, _opts(data_home, q))
     assert _results(data_home, out.release_id)["result"].to_list() == ["match"] * 4
+
+
+def test_products_validate_lists_the_ceiling_and_scope_problems(
+    data_home: Home, spec_dir: Path
+) -> None:
+    from pipelines.cli_products import products_validate
+
+    products_validate(None)  # the shipped specs are valid
+    doc = yaml.safe_load((spec_dir / f"{PRODUCT}.yaml").read_text("utf-8"))
+    doc["verification"]["quota_per_day"] = 1_000_000_000
+    doc["verification"]["checks"][0]["name_field"] = "户籍区划代码"
+    doc["inputs"][0]["fields"].append("户籍区划代码")
+    (spec_dir / f"{PRODUCT}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    with pytest.raises(ValidationError) as err:
+        products_validate(PRODUCT)
+    text = err.value.message
+    assert "ceiling of 5000" in text
+    assert "verification_pair_not_authorized" in text and "field_out_of_scope" in text
+    validate = _audit(data_home, "product.validate", "refused")
+    assert validate and validate[-1]["details"]["check"] == "verification_quota_ceiling"

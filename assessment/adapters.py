@@ -98,6 +98,14 @@ def verification_index(
     return pl.read_parquet(path) if path.exists() else None
 
 
+def query_id_problems(frame: pl.DataFrame) -> str:
+    """Rows of a verification output whose query id looks like an identifier ('' if none)."""
+    from products import query_ids
+
+    found = query_ids.problems(frame.select("query_id"))
+    return query_ids.summary(found) if found.height else ""
+
+
 def verification_tokens(key: bytes, values: pl.Series, kind: str) -> pl.Series:
     """Tokens of raw values exactly as the verification product computes them."""
     from products import verification

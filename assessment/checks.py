@@ -58,6 +58,9 @@ IDENTIFIERS = {
 DOMESTIC = {"domestic", "境内", "cn", "china"}
 VERIFICATION_COLUMNS = {"query_id", "kind", "result", "reason"}
 VERIFICATION_RESULTS = {"match", "mismatch", "not_found", "refused"}
+# The only refusal reasons a verification may tell (one for every consent failure, so a refusal
+# never reveals the subject's consent state).
+VERIFICATION_REASONS = {"quota_exceeded", "consent_not_verified"}
 _EGRESS_DOMAIN = b"shuyu/assessment-egress/v1\x00"
 
 # Authorization failure codes -> the check that reports them.
@@ -792,7 +795,8 @@ def reversible_columns(ctx: Ctx) -> Check:
 def result_only(ctx: Ctx) -> Check:
     rule = (
         "verification outputs carry only the query id, kind, result (match / mismatch / "
-        "not_found / refused) and a refusal reason (仅返回核验结果)"
+        "not_found / refused) and a refusal reason (仅返回核验结果); the reason is one of "
+        "quota_exceeded / consent_not_verified, and no query id is shaped like an identifier"
     )
     title = "仅返回核验结果 verification returns results only"
     check = _CheckDef("desensitization", "result_only", title, rule, False)
@@ -812,8 +816,23 @@ def result_only(ctx: Ctx) -> Check:
                 problems.append(f"{name}: {bad} result(s) outside {sorted(VERIFICATION_RESULTS)}")
         else:
             problems.append(f"{name}: no result column")
+        if "reason" in frame.columns:
+            told = frame["reason"].cast(pl.String).drop_nulls().unique().to_list()
+            extra_reasons = sorted(set(told) - VERIFICATION_REASONS)
+            if extra_reasons:
+                problems.append(
+                    f"{name}: refusal reason(s) {', '.join(extra_reasons)} beyond "
+                    f"{sorted(VERIFICATION_REASONS)} (a reason must not tell the consent state)"
+                )
+        if "query_id" in frame.columns:
+            bad_ids = ad.query_id_problems(frame)
+            if bad_ids:
+                problems.append(f"{name}: query ids that may not leave the domain ({bad_ids})")
     return check.verdict(
-        problems, f"{rows} answer(s) with columns {', '.join(sorted(VERIFICATION_COLUMNS))} only"
+        problems,
+        f"{rows} answer(s) with columns {', '.join(sorted(VERIFICATION_COLUMNS))} only, "
+        f"refusal reasons within {', '.join(sorted(VERIFICATION_REASONS))}, no query id "
+        "shaped like an identifier",
     )
 
 

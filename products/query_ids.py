@@ -54,7 +54,7 @@ def _tokens(expr: pl.Expr) -> pl.Expr:
 
 def problems(queries: pl.DataFrame) -> pl.DataFrame:
     """``row`` (1-based) and ``problem`` for every query id that may not be used."""
-    qid = pl.col("query_id").str.strip_chars()
+    qid = pl.col("query_id").cast(pl.String).str.strip_chars()
     upper = qid.str.to_uppercase()
     windows = [
         E.FULL_MATCH[entity](upper.str.slice(offset, width)).fill_null(False)
@@ -62,7 +62,11 @@ def problems(queries: pl.DataFrame) -> pl.DataFrame:
         for entity, width in _WINDOWED
         for offset in range(MAX_LENGTH - width + 1)
     ]
-    own = pl.col("id_number").str.strip_chars().str.to_uppercase()
+    own = (
+        pl.col("id_number").cast(pl.String).str.strip_chars().str.to_uppercase()
+        if "id_number" in queries.columns
+        else pl.lit(None, dtype=pl.String)  # a release's output: no identifier to compare
+    )
     frame = queries.select(
         (pl.int_range(pl.len()) + 1).alias("row"),
         pl.when(~qid.str.contains(QUERY_ID_PATTERN).fill_null(False))

@@ -453,3 +453,14 @@ def test_products_validate_lists_the_ceiling_and_scope_problems(
     assert "verification_pair_not_authorized" in text and "field_out_of_scope" in text
     validate = _audit(data_home, "product.validate", "refused")
     assert validate and validate[-1]["details"]["check"] == "verification_quota_ceiling"
+
+
+def test_two_checks_of_one_kind_are_refused() -> None:
+    """An exempt enterprise check must not lift consent from a person check disguised as
+    another enterprise check."""
+    base = specs.get(PRODUCT)
+    assert base.verification is not None
+    checks = [c.model_dump() for c in base.verification.checks]
+    checks[0]["kind"] = "enterprise"  # the RKJBXX person check, relabelled
+    with pytest.raises(ValidationError, match="verification check kind"):
+        _spec(checks=checks)

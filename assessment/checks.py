@@ -81,6 +81,7 @@ AUTH_CHECKS: dict[str, tuple[str, ...]] = {
         "field_out_of_scope",
         "product_kind_not_authorized",
         "verification_pair_not_authorized",
+        "consent_purpose_not_authorized",
     ),
     "negative_list": ("negative_listed",),
     "cross_border": ("destination_not_allowed",),

@@ -135,6 +135,12 @@ class Scenario(Strict):
         default_factory=list,
         description="verification scenarios: the only field pairs a verification may check",
     )
+    consent_purpose: str | None = Field(
+        default=None,
+        min_length=1,
+        description="verification scenarios: the purpose a subject's authorization must name "
+        "(default: the scenario id); a product spec cannot pick another",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -165,6 +171,10 @@ class Scenario(Strict):
                     f"{pair.resource} field(s) {', '.join(missing)}"
                 )
         return self
+
+    @property
+    def required_consent_purpose(self) -> str:
+        return self.consent_purpose or self.id
 
     def allows_kind(self, kind: str) -> bool:
         return kind in self.products

@@ -44,6 +44,7 @@ FAILURE_CODES = (
     "reversible_not_allowed",
     "product_kind_not_authorized",
     "verification_pair_not_authorized",
+    "consent_purpose_not_authorized",
 )
 
 
@@ -76,8 +77,10 @@ class AuthorizationRequest(BaseModel):
     at: dt.date = Field(default_factory=dt.date.today)
     # The product kind built (every build and assessment gives it; None: scope check only).
     product_kind: str | None = None
-    # Verification builds: the field pairs checked (each must be named by the scenario).
+    # Verification builds: the field pairs checked (each must be named by the scenario) and
+    # the consent purpose queries are checked against (the scenario's, never another).
     verify: list[VerifyRequest] = Field(default_factory=list)
+    consent_purpose: str | None = None
 
 
 class AuthorizationFailure(BaseModel):
@@ -242,6 +245,15 @@ def _products(
                 f"{req.product_kind or 'an unnamed kind'}",
             )
         )
+    wanted = scenario.required_consent_purpose
+    if req.verify and req.consent_purpose is not None and req.consent_purpose != wanted:
+        out.append(
+            AuthorizationFailure(
+                code="consent_purpose_not_authorized",
+                message=f"{label} scenario {scenario.id} checks consents for purpose "
+                f"{wanted!r}, not {req.consent_purpose!r}",
+            )
+        )
     allowed = ", ".join(p.label() for p in scenario.verify) or "none"
     for v in req.verify:
         pair = scenario.verify_pair(v.resource, v.key_field, v.name_field)
@@ -353,6 +365,7 @@ def authorize(
             "inputs": request.inputs,
             "product_kind": request.product_kind,
             "verify": [v.label() for v in request.verify],
+            "consent_purpose": request.consent_purpose,
             "failures": [f.model_dump() for f in result.failures],
         },
     )

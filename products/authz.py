@@ -40,6 +40,7 @@ def request_for(
         at=at,
         product_kind=spec.kind,
         verify=verify_requests(spec),
+        consent_purpose=spec.verification.consent_purpose if spec.verification else None,
     )
 
 

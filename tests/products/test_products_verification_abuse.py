@@ -464,3 +464,15 @@ def test_two_checks_of_one_kind_are_refused() -> None:
     checks[0]["kind"] = "enterprise"  # the RKJBXX person check, relabelled
     with pytest.raises(ValidationError, match="verification check kind"):
         _spec(checks=checks)
+
+
+def test_spec_cannot_pick_another_consent_purpose(data_home: Home) -> None:
+    """Consents collected for marketing do not open identity verification."""
+    people = _people(3, seed=15)
+    ids = people["公民身份号码"].to_list()
+    _grant(data_home, ids, ["EV-0", "EV-1", "EV-2"], purpose="marketing")
+    with pytest.raises(PermissionDenied, match="consent_purpose_not_authorized"):
+        engine.build(
+            data_home, _spec(consent_purpose="marketing"), _opts(data_home, _person_queries(people))
+        )
+    assert _refused_codes(data_home) == {"consent_purpose_not_authorized"}

@@ -190,9 +190,7 @@ def authorization(
         at=at,
         product_kind=spec.kind if spec is not None else None,
         verify=verify_requests(spec) if spec is not None else [],
-        consent_purpose=(
-            spec.verification.consent_purpose if spec and spec.verification else None
-        ),
+        consent_purpose=(spec.verification.consent_purpose if spec and spec.verification else None),
     )
     return authorize(home, req, catalog)
 

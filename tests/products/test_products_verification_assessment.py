@@ -47,6 +47,7 @@ def test_district_verification_under_a_report_scenario_fails_legality(
             if sc["id"] == "social-insurance-report":
                 sc["products"] = ["statistical_report", "verification"]
                 sc["verify"] = [DISTRICT]
+                sc["consent_purpose"] = "identity-verification"
 
     def probe(name: str, doc: dict[str, Any]) -> None:
         if name == VER:

@@ -17,7 +17,7 @@ from catalogs import codelists
 from catalogs.agreement_models import Agreement
 from catalogs.catalog import Catalog
 from catalogs.models import Resource
-from catalogs.product_models import ProductSpec
+from catalogs.product_models import ProductSpec, VerificationCheck
 from governance import evidence, roles
 from governance.agreements import agreements_dir, blacklist_path, load_agreements
 from governance.authorization import AuthorizationRequest, AuthorizationResult, authorize
@@ -83,17 +83,27 @@ def dimension_keys(spec: ProductSpec, name: str) -> list[str]:
 
 
 def verification_index(
-    home: Home, spec: ProductSpec, resource: str, snapshot_id: str
+    home: Home, check: VerificationCheck, snapshot_id: str
 ) -> pl.DataFrame | None:
-    """The keyed (HMAC-SM3) index a verification release answered from, if still kept."""
+    """The keyed (HMAC-SM3) index a verification check answered from, if still kept (one
+    per resource, snapshot and field pair)."""
     from products import verification
+    from shuyu_core.keys import PSEUDONYM, load_key
 
-    assert spec.verification is not None
-    for check in spec.verification.checks:
-        if check.resource == resource:
-            path = verification.index_path(home, check, snapshot_id)
-            return pl.read_parquet(path) if path.exists() else None
-    return None
+    try:
+        key = load_key(home, PSEUDONYM)
+    except Exception:
+        return None
+    path = verification.index_path(home, check, snapshot_id, key)
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def query_id_problems(frame: pl.DataFrame) -> str:
+    """Rows of a verification output whose query id looks like an identifier ('' if none)."""
+    from products import query_ids
+
+    found = query_ids.problems(frame.select("query_id"))
+    return query_ids.summary(found) if found.height else ""
 
 
 def verification_tokens(key: bytes, values: pl.Series, kind: str) -> pl.Series:
@@ -163,8 +173,12 @@ def authorization(
     reversible_outputs: bool,
     at: dt.date,
     catalog: Catalog,
+    spec: ProductSpec | None = None,
 ) -> AuthorizationResult:
-    """``governance.authorization.authorize`` (every failed condition, audited)."""
+    """``governance.authorization.authorize`` (every failed condition, audited); with the
+    release's ``spec``, also its product kind and verified field pairs."""
+    from products.authz import verify_requests
+
     req = AuthorizationRequest(
         agreement_id=agreement_id,
         scenario=scenario,
@@ -174,6 +188,9 @@ def authorization(
         destination=destination,
         reversible_outputs=reversible_outputs,
         at=at,
+        product_kind=spec.kind if spec is not None else None,
+        verify=verify_requests(spec) if spec is not None else [],
+        consent_purpose=(spec.verification.consent_purpose if spec and spec.verification else None),
     )
     return authorize(home, req, catalog)
 

@@ -58,6 +58,9 @@ IDENTIFIERS = {
 DOMESTIC = {"domestic", "境内", "cn", "china"}
 VERIFICATION_COLUMNS = {"query_id", "kind", "result", "reason"}
 VERIFICATION_RESULTS = {"match", "mismatch", "not_found", "refused"}
+# The only refusal reasons a verification may tell (one for every consent failure, so a refusal
+# never reveals the subject's consent state).
+VERIFICATION_REASONS = {"quota_exceeded", "consent_not_verified"}
 _EGRESS_DOMAIN = b"shuyu/assessment-egress/v1\x00"
 
 # Authorization failure codes -> the check that reports them.
@@ -76,6 +79,9 @@ AUTH_CHECKS: dict[str, tuple[str, ...]] = {
         "purpose_not_authorized",
         "resource_out_of_scope",
         "field_out_of_scope",
+        "product_kind_not_authorized",
+        "verification_pair_not_authorized",
+        "consent_purpose_not_authorized",
     ),
     "negative_list": ("negative_listed",),
     "cross_border": ("destination_not_allowed",),
@@ -176,6 +182,7 @@ class Ctx:
             reversible_outputs=bool(self.reversible),
             at=self.at,
             catalog=self.catalog,
+            spec=self.spec,
         )
 
     @cached_property
@@ -330,8 +337,9 @@ def purpose_and_scope(ctx: Ctx) -> Check:
         ctx,
         "purpose_and_scope",
         "用途与范围 purpose and scope",
-        "the scenario is authorized (一场景一授权), the purpose category is authorized, and every "
-        "field read is within the scenario's scope (最小必要)",
+        "the scenario is authorized (一场景一授权) and authorizes this product kind (and, for a "
+        "verification, every field pair it checks), the purpose category is authorized, and "
+        "every field read is within the scenario's scope (最小必要)",
     )
 
 
@@ -1125,7 +1133,8 @@ def reversible_columns(ctx: Ctx) -> Check:
 def result_only(ctx: Ctx) -> Check:
     rule = (
         "verification outputs carry only the query id, kind, result (match / mismatch / "
-        "not_found / refused) and a refusal reason (仅返回核验结果)"
+        "not_found / refused) and a refusal reason (仅返回核验结果); the reason is one of "
+        "quota_exceeded / consent_not_verified, and no query id is shaped like an identifier"
     )
     title = "仅返回核验结果 verification returns results only"
     check = _CheckDef("desensitization", "result_only", title, rule, False)
@@ -1145,8 +1154,23 @@ def result_only(ctx: Ctx) -> Check:
                 problems.append(f"{name}: {bad} result(s) outside {sorted(VERIFICATION_RESULTS)}")
         else:
             problems.append(f"{name}: no result column")
+        if "reason" in frame.columns:
+            told = frame["reason"].cast(pl.String).drop_nulls().unique().to_list()
+            extra_reasons = sorted(set(told) - VERIFICATION_REASONS)
+            if extra_reasons:
+                problems.append(
+                    f"{name}: refusal reason(s) {', '.join(extra_reasons)} beyond "
+                    f"{sorted(VERIFICATION_REASONS)} (a reason must not tell the consent state)"
+                )
+        if "query_id" in frame.columns:
+            bad_ids = ad.query_id_problems(frame)
+            if bad_ids:
+                problems.append(f"{name}: query ids that may not leave the domain ({bad_ids})")
     return check.verdict(
-        problems, f"{rows} answer(s) with columns {', '.join(sorted(VERIFICATION_COLUMNS))} only"
+        problems,
+        f"{rows} answer(s) with columns {', '.join(sorted(VERIFICATION_COLUMNS))} only, "
+        f"refusal reasons within {', '.join(sorted(VERIFICATION_REASONS))}, no query id "
+        "shaped like an identifier",
     )
 
 
@@ -1286,9 +1310,7 @@ def verification_correctness(ctx: Ctx) -> Check:
     missing: list[str] = []
     for chk in spec.verification.checks:
         ref = refs.get(chk.resource)
-        index = (
-            ad.verification_index(ctx.home, spec, chk.resource, ref.snapshot_id) if ref else None
-        )
+        index = ad.verification_index(ctx.home, chk, ref.snapshot_id) if ref else None
         if ref is None or index is None:
             missing.append(chk.resource)
             continue

@@ -17,6 +17,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PurposeCategory = Literal["public_good", "industry"]
+# The product kinds of catalogs.product_models (kept literal here: agreements do not import specs).
+ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
+# What a scenario that does not list its product kinds allows: aggregate releases only. Record-
+# level extracts and verification answer about persons, so a scenario must name them explicitly
+# (a verification scenario also names the field pairs it may verify).
+DEFAULT_PRODUCT_KINDS: tuple[ProductKind, ...] = ("statistical_report", "index")
 
 # Term limits from the seeds: operation agreements at most 5 years (Jilin art. 17, Yunnan),
 # development agreements at most 3 years (Zhenjiang art. 8, Yunnan).
@@ -86,8 +92,32 @@ def _check_scope(scope: Scope, what: str) -> Scope:
     return scope
 
 
+class VerifyPair(Strict):
+    """One check a verification scenario allows: the attribute ``name_field`` of the record
+    identified by ``key_field`` in ``resource`` may be confirmed or denied, nothing else."""
+
+    resource: str
+    key_field: str = Field(description="the identifier looked up (ID number, USCC)")
+    name_field: str = Field(description="the one attribute verified against it (a name)")
+    consent_required: bool = Field(
+        default=True,
+        description="each query needs the data subject's authorization (信息主体授权); only the "
+        "scenario, never a product spec, may waive it (e.g. for registration data of enterprises)",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> VerifyPair:
+        if self.key_field == self.name_field:
+            raise ValueError(f"verify pair on {self.resource}: key_field equals name_field")
+        return self
+
+    def label(self) -> str:
+        return f"{self.resource}.{self.key_field}→{self.name_field}"
+
+
 class Scenario(Strict):
-    """One application scenario (一场景一授权): what it may read and for which purposes."""
+    """One application scenario (一场景一授权): what it may read, for which purposes, which
+    product kinds it may produce and (verification) which field pairs it may verify."""
 
     id: str = Field(pattern=_ID)
     name: str
@@ -96,6 +126,21 @@ class Scenario(Strict):
         default=None, description="narrows the agreement's purposes for this scenario"
     )
     inputs: Scope = Field(description="resource code -> the exact fields this scenario may read")
+    products: list[ProductKind] = Field(
+        default_factory=lambda: list(DEFAULT_PRODUCT_KINDS),
+        min_length=1,
+        description="product kinds this scenario authorizes (default: aggregate kinds only)",
+    )
+    verify: list[VerifyPair] = Field(
+        default_factory=list,
+        description="verification scenarios: the only field pairs a verification may check",
+    )
+    consent_purpose: str | None = Field(
+        default=None,
+        min_length=1,
+        description="verification scenarios: the purpose a subject's authorization must name "
+        "(default: the scenario id); a product spec cannot pick another",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -103,6 +148,52 @@ class Scenario(Strict):
         if not v:
             raise ValueError("a scenario must declare at least one input resource")
         return _check_scope(v, "input")
+
+    @model_validator(mode="after")
+    def _kinds_and_pairs(self) -> Scenario:
+        _unique_list(list(self.products), f"scenario {self.id} product kind(s)")
+        verifies = "verification" in self.products
+        if verifies and not self.verify:
+            raise ValueError(
+                f"scenario {self.id} authorizes verification but names no field pair (verify:)"
+            )
+        if self.verify and not verifies:
+            raise ValueError(
+                f"scenario {self.id} names verify pairs but does not list product kind verification"
+            )
+        _unique_list([p.label() for p in self.verify], f"scenario {self.id} verify pair(s)")
+        for pair in self.verify:
+            fields = self.inputs.get(pair.resource, [])
+            missing = [f for f in (pair.key_field, pair.name_field) if f not in fields]
+            if missing:
+                raise ValueError(
+                    f"scenario {self.id} verifies {pair.label()} but does not read "
+                    f"{pair.resource} field(s) {', '.join(missing)}"
+                )
+        return self
+
+    @property
+    def required_consent_purpose(self) -> str:
+        return self.consent_purpose or self.id
+
+    def allows_kind(self, kind: str) -> bool:
+        return kind in self.products
+
+    def verify_pair(self, resource: str, key_field: str, name_field: str) -> VerifyPair | None:
+        return next(
+            (
+                p
+                for p in self.verify
+                if (p.resource, p.key_field, p.name_field) == (resource, key_field, name_field)
+            ),
+            None,
+        )
+
+
+def _unique_list(values: list[str], what: str) -> None:
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} {', '.join(dupes)} listed twice")
 
 
 class StatusChange(Strict):

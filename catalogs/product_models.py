@@ -301,6 +301,13 @@ class VerificationSpec(Strict):
     consent_purpose: str = Field(description="purpose a subject's consent must name")
     max_batch: int = Field(default=100_000, gt=0)
 
+    @model_validator(mode="after")
+    def _one_check_per_kind(self) -> VerificationSpec:
+        # A query is routed to its kind's check and exempt from consent by its kind: two
+        # checks of one kind would let an exempt check lift consent from the other.
+        _unique([c.kind for c in self.checks], "verification check kind(s)")
+        return self
+
 
 class DesensitizeRule(Strict):
     """One desensitization operator (transforms.policy.Rule: op and params)."""

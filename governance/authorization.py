@@ -14,7 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from catalogs.agreement_models import Agreement, AgreementKind, AgreementStatus, Blacklist
+from catalogs.agreement_models import (
+    Agreement,
+    AgreementKind,
+    AgreementStatus,
+    Blacklist,
+    Scenario,
+)
 from catalogs.catalog import Catalog
 from governance.agreements import AgreementSet, load_agreements, load_blacklist
 from governance.audit import record
@@ -36,7 +42,24 @@ FAILURE_CODES = (
     "developer_blacklisted",
     "destination_not_allowed",
     "reversible_not_allowed",
+    "product_kind_not_authorized",
+    "verification_pair_not_authorized",
+    "consent_purpose_not_authorized",
 )
+
+
+class VerifyRequest(BaseModel):
+    """One check a verification build asks to run (catalogs.product_models.VerificationCheck)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resource: str
+    key_field: str
+    name_field: str
+    consent_required: bool = True
+
+    def label(self) -> str:
+        return f"{self.resource}.{self.key_field}→{self.name_field}"
 
 
 class AuthorizationRequest(BaseModel):
@@ -52,6 +75,12 @@ class AuthorizationRequest(BaseModel):
     destination: str = "domestic"
     reversible_outputs: bool = False
     at: dt.date = Field(default_factory=dt.date.today)
+    # The product kind built (every build and assessment gives it; None: scope check only).
+    product_kind: str | None = None
+    # Verification builds: the field pairs checked (each must be named by the scenario) and
+    # the consent purpose queries are checked against (the scenario's, never another).
+    verify: list[VerifyRequest] = Field(default_factory=list)
+    consent_purpose: str | None = None
 
 
 class AuthorizationFailure(BaseModel):
@@ -93,6 +122,8 @@ class AuthorizationResult(BaseModel):
             "destination": self.request.destination,
             "at": self.request.at.isoformat(),
             "inputs": self.request.inputs,
+            "product_kind": self.request.product_kind,
+            "verify": [v.label() for v in self.request.verify],
             "failures": [f.model_dump() for f in self.failures],
         }
 
@@ -220,6 +251,59 @@ def _party(
     return [AuthorizationFailure(code="developer_mismatch", message=message)]
 
 
+def _products(
+    label: str, scenario: Scenario, req: AuthorizationRequest
+) -> list[AuthorizationFailure]:
+    """The scenario authorizes the product kind and, for verification, every checked pair."""
+    out: list[AuthorizationFailure] = []
+    if req.product_kind is not None and not scenario.allows_kind(req.product_kind):
+        out.append(
+            AuthorizationFailure(
+                code="product_kind_not_authorized",
+                message=f"{label} scenario {scenario.id} does not authorize {req.product_kind} "
+                f"products (authorized: {', '.join(scenario.products)})",
+            )
+        )
+    if req.verify and req.product_kind != "verification":
+        # A request that names pairs is a verification whatever kind it claims.
+        out.append(
+            AuthorizationFailure(
+                code="product_kind_not_authorized",
+                message=f"only a verification product checks field pairs, not "
+                f"{req.product_kind or 'an unnamed kind'}",
+            )
+        )
+    wanted = scenario.required_consent_purpose
+    if req.verify and req.consent_purpose is not None and req.consent_purpose != wanted:
+        out.append(
+            AuthorizationFailure(
+                code="consent_purpose_not_authorized",
+                message=f"{label} scenario {scenario.id} checks consents for purpose "
+                f"{wanted!r}, not {req.consent_purpose!r}",
+            )
+        )
+    allowed = ", ".join(p.label() for p in scenario.verify) or "none"
+    for v in req.verify:
+        pair = scenario.verify_pair(v.resource, v.key_field, v.name_field)
+        if pair is None:
+            out.append(
+                AuthorizationFailure(
+                    code="verification_pair_not_authorized",
+                    message=f"{label} scenario {scenario.id} does not authorize verifying "
+                    f"{v.label()} (authorized: {allowed})",
+                )
+            )
+        elif pair.consent_required and not v.consent_required:
+            out.append(
+                AuthorizationFailure(
+                    code="verification_pair_not_authorized",
+                    message=f"{label} scenario {scenario.id} requires the data subject's "
+                    f"authorization for {v.label()}; a product spec cannot waive it",
+                )
+            )
+    return out
+
+
 def evaluate(
     request: AuthorizationRequest,
     agreements: AgreementSet,
@@ -246,6 +330,13 @@ def evaluate(
                 failures += _term_and_status(parent, req.at, "parent operation agreement")
         failures += _party(ag, req, agreements)
         failures += _scope(ag, req, catalog)
+        # Product kinds and verify pairs: the agreement's scenario, and the parent operation
+        # agreement's scenario of the same id when there is one (a development agreement
+        # never reaches beyond its parent).
+        for label, owner in ((ag.id, ag), (f"parent {ag.parent}", parent)):
+            sc = owner.scenario(req.scenario) if owner is not None else None
+            if sc is not None:
+                failures += _products(label, sc, req)
     for code in sorted(req.inputs):
         res = catalog.resources.get(code)
         if res is not None and res.negative_list.listed:
@@ -294,6 +385,9 @@ def authorize(
             "reversible_outputs": request.reversible_outputs,
             "at": request.at.isoformat(),
             "inputs": request.inputs,
+            "product_kind": request.product_kind,
+            "verify": [v.label() for v in request.verify],
+            "consent_purpose": request.consent_purpose,
             "failures": [f.model_dump() for f in result.failures],
         },
     )

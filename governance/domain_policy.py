@@ -77,6 +77,14 @@ class PortalPolicy(_Strict):
     lockout_minutes: int = Field(default=15, ge=1, le=1440)
 
 
+class VerificationPolicy(_Strict):
+    """Ceilings on verification (数据核验): how many queries one requester (an authenticated
+    account, operators included) may ask per UTC day across all verification products. A
+    product spec's ``quota_per_day`` above it is refused at validation and at build."""
+
+    max_quota_per_requester_per_day: int = Field(default=5000, gt=0, le=1_000_000)
+
+
 class DomainPolicy(BaseModel):
     """The whole policy. Sections other than identity are added by the areas that enforce them;
     unknown keys are refused so that a misspelt floor is never silently ignored."""
@@ -87,6 +95,7 @@ class DomainPolicy(BaseModel):
     separation_of_duties: SeparationOfDuties = SeparationOfDuties()
     portal: PortalPolicy = PortalPolicy()
     privacy_floors: PrivacyFloors = PrivacyFloors()
+    verification: VerificationPolicy = VerificationPolicy()
 
     def is_service_account(self, login: str) -> bool:
         return any(s.name == login for s in self.service_accounts)

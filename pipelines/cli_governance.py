@@ -309,6 +309,14 @@ def agreements_show(
         for code, fields in sc.inputs.items():
             table.add_row(sc.id, sc.name, code, ", ".join(fields))
     console.print(table)
+    for sc in ag.scenarios:
+        pairs = "; verifies " + ", ".join(
+            p.label() + ("" if p.consent_required else " (no consent)") for p in sc.verify
+        )
+        console.print(
+            f"{sc.id}: products {', '.join(sc.products)}{pairs if sc.verify else ''}",
+            highlight=False,
+        )
 
 
 @agreements_app.command("validate")

@@ -36,7 +36,10 @@ def build(
         None, "--queries", help="verification products: the batch of queries (CSV/Parquet)"
     ),
     requester: str | None = typer.Option(
-        None, "--requester", help="verification: whose daily quota the batch counts against"
+        None,
+        "--requester",
+        help="verification: optional; must name the account you act as (the batch always "
+        "counts against that account's daily quota)",
     ),
     snapshot: list[str] = typer.Option(
         [], "--snapshot", help="pin an input snapshot as CODE=SNAPSHOT_ID (repeatable)"
@@ -166,6 +169,37 @@ def releases_list(
             s.stage_zh,
         )
     console.print(table)
+
+
+@products_app.command("validate")
+def products_validate(
+    product: str | None = typer.Argument(None, help="one product id (default: every spec)"),
+) -> None:
+    """Check specs against the catalog, their scenario (product kind, verified field pairs) and
+    the domain policy's ceilings, as a build would; exit 4 listing every problem."""
+    import datetime as dt
+
+    from catalogs.catalog import Catalog
+    from governance import roles
+    from products import specs
+    from products.validate import problems
+
+    home = Home.from_env().ensure()
+    roles.require(home, "agreements.read", product or "products")
+    catalog = Catalog.load()
+    chosen = [specs.get(product)] if product else list(specs.load_all().values())
+    found: list[str] = []
+    for spec in chosen:
+        for p in problems(home, spec, catalog, dt.date.today()):
+            found.append(f"{spec.id}: {p}")
+    if found:
+        exc = ValidationError(
+            f"{len(found)} product spec problem(s): " + "; ".join(found),
+            hint="correct the specs (the scenario and the domain policy are not theirs to change)",
+        )
+        exc.audited = True  # each problem was recorded by its own gate
+        raise exc
+    console.print(f"[green]ok[/]: {len(chosen)} product spec(s) valid", highlight=False)
 
 
 @releases_app.command("show")

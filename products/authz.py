@@ -7,8 +7,23 @@ from typing import Any
 
 from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec
-from governance.authorization import AuthorizationRequest, require_authorized
+from governance.authorization import AuthorizationRequest, VerifyRequest, require_authorized
 from shuyu_core.home import Home
+
+
+def verify_requests(spec: ProductSpec) -> list[VerifyRequest]:
+    """The field pairs a verification spec checks (empty for every other kind)."""
+    if spec.verification is None:
+        return []
+    return [
+        VerifyRequest(
+            resource=c.resource,
+            key_field=c.key_field,
+            name_field=c.name_field,
+            consent_required=c.consent_required,
+        )
+        for c in spec.verification.checks
+    ]
 
 
 def request_for(
@@ -23,6 +38,9 @@ def request_for(
         destination=spec.destination,
         reversible_outputs=reversible_outputs,
         at=at,
+        product_kind=spec.kind,
+        verify=verify_requests(spec),
+        consent_purpose=spec.verification.consent_purpose if spec.verification else None,
     )
 
 

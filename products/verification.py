@@ -9,16 +9,29 @@ of that identifier — no other attribute leaves the domain (数据不落地，�
   identifier and of the normalized name (pseudonym key, own domain prefix) in
   ``work/verification/``; queries are tokenized the same way and joined, so raw values are
   not needed at query time. HMAC runs once per distinct value (batched).
+- **Authorized pairs.** The spec's checks are authorized by its scenario
+  (``governance.authorization``): the scenario lists ``verification`` among its product kinds
+  and names each (resource, key field, name field) pair; only the scenario may waive consent.
+  The keyed index is cached per resource, snapshot, field pair and key, so a spec checking
+  another field can never serve (or poison) the answers of another check.
 - **Consent.** Each query's subject (the identifier) must hold a valid authorization for the
   spec's ``consent_purpose`` in the consent ledger (``governance.consent``): not missing,
   not for another purpose, not expired, not revoked. The query's ``consent_ref`` must be the
   evidence reference (``evidence_ref``) of one such valid authorization of that subject, so
   a requester cannot lean on a consent collected by someone else or for another request.
-  Otherwise the query is refused.
-- **Quota.** A requester may ask ``quota_per_day`` queries per UTC day (refused ones count,
-  so the quota also stops probing the consent ledger); queries beyond it are refused.
+  Otherwise the query is refused with the one reason ``consent_not_verified`` whatever the
+  subject's consent state (missing, expired, revoked, other purpose, other reference): the
+  detailed reason goes to the audit log only, so refusals reveal nothing about the subject.
+- **Query ids.** A ``query_id`` is the requester's own short reference; a batch whose ids look
+  like identifiers is refused as a whole (``products.query_ids``), before any lookup.
+- **Requester and quota.** The requester is the authenticated account (``current_actor()``),
+  operators included; a ``requester`` option other than that account is refused. An account
+  may ask ``quota_per_day`` queries per UTC day over all verification products (refused ones
+  count, so the quota also stops probing the consent ledger); queries beyond it are refused.
+  A spec's ``quota_per_day`` above the domain policy's
+  ``verification.max_quota_per_requester_per_day`` is refused before anything is read.
 - **Audit.** Every batch writes an audit entry listing every query id with its outcome, and
-  refused queries another one with their reasons.
+  refused queries another one with their detailed reasons.
 """
 
 from __future__ import annotations
@@ -33,22 +46,29 @@ import polars as pl
 from sqlalchemy import Column, Date, Integer, String, Table, select, text
 
 from catalogs.product_models import ProductSpec, VerificationCheck
-from governance.actors import current_actor
+from governance import domain_policy
+from governance.actors import Actor, current_actor
 from governance.audit import record
 from governance.consent import ConsentLedger, consent_ledger, subject_tokens
-from products import outputs
+from products import outputs, query_ids
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import InputRef
 from shuyu_core import atomic
 from shuyu_core.db import METADATA
-from shuyu_core.errors import NotFoundError, ValidationError
+from shuyu_core.errors import NotFoundError, PermissionDenied, ValidationError
 from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home, state_engine
 from shuyu_core.keys import PSEUDONYM, load_key
 
 _DOMAIN = b"shuyu/verification-index/v1\x00"
+_INDEX_ID = b"shuyu/verification-index-id/v1\x00"
 QUERY_COLUMNS = ("query_id", "kind", "name", "id_number", "consent_ref")
 RESULTS = ("match", "mismatch", "not_found", "refused")
+# The only refusal reasons a requester sees. Every consent failure (no reference, no consent,
+# another purpose, expired, revoked, another reference) is the one CONSENT_REFUSED, so the
+# answer never tells the subject's consent state; the audit log keeps the detailed reason.
+QUOTA_REFUSED = "quota_exceeded"
+CONSENT_REFUSED = "consent_not_verified"
 
 verification_quota = Table(
     "verification_quota",
@@ -90,14 +110,19 @@ def tokens(key: bytes, values: pl.Series) -> pl.Series:
     )
 
 
-def index_path(home: Home, check: VerificationCheck, snapshot_id: str) -> Path:
-    return home.work / "verification" / f"{check.resource}-{snapshot_id}.parquet"
+def index_path(home: Home, check: VerificationCheck, snapshot_id: str, key: bytes) -> Path:
+    """One index per resource, snapshot, field pair and key: a spec verifying another field
+    (or a rotated key) gets its own file and never reads or writes another check's."""
+    fields = f"{check.resource}\x00{check.key_field}\x00{check.name_field}".encode()
+    tag = hmac.new(key, _INDEX_ID + fields, "sm3").hexdigest()[:20]
+    return home.work / "verification" / f"{check.resource}-{snapshot_id}-{tag}.parquet"
 
 
 def keyed_index(ctx: BuildContext, check: VerificationCheck, key: bytes) -> pl.DataFrame:
-    """``key_token, name_token`` for one registry snapshot, built once and kept in work/."""
+    """``key_token, name_token`` for one registry snapshot and field pair, built once and kept
+    in work/."""
     snap = ctx.inputs[check.resource]
-    path = index_path(ctx.home, check, snap.snapshot_id)
+    path = index_path(ctx.home, check, snap.snapshot_id, key)
     if path.exists():
         return pl.read_parquet(path)
     raw = ctx.scan(check.resource).select(check.key_field, check.name_field).collect()
@@ -213,12 +238,95 @@ def _valid_refs(home: Home, decided: pl.DataFrame, purpose: str) -> pl.DataFrame
     )
 
 
-def _requester(spec: ProductSpec, options: BuildOptions) -> str:
-    """Who the quota is counted against: the developer acting, else the one named."""
+def requester(home: Home, spec: ProductSpec, options: BuildOptions) -> Actor:
+    """The authenticated account asking (its quota binds, whatever its role).
+
+    ``options.requester`` (``--requester``) is accepted only when it names that same account:
+    a free-text name never opens a fresh quota.
+    """
     actor = current_actor()
-    if actor.kind == "developer" and actor.scope:
-        return actor.scope
-    return options.requester or spec.developer
+    if options.requester is not None and options.requester != actor.name:
+        reason = f"requester {options.requester!r} is not the authenticated account {actor.name!r}"
+        record(
+            home,
+            "verify.query",
+            spec.id,
+            "refused",
+            {"check": "requester", "reason": reason, "requested": options.requester},
+        )
+        exc = PermissionDenied(
+            f"verification {spec.id} refused: {reason}",
+            hint="drop --requester: the batch counts against the account you act as",
+        )
+        exc.audited = True
+        raise exc
+    return actor
+
+
+def quota_ceiling(home: Home) -> int:
+    """The domain policy's ceiling on queries per requester per day."""
+    return domain_policy.effective(home).verification.max_quota_per_requester_per_day
+
+
+def check_quota_ceiling(home: Home, spec: ProductSpec, *, action: str = "product.build") -> None:
+    """Refuse (audited under ``action``) a spec whose ``quota_per_day`` exceeds the domain
+    policy's ceiling."""
+    if spec.verification is None:
+        return
+    ceiling = quota_ceiling(home)
+    asked = spec.verification.quota_per_day
+    if asked <= ceiling:
+        return
+    message = (
+        f"product {spec.id}: verification.quota_per_day {asked} exceeds the domain policy's "
+        f"ceiling of {ceiling} queries per requester per day"
+    )
+    exc = ValidationError(
+        message,
+        hint=f"lower quota_per_day to at most {ceiling} (only an admin changes the ceiling: "
+        "verification.max_quota_per_requester_per_day)",
+    )
+    record(
+        home,
+        action,
+        spec.id,
+        "refused",
+        {"check": "verification_quota_ceiling", "quota_per_day": asked, "ceiling": ceiling},
+    )
+    exc.audited = True
+    raise exc
+
+
+def screen_query_ids(home: Home, spec: ProductSpec, frame: pl.DataFrame, who: Actor) -> None:
+    """Refuse (audited) a batch with a query id that looks like an identifier."""
+    found = query_ids.problems(frame)
+    if not found.height:
+        return
+    text_ = query_ids.summary(found)
+    record(
+        home,
+        "verify.refused",
+        spec.id,
+        "refused",
+        {
+            "check": "query_id",
+            "requester": who.name,
+            # rows and kinds of problem only: the offending values are never stored
+            "rows": found["row"].to_list(),
+            "problems": {str(k): int(v) for k, v in found["problem"].value_counts().rows()},
+        },
+    )
+    exc = ValidationError(
+        f"verification {spec.id}: {found.height} query id(s) may not be used ({text_})",
+        hint="give each query a short reference of your own (e.g. REQ-000123), never a "
+        "resident ID, phone, card number, USCC, e-mail or the queried identifier",
+    )
+    exc.audited = True
+    raise exc
+
+
+def _counts(s: pl.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in s.value_counts().rows()} if s.len() else {}
 
 
 class VerificationBuilder:
@@ -229,12 +337,15 @@ class VerificationBuilder:
                 hint=f"run 'shuyu build {spec.id} --queries FILE'",
             )
         assert spec.verification is not None
+        who = requester(home, spec, options)
+        check_quota_ceiling(home, spec)
         frame = read_queries(options.queries, spec.verification.max_batch)
+        screen_query_ids(home, spec, frame, who)
         digest = sm3_file(options.queries)
         return [
             InputRef(
                 resource="VERIFICATION_QUERIES",
-                snapshot_id=f"{digest[:16]}-{_requester(spec, options)}",
+                snapshot_id=f"{digest[:16]}-{who.name}",
                 fields=list(QUERY_COLUMNS),
                 rows=frame.height,
                 snapshot_sm3=digest,
@@ -264,10 +375,20 @@ class VerificationBuilder:
         spec = ctx.spec
         ver = spec.verification
         assert ver is not None and ctx.options.queries is not None
-        queries = read_queries(ctx.options.queries, ver.max_batch).with_row_index("_row")
-        requester = _requester(spec, ctx.options)
+        who = requester(ctx.home, spec, ctx.options)
+        batch = ctx.extra_inputs[0]
+        if sm3_file(ctx.options.queries) != batch.snapshot_sm3:
+            raise ValidationError(
+                f"query file {ctx.options.queries} changed while the batch was being built",
+                hint="run the build again with a file that is not being written",
+            )
+        queries = read_queries(ctx.options.queries, ver.max_batch)
+        screen_query_ids(ctx.home, spec, queries, who)
+        queries = queries.with_row_index("_row")
         today = dt.datetime.now(dt.UTC).date()
-        granted = take_quota(ctx.home, requester, queries.height, ver.quota_per_day, today)
+        # The policy ceiling binds even if it was lowered after the spec was checked.
+        per_day = min(ver.quota_per_day, quota_ceiling(ctx.home))
+        granted = take_quota(ctx.home, who.name, queries.height, per_day, today)
         key = load_key(ctx.home, PSEUDONYM)
 
         # Consent per query where the check needs it: the subject is the identifier verified.
@@ -324,25 +445,10 @@ class VerificationBuilder:
             )
             parts.append(sub)
         joined = pl.concat(parts, how="diagonal_relaxed").sort("_row")
-        result = joined.select(
-            "query_id",
-            "kind",
+        # The detailed reason (audit log only), then what the requester is told.
+        detail = (
             pl.when(~pl.col("_in_quota"))
-            .then(pl.lit("refused"))
-            .when(
-                (~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt))
-                | ~pl.col("_consent_ok")
-                | ~pl.col("_ref_ok")
-            )
-            .then(pl.lit("refused"))
-            .when(pl.col("_match").fill_null(False))
-            .then(pl.lit("match"))
-            .when(pl.col("_found").fill_null(False))
-            .then(pl.lit("mismatch"))
-            .otherwise(pl.lit("not_found"))
-            .alias("result"),
-            pl.when(~pl.col("_in_quota"))
-            .then(pl.lit("quota_exceeded"))
+            .then(pl.lit(QUOTA_REFUSED))
             .when(~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt))
             .then(pl.lit("consent_ref_missing"))
             .when(~pl.col("_consent_ok"))
@@ -350,22 +456,40 @@ class VerificationBuilder:
             .when(~pl.col("_ref_ok"))
             .then(pl.lit("consent_ref_mismatch"))
             .otherwise(pl.lit(None, dtype=pl.String))
+        )
+        decided_rows = joined.select(
+            "query_id",
+            "kind",
+            pl.when(detail.is_not_null())
+            .then(pl.lit("refused"))
+            .when(pl.col("_match").fill_null(False))
+            .then(pl.lit("match"))
+            .when(pl.col("_found").fill_null(False))
+            .then(pl.lit("mismatch"))
+            .otherwise(pl.lit("not_found"))
+            .alias("result"),
+            pl.when(detail == QUOTA_REFUSED)
+            .then(pl.lit(QUOTA_REFUSED))
+            .when(detail.is_not_null())
+            .then(pl.lit(CONSENT_REFUSED))
+            .otherwise(pl.lit(None, dtype=pl.String))
             .alias("reason"),
+            detail.alias("_detail"),
         )
+        result = decided_rows.drop("_detail")
         counts = {r: int((result["result"] == r).sum()) for r in RESULTS}
-        refused = result.filter(pl.col("result") == "refused")
-        reasons = (
-            {str(k): int(v) for k, v in refused["reason"].value_counts().rows()}
-            if refused.height
-            else {}
-        )
+        refused = decided_rows.filter(pl.col("result") == "refused")
+        reasons = _counts(refused["reason"])
+        via = {"via": who.via} if who.via else {}
         record(
             ctx.home,
             "verify.batch",
             ctx.release_id,
             "ok",
             {
-                "requester": requester,
+                "requester": who.name,
+                "role": who.role,
+                **via,
                 "queries": result.height,
                 "results": counts,
                 "answers": [
@@ -380,19 +504,26 @@ class VerificationBuilder:
                 ctx.release_id,
                 "refused",
                 {
-                    "requester": requester,
+                    "requester": who.name,
                     "refused": [
-                        [q, r] for q, r in zip(refused["query_id"], refused["reason"], strict=True)
+                        [q, r] for q, r in zip(refused["query_id"], refused["_detail"], strict=True)
                     ],
-                    "reasons": reasons,
+                    "reasons": _counts(refused["_detail"]),
+                    "told": reasons,
                 },
             )
         meta: dict[str, Any] = {
-            "requester": requester,
+            "requester": who.name,
             "queries": result.height,
             "results": counts,
             "refused_reasons": reasons,
-            "quota": {"per_day": ver.quota_per_day, "day": today.isoformat(), "granted": granted},
+            "quota": {
+                "per_day": per_day,
+                "spec_per_day": ver.quota_per_day,
+                "policy_ceiling": quota_ceiling(ctx.home),
+                "day": today.isoformat(),
+                "granted": granted,
+            },
             "consent_purpose": ver.consent_purpose,
         }
         return Draw(tables={"results": result}, meta=meta)
@@ -410,7 +541,8 @@ class VerificationBuilder:
                 "query_id": "the requester's query id",
                 "kind": "person (身份信息核验) or enterprise (企业信息核验)",
                 "result": "match | mismatch | not_found | refused",
-                "reason": "why a query was refused (quota, consent); null otherwise",
+                "reason": f"why a query was refused: {QUOTA_REFUSED} or {CONSENT_REFUSED} "
+                "(one reason for every consent failure); null otherwise",
             },
         )
         return Finished(

@@ -290,19 +290,35 @@ def test_out_of_scope_field(
     assert "民族" in a.check("purpose_and_scope").evidence
 
 
-def test_missing_consent(demo: tuple[Home, dict[str, str]], spec_dir: Path) -> None:
+def test_missing_consent(
+    demo: tuple[Home, dict[str, str]],
+    spec_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     home, _ = demo
 
     def no_consent(doc: dict[str, Any]) -> None:
         for chk in doc["verification"]["checks"]:
             chk["consent_required"] = False
 
+    def waive(docs: dict[str, dict[str, Any]]) -> None:
+        for doc in docs.values():
+            for sc in doc["scenarios"]:
+                for pair in sc.get("verify", []):
+                    pair["consent_required"] = False
+
     write_spec(spec_dir, VER, no_consent)
     queries = home.root / "sources" / "queries.csv"
+    # Only a scenario may waive consent: the build runs under a forged copy that does.
+    monkeypatch.setenv("SHUYU_AGREEMENTS", str(agreements_copy(tmp_path / "ag", waive)))
     release_id = build(home, VER, BuildOptions(queries=queries)).release_id
+    monkeypatch.delenv("SHUYU_AGREEMENTS")
     a = assess(home, release_id)
     _blocked(a, "subject_consent")
     assert "without a consent check" in a.check("subject_consent").evidence
+    _blocked(a, "purpose_and_scope")
+    assert "verification_pair_not_authorized" in a.check("purpose_and_scope").evidence
 
 
 def test_foreign_destination(

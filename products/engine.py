@@ -49,7 +49,7 @@ from privacy.dp import ledger
 from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
-from products.floors import require_within_floors
+from products.floors import floors, require_within_floors
 from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
@@ -302,6 +302,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     delta=spec.budget.delta,
                     units=units,
                     snapshots=ids,
+                    unit_year_ceiling=floors(home).max_rho_per_unit_year,
                 ),
             )
         draw, resumed = _draw_once(ctx, builder, digest, charge)

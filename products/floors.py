@@ -47,19 +47,13 @@ def unit_year_spent(
     home: Home, units: set[str], year: int, exclude_release: str | None = None
 ) -> dict[str, float]:
     """ρ charged per privacy unit in calendar ``year``: each release counted once (its
-    largest entry for the unit), over every resource sharing the unit."""
+    largest entry for the unit), over every resource sharing the unit; void charges spent
+    nothing. The charge itself re-checks this under the ledger lock."""
     from privacy.dp import ledger
+    from shuyu_core.home import state_engine
 
-    per_release: dict[tuple[str, str], float] = {}
-    for e in ledger.all_entries(home):
-        if e.unit not in units or e.charged_at.year != year or e.release_id == exclude_release:
-            continue
-        key = (e.unit, e.release_id)
-        per_release[key] = max(per_release.get(key, 0.0), e.rho)
-    spent = dict.fromkeys(units, 0.0)
-    for (unit, _release), rho in per_release.items():
-        spent[unit] += rho
-    return spent
+    with state_engine(home).connect() as conn:
+        return ledger.unit_year_spent(conn, units, year, exclude_release)
 
 
 def dp_problems(

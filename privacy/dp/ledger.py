@@ -133,6 +133,9 @@ class ChargeRequest:
     delta: float
     units: dict[str, str]  # resource code -> privacy unit field
     snapshots: dict[str, str]  # resource code -> snapshot id
+    # The domain policy's ρ ceiling per privacy unit and calendar year, over every resource
+    # sharing the unit (a person is one person across tables); checked under the ledger lock.
+    unit_year_ceiling: float | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,50 @@ def _raise_tampered(home: Home, exc: LedgerTampered, obj: str, during: str) -> N
     raise exc
 
 
+def unit_year_spent(
+    conn: Connection, units: set[str], year: int, exclude_release: str | None = None
+) -> dict[str, float]:
+    """ρ charged per privacy unit in calendar ``year`` over every resource sharing the unit:
+    each release counted once per unit (its largest entry), void charges not at all."""
+    start = dt.datetime(year, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC)
+    rows = conn.execute(
+        select(dp_ledger.c.unit, dp_ledger.c.release_id, dp_ledger.c.rho).where(
+            dp_ledger.c.unit.in_(sorted(units)),
+            dp_ledger.c.state != "void",
+            dp_ledger.c.charged_at >= start,
+            dp_ledger.c.charged_at < end,
+        )
+    ).all()
+    per_release: dict[tuple[str, str], float] = {}
+    for unit, release_id, rho in rows:
+        if release_id == exclude_release:
+            continue
+        per_release[(unit, release_id)] = max(per_release.get((unit, release_id), 0.0), rho)
+    spent = dict.fromkeys(units, 0.0)
+    for (unit, _release), rho in per_release.items():
+        spent[unit] += rho
+    return spent
+
+
+def _unit_year_refusal(
+    conn: Connection, req: ChargeRequest, at: dt.datetime
+) -> BudgetExceeded | None:
+    ceiling = req.unit_year_ceiling
+    assert ceiling is not None
+    units = set(req.units.values())
+    for unit, spent in sorted(unit_year_spent(conn, units, at.year, req.release_id).items()):
+        if spent + req.rho > ceiling + _SLACK:
+            return BudgetExceeded(
+                f"release {req.release_id} would bring ρ per {unit} in {at.year} to "
+                f"{spent + req.rho:.6g} ({spent:.6g} spent over every resource sharing the unit + "
+                f"{req.rho:g}), above the domain policy's ceiling {ceiling:g}",
+                hint="lower the spec's budget or wait for the next year; the ceiling is the "
+                "domain policy's (an admin changes it with 'shuyu policy apply')",
+            )
+    return None
+
+
 def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> ChargeResult:
     """Check every input resource's remaining budget and charge ``req.rho`` to each, atomically.
 
@@ -297,6 +344,8 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
                         )
                         break
                     lines.append(line)
+                if refusal is None and req.unit_year_ceiling is not None:
+                    refusal = _unit_year_refusal(conn, req, at)
                 if refusal is not None:
                     conn.rollback()
                 else:

@@ -196,6 +196,19 @@ def list_all(home: Home) -> list[Account]:
     return [_verify_row(home, r) for r in rows]
 
 
+def problems(home: Home) -> list[str]:
+    """Every account row that does not match its audit record (for ``shuyu audit verify``)."""
+    with state_engine(home).connect() as conn:
+        rows = conn.execute(select(accounts).order_by(accounts.c.name)).all()
+    found: list[str] = []
+    for row in rows:
+        try:
+            _verify_row(home, row)
+        except IntegrityError as exc:
+            found.append(exc.message)
+    return found
+
+
 def count(home: Home) -> int:
     with state_engine(home).connect() as conn:
         return int(conn.execute(select(func.count()).select_from(accounts)).scalar_one())

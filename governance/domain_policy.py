@@ -175,6 +175,21 @@ def effective_with_source(home: Home) -> tuple[DomainPolicy, PolicySource]:
     return policy, PolicySource(version=None, origin=f"bootstrap file {path}", sm3=policy.digest())
 
 
+def problems(home: Home) -> list[str]:
+    """Every stored policy version that does not match its audit record."""
+    with state_engine(home).connect() as conn:
+        rows = conn.execute(
+            select(domain_policy_versions).order_by(domain_policy_versions.c.version)
+        ).all()
+    found: list[str] = []
+    for row in rows:
+        try:
+            _verified(home, row)
+        except (IntegrityError, ValidationError) as exc:
+            found.append(exc.message)
+    return found
+
+
 def effective(home: Home) -> DomainPolicy:
     """The policy every gate enforces (see the module doc)."""
     return effective_with_source(home)[0]

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shuyu_core.errors import ValidationError
+from shuyu_core.errors import IntegrityError, ValidationError
 from shuyu_core.home import Home
 
 console = Console()
@@ -91,13 +91,16 @@ def audit_verify(
                 f"--anchor {anchor!r} is not SEQ:HASH", hint="e.g. --anchor 1200:<64 hex digits>"
             )
         parsed = (int(seq), digest.lower())
+    from governance import accounts, domain_policy
     from privacy.dp import ledger_integrity
 
     result = audit.verify(home, parsed)
     # The budget ledger is evidence anchored in the chain: verify it too.
     books = ledger_integrity.verify(home)
+    # So are the accounts (identity) and the stored domain policy versions (floors).
+    identity = accounts.problems(home) + domain_policy.problems(home)
     if fmt == "json":
-        _emit_json({**result.to_dict(), "ledger": books.to_dict()})
+        _emit_json({**result.to_dict(), "ledger": books.to_dict(), "identity_and_policy": identity})
     else:
         if result.ok:
             console.print(f"[green]ok[/] {result.one_line()}", highlight=False)
@@ -110,13 +113,21 @@ def audit_verify(
         console.print(f"{mark} {books.one_line()}", highlight=False)
         for f in books.findings:
             console.print(f"  {f.kind}: {f.problem}", highlight=False)
+        if identity:
+            console.print("[red]broken[/] accounts / domain policy:", highlight=False)
+            for problem in identity:
+                console.print(f"  {problem}", highlight=False)
+        else:
+            console.print(
+                "[green]ok[/] accounts and domain policy versions match their audit record"
+            )
     try:
         audit.record(
             home,
             "audit.verify",
             "audit_log",
-            "ok" if result.ok and books.ok else "error",
-            {**result.to_dict(), "ledger": books.to_dict()},
+            "ok" if result.ok and books.ok and not identity else "error",
+            {**result.to_dict(), "ledger": books.to_dict(), "identity_and_policy": identity},
         )
     except audit.AuditChainBroken:
         # A broken head refuses every append, this one included; the verdict below (exit 8,
@@ -136,6 +147,14 @@ def audit_verify(
         exc2 = ledger_integrity.tampered(books, "audit verify")
         exc2.audited = True
         raise exc2
+    if identity:
+        exc3 = IntegrityError(
+            f"{len(identity)} account or domain policy record(s) differ from the audit chain: "
+            f"{identity[0]}",
+            hint="an admin investigates; the accounts named are refused until then",
+        )
+        exc3.audited = True
+        raise exc3
 
 
 @audit_app.command("export")

@@ -243,3 +243,19 @@ def test_a_relaxed_policy_without_reason_is_invalid(tmp_path: Path) -> None:
     path.write_text("separation_of_duties: {enabled: false}\n", encoding="utf-8")
     with pytest.raises(ValidationError, match="needs a reason"):
         domain_policy.load_file(path)
+
+
+def test_audit_verify_covers_accounts_and_policy_versions(home: Home) -> None:
+    seed(home, {"gina": ["operator"], "root-admin": ["admin"]})
+    domain_policy.apply(
+        home, domain_policy.load_file(domain_policy.bootstrap_path()), "initial", "root-admin"
+    )
+    clean = _shuyu("audit", "verify", "--format", "json")
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["identity_and_policy"] == []
+    with state_engine(home).begin() as conn:
+        conn.execute(text("UPDATE accounts SET roles = '[\"admin\"]' WHERE name = 'gina'"))
+    broken = _shuyu("audit", "verify")
+    assert broken.returncode == 8
+    assert "account gina was edited in the database" in broken.stderr
+    assert _last(home)["outcome"] == "error"

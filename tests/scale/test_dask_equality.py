@@ -125,9 +125,10 @@ def _pre_noise(ctx: engine.BuildContext, frame: pl.LazyFrame) -> dict[str, pl.Da
         )
         data = mechanisms._integer_sums(q).collect()
         aggs: list[Any] = [pl.len().alias("n")]
-        numeric = [c for c, d in data.schema.items() if c not in t.by and d.is_numeric()]
-        assert numeric or all(m.aggregate == "count" for m in t.measures)
-        aggs += [pl.col(c).sum().alias(f"sum_{c}") for c in numeric]
+        # The summed fields, as OpenDP receives them (whole units, so order-independent).
+        summed = sorted({m.field for m in t.measures if m.aggregate == "sum" and m.field})
+        assert all(data.schema[c] == pl.Int64 for c in summed)
+        aggs += [pl.col(c).sum().alias(f"sum_{c}") for c in summed]
         out[t.name] = data.group_by(t.by).agg(aggs).sort(t.by)
     return out
 

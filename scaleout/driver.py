@@ -20,7 +20,8 @@ from typing import Any
 import polars as pl
 
 from catalogs.catalog import Catalog
-from governance import evidence
+from governance import evidence, roles
+from governance.audit import record
 from scaleout.backends import Backend
 from scaleout.jobs import (
     BoundJob,
@@ -52,6 +53,8 @@ def quality_counts_of(
 ) -> dict[str, Any]:
     """Row count, per row rule (failed, total) and per aggregate rule the total, summed over
     the parts of one snapshot."""
+    resource = Catalog.load().get(code)
+    roles.require(home, "quality.check", f"resource/{code}", resource.source_unit.code)
     m = snapshots.get(home, code, snapshot_id)
     day = as_of or dt.date.today()
     partials = backend.map(quality_counts, [QualityJob(p, day) for p in verified_parts(home, m)])
@@ -81,6 +84,7 @@ def desensitize(
     from transforms.apply import desensitize_frame, home_key_provider
     from transforms.policy import load_policy
 
+    roles.require(home, "desensitize", f"resource/{code}")
     cat = catalog or Catalog.load()
     resource = cat.get(code)
     m = snapshots.latest(home, code)
@@ -100,7 +104,15 @@ def desensitize(
     }
     jobs = [DesensitizeJob(p, policy_path, str(out_dir), bounds, detected, in_text) for p in parts]
     done = backend.map(desensitize_part, jobs)
-    return [out_dir / d["file"] for d in done]
+    files = [out_dir / d["file"] for d in done]
+    record(
+        home,
+        "desensitize",
+        f"{code}/{m.snapshot_id}",
+        "ok",
+        {"backend": backend.name, "parts": len(files), "output": str(out_dir)},
+    )
+    return files
 
 
 def co_partitions(home: Home, inputs: dict[str, snapshots.Manifest]) -> list[dict[str, PartRef]]:

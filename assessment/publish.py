@@ -114,6 +114,15 @@ def gate(home: Home, release_id: str) -> tuple[engine.Assessment, review.Review]
             f"release {release_id} is not approved ({what})",
             f"a reviewer runs 'shuyu review approve {release_id} --comment TEXT'",
         )
+    forged = review.decision_problems(home, decision)
+    if forged:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id}: its approval does not match the audit chain: {forged[0]}",
+            "a reviewer decides again with 'shuyu review approve'; an admin investigates with "
+            "'shuyu audit verify'",
+        )
     if decision.assessment_id != a.assessment_id:
         raise _refuse(
             home,

@@ -1,0 +1,226 @@
+"""Red-team attacks on the trust model, each tried and refused with its audit entry.
+
+Whoever can write the state database or the files under ``work/`` (every operator's login can)
+must not be able to stand in for another person's decision: the verdict a reviewer sees, the
+approval an operator publishes on, and the domain policy in force are each re-checked against
+the audit chain, never taken from a table row or a report file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from accounts_testkit import TEST_ADMIN, act_as
+from sqlalchemy import delete, update
+
+from assessment import engine, publish, review
+from governance import audit, domain_policy
+from governance.identity import login_name
+from shuyu_core.errors import IntegrityError, PermissionDenied
+from shuyu_core.home import Home, state_engine
+
+SI = "si_enrolment_report"
+
+
+def _last_refusal(home: Home, action: str) -> dict[str, object]:
+    found = [e for e in audit.tail(home, 10) if e["action"] == action]
+    assert found, f"no {action} entry"
+    entry = found[-1]
+    assert entry["outcome"] == "refused"
+    return entry
+
+
+def _approved(home: Home, rid: str) -> engine.Assessment:
+    a = engine.assess(home, rid)
+    act_as(home, "test-reviewer", "reviewer")
+    review.decide(home, rid, "approve", "同意发布")
+    act_as(home, "test-operator", "operator")
+    return a
+
+
+def test_a_forged_approval_row_is_not_published(demo: tuple[Home, dict[str, str]]) -> None:
+    """An operator inserts an 'approve' decision (naming a reviewer) straight into the table."""
+    home, releases = demo
+    rid = releases[SI]
+    a = engine.assess(home, rid)
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            review.review_decisions.insert().values(
+                release_id=rid,
+                assessment_id=a.assessment_id,
+                decision="approve",
+                comment="同意",
+                reviewer="test-reviewer",
+                decided_at=a.assessed_at.replace(tzinfo=None),
+                due_date=None,
+            )
+        )
+    act_as(home, "test-operator", "operator")
+    with pytest.raises(PermissionDenied, match="audit") as info:
+        publish.publish(home, rid)
+    assert info.value.audited
+    assert "approval" in str(_last_refusal(home, "publish")["details"])
+    assert not (home.published / "products" / rid).exists()
+
+
+def test_a_rejection_turned_into_an_approval_in_the_table_is_not_published(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    home, releases = demo
+    rid = releases[SI]
+    engine.assess(home, rid)
+    act_as(home, "test-reviewer", "reviewer")
+    review.decide(home, rid, "reject", "不同意")
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            update(review.review_decisions)
+            .where(review.review_decisions.c.release_id == rid)
+            .values(decision="approve")
+        )
+    act_as(home, "test-operator", "operator")
+    with pytest.raises(PermissionDenied, match="audit"):
+        publish.publish(home, rid)
+    _last_refusal(home, "publish")
+    assert not (home.published / "products" / rid).exists()
+
+
+def test_an_approval_relabelled_to_another_reviewer_is_not_published(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    """The approver edits the row so that the publish four-eyes check sees someone else."""
+    home, releases = demo
+    rid = releases[SI]
+    _approved(home, rid)
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            update(review.review_decisions)
+            .where(review.review_decisions.c.release_id == rid)
+            .values(reviewer="someone-else")
+        )
+    with pytest.raises(PermissionDenied, match="audit"):
+        publish.publish(home, rid)
+    _last_refusal(home, "publish")
+
+
+def test_a_genuine_approval_still_publishes(demo: tuple[Home, dict[str, str]]) -> None:
+    home, releases = demo
+    rid = releases[SI]
+    _approved(home, rid)
+    assert publish.publish(home, rid)["release"] == rid
+
+
+def test_an_edited_assessment_verdict_is_neither_approved_nor_published(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    """The assessment report file under work/ says what the reviewer and publish read: an
+    operator rewrites a failing verdict to pass (and the reasons away)."""
+    home, releases = demo
+    rid = releases[SI]
+    a = engine.assess(home, rid)
+    path = engine.reports_root(home) / rid / a.assessment_id / "assessment.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["verdict"] = "pass"
+    data["reasons"] = []
+    data["checks"] = data["checks"][:1]  # drop the findings the reviewer would have read
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    act_as(home, "test-reviewer", "reviewer")
+    with pytest.raises(IntegrityError, match="assessment") as info:
+        review.decide(home, rid, "approve", "同意")
+    assert info.value.audited
+    entry = _last_refusal(home, "assessment.evidence")
+    assert "differs from its audited SM3" in str(entry["details"])
+    act_as(home, "test-operator", "operator")
+    with pytest.raises(IntegrityError, match="assessment"):
+        publish.publish(home, rid)
+
+
+def test_an_assessment_row_pointing_at_another_report_is_not_followed(
+    demo: tuple[Home, dict[str, str]], tmp_path: Path
+) -> None:
+    """The row's report_dir is never read: the report lives at its id's one place."""
+    home, releases = demo
+    rid = releases[SI]
+    a = engine.assess(home, rid)
+    src = engine.reports_root(home) / rid / a.assessment_id
+    fake = tmp_path / "elsewhere"
+    fake.mkdir()
+    data = json.loads((src / "assessment.json").read_text(encoding="utf-8"))
+    data["checks"] = []
+    (fake / "assessment.json").write_text(json.dumps(data), encoding="utf-8")
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            update(engine.assessment_runs)
+            .where(engine.assessment_runs.c.assessment_id == a.assessment_id)
+            .values(report_dir=str(fake))
+        )
+    assert engine.latest(home, rid) == a
+
+
+def test_an_edited_stored_verdict_is_refused(demo: tuple[Home, dict[str, str]]) -> None:
+    home, releases = demo
+    rid = releases[SI]
+    a = engine.assess(home, rid)
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            update(engine.assessment_runs)
+            .where(engine.assessment_runs.c.assessment_id == a.assessment_id)
+            .values(verdict="fail" if a.verdict == "pass" else "pass")
+        )
+    act_as(home, "test-operator", "operator")
+    with pytest.raises(IntegrityError, match="verdict"):
+        publish.publish(home, rid)
+    _last_refusal(home, "assessment.evidence")
+
+
+def _policy_file(directory: Path, sod: str) -> Path:
+    path = directory / f"policy-{abs(hash(sod))}.yaml"
+    path.write_text(
+        f"service_accounts: [{{name: {login_name()}}}]\nseparation_of_duties: {sod}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_deleting_the_newest_policy_version_does_not_replay_an_older_one(
+    demo: tuple[Home, dict[str, str]], tmp_path: Path
+) -> None:
+    home, _ = demo
+    relaxed = _policy_file(tmp_path, "{enabled: false, reason: 试点}")
+    strict = _policy_file(tmp_path, "{enabled: true}")
+    domain_policy.apply(home, domain_policy.load_file(relaxed), "pilot", "test-admin", TEST_ADMIN)
+    domain_policy.apply(home, domain_policy.load_file(strict), "end", "test-admin", TEST_ADMIN)
+    assert domain_policy.effective(home).separation_of_duties.enabled
+    with state_engine(home).begin() as conn:
+        newest = max(
+            r[0] for r in conn.execute(domain_policy.domain_policy_versions.select()).all()
+        )
+        conn.execute(
+            delete(domain_policy.domain_policy_versions).where(
+                domain_policy.domain_policy_versions.c.version == newest
+            )
+        )
+    with pytest.raises(IntegrityError, match="policy") as info:
+        domain_policy.effective(home)
+    assert info.value.audited
+    _last_refusal(home, "policy.verify")
+
+
+def test_deleting_every_policy_version_does_not_fall_back_to_an_environment_file(
+    demo: tuple[Home, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a policy was applied, SHUYU_DOMAIN_POLICY (anyone's environment) is never read:
+    otherwise a login names itself a service account and acts as any account."""
+    home, _ = demo
+    strict = _policy_file(tmp_path, "{enabled: true}")
+    domain_policy.apply(home, domain_policy.load_file(strict), "init", "test-admin", TEST_ADMIN)
+    with state_engine(home).begin() as conn:
+        conn.execute(delete(domain_policy.domain_policy_versions))
+    monkeypatch.setenv(
+        "SHUYU_DOMAIN_POLICY", str(_policy_file(tmp_path, "{enabled: false, reason: x}"))
+    )
+    with pytest.raises(IntegrityError, match="policy") as info:
+        domain_policy.effective(home)
+    assert info.value.audited
+    _last_refusal(home, "policy.verify")

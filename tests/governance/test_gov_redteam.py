@@ -4,12 +4,16 @@ Each abuse is tried and must be refused with its audit entry."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 from accounts_testkit import act_as, seed
 
 from catalogs.catalog import Catalog
 from governance import audit
 from pipelines import demo_accounts
+from shuyu_core import ids
 from shuyu_core.errors import PermissionDenied
 from shuyu_core.home import Home
 
@@ -30,3 +34,36 @@ def test_the_demo_does_not_approve_as_demo_reviewer_on_a_domain_it_did_not_set_u
         "refused",
         "test-operator",
     )
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    from pipelines import cli
+
+    monkeypatch.setattr(sys, "argv", ["shuyu", *argv])
+    try:
+        cli.main()
+    except SystemExit as ex:
+        return int(ex.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_out_cannot_replace_the_state_database_or_its_wal(
+    home: Home, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, suffix: str
+) -> None:
+    """Replacing state.db-wal drops the last committed transactions, audit head included."""
+    link = tmp_path / "db-link"
+    link.symlink_to(home.root, target_is_directory=True)
+    for out in (home.root / f"state.db{suffix}", link / f"state.db{suffix}"):
+        assert _run(monkeypatch, "audit", "export", "--out", str(out)) == 5, out
+        entry = audit.tail(home, 1)[0]
+        assert (entry["action"], entry["outcome"]) == ("audit.export.out", "refused")
+    assert audit.verify(home).ok
+
+
+def test_ids_take_ascii_digits_only() -> None:
+    arabic = "si_enrolment_report-v\u0661.0.0-0123456789abcdef"
+    with pytest.raises(ids.InvalidIdentifier):
+        ids.release_id(arabic)
+    with pytest.raises(ids.InvalidIdentifier):
+        ids.snapshot_id("20260101T120000123456Z".replace("1", "\u0661"))

@@ -440,6 +440,45 @@ def purpose_pricing(ctx: Ctx) -> Check:
 _SCAN_CACHE: dict[str, list[tuple[str, str | None, float, str]]] = {}
 
 
+def text_views(name: str, s: pl.Series) -> list[tuple[str, pl.Series]]:
+    """Every way ``s`` can carry text, as String series to screen: (label, values).
+
+    A screen that looks at String columns only is walked around by a change of type:
+    remarks stored as Categorical/Enum, a mobile as a float or a decimal, ID numbers inside
+    a list or a struct, UTF-8 bytes in a Binary column. Lists are exploded and structs
+    unnested (recursively), floats holding whole numbers are written as integers, and every
+    other type is cast to text; only booleans, temporal and null columns carry none."""
+    dtype = s.dtype
+    if dtype == pl.String:
+        return [(name, s)]
+    if dtype == pl.Boolean or dtype == pl.Null or dtype.is_temporal():
+        return []
+    if isinstance(dtype, pl.Struct):
+        return [
+            view
+            for part in s.struct.unnest().iter_columns()
+            for view in text_views(f"{name}.{part.name}", part)
+        ]
+    if isinstance(dtype, pl.List | pl.Array):
+        return text_views(
+            f"{name}[]", s.explode() if isinstance(dtype, pl.List) else s.arr.explode()
+        )
+    if dtype.is_float():
+        col = pl.col(s.name)
+        whole = col.is_finite() & (col == col.floor()) & (col.abs() < 1e18)
+        text = s.to_frame().select(
+            pl.when(whole)
+            .then(col.cast(pl.Int64, strict=False).cast(pl.String))
+            .otherwise(col.cast(pl.String))
+        )
+        return [(name, text.to_series().alias(s.name))]
+    try:
+        return [(name, s.cast(pl.String, strict=False))]
+    except pl.exceptions.PolarsError:
+        # no text cast (Object; never read from a file, so small): screen each value's str
+        return [(name, pl.Series(s.name, [None if v is None else str(v) for v in s], pl.String))]
+
+
 def _scan_cached(path: Path, frame: pl.DataFrame) -> list[tuple[str, str | None, float, str]]:
     digest = ad.file_sm3(path)
     found = _SCAN_CACHE.get(digest)
@@ -547,10 +586,8 @@ def raw_identifiers(ctx: Ctx) -> Check:
     hits: list[str] = []
     compared = 0
     for name, out_frame in ctx.frames.items():
-        for col, dtype in out_frame.schema.items():
-            if dtype.is_float() or dtype == pl.Boolean:
-                continue
-            vals = out_frame[col].cast(pl.String).str.strip_chars().drop_nulls().unique()
+        for col, text in (v for c in out_frame.columns for v in text_views(c, out_frame[c])):
+            vals = text.str.strip_chars().drop_nulls().unique()
             compared += vals.len()
             cand = pl.DataFrame({"o": vals, "h": seeds.hash(vals)}).join(known, on="h", how="inner")
             if cand.height == 0:
@@ -1009,11 +1046,9 @@ def free_text_screening(ctx: Ctx) -> Check:
     cells = 0
     for name, frame in ctx.frames.items():
         lineage = ctx.lineage(name)
-        for col, dtype in frame.schema.items():
-            if not (dtype == pl.String or dtype.is_integer()):
-                continue
-            cells += frame.height
-            hits = identifier_hits(frame[col])
+        for col, text in (v for c in frame.columns for v in text_views(c, frame[c])):
+            cells += text.len()
+            hits = identifier_hits(text)
             # A column the floor lets a product keep (an enterprise's USCC) is not a leak of
             # its own type; any other identifier in it still is.
             info = lineage.get(col)
@@ -1044,10 +1079,10 @@ def free_text_screening(ctx: Ctx) -> Check:
         known = pl.DataFrame({"v": known_names, "h": seeds.hash(known_names)})
         names_note = f"{known.height} distinct names of persons in the inputs"
         for name, frame in recs.items():
-            for col, dtype in frame.schema.items():
-                if dtype != pl.String or known.height == 0:
+            for col, text in (v for c in frame.columns for v in text_views(c, frame[c])):
+                if known.height == 0:
                     continue
-                grams = han_ngrams(frame[col])
+                grams = han_ngrams(text)
                 if grams.height == 0:
                     continue
                 cand = grams.with_columns(seeds.hash(grams["g"])).join(known, on="h")

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pytest
 from accounts_testkit import TEST_ADMIN, act_as
+from assessment_testkit import forge
 from sqlalchemy import delete, update
 
 from assessment import engine, publish, review
 from governance import audit, domain_policy
 from governance.identity import login_name
+from shuyu_core import snapshots
 from shuyu_core.errors import IntegrityError, PermissionDenied
 from shuyu_core.home import Home, state_engine
 
@@ -224,3 +228,60 @@ def test_deleting_every_policy_version_does_not_fall_back_to_an_environment_file
         domain_policy.effective(home)
     assert info.value.audited
     _last_refusal(home, "policy.verify")
+
+
+MED = "medical_desensitized_extract"
+EXTRACT = "data/extract.parquet"
+
+
+def _cycle(values: pl.Series, n: int) -> pl.Series:
+    return pl.Series(values.name, (values.to_list() * (n // values.len() + 1))[:n])
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["categorical_remark", "float_mobile", "list_of_ids", "struct_remark", "decimal_mobile"],
+)
+def test_identifiers_in_non_text_column_types_are_found(
+    demo: tuple[Home, dict[str, str]], kind: str
+) -> None:
+    """Free text and identifiers moved into columns the screens skipped by type: categorical
+    remarks, mobiles stored as floats or decimals, ID numbers inside lists or structs."""
+    home, releases = demo
+    people = snapshots.scan(home, "RKJBXX", columns=["公民身份号码"]).collect()
+
+    def mutate(stage: Path, doc: dict[str, Any]) -> None:
+        df = pl.read_parquet(stage / EXTRACT)
+        n = df.height
+        i = pl.int_range(pl.len())
+        ids = pl.lit(_cycle(people["公民身份号码"], n))
+        mobile = (pl.lit(13812340000, pl.Int64) + i % 9000).alias("m")
+        remark = (
+            pl.when(i % 40 == 0)
+            .then(pl.format("请致电{}复查", mobile.cast(pl.String)))
+            .otherwise(pl.lit("复诊，无特殊"))
+        )
+        col = {
+            "categorical_remark": remark.cast(pl.Categorical),
+            "float_mobile": mobile.cast(pl.Float64),
+            "decimal_mobile": mobile.cast(pl.Decimal(20, 0)),
+            "list_of_ids": pl.concat_list([ids]),
+            "struct_remark": pl.struct(remark.alias("text")),
+        }[kind]
+        out = df.with_columns(col.alias("备注"))
+        out.write_parquet(stage / EXTRACT)
+        doc["outputs"] = [o for o in doc["outputs"] if o["format"] == "parquet"]
+        doc["outputs"][0]["columns"].append(
+            {
+                "name": "备注",
+                "type": str(out.schema["备注"]),
+                "sources": [],
+                "operator": "keep",
+                "params": {},
+            }
+        )
+
+    a = engine.assess(home, forge(home, releases[MED], kind, mutate))
+    failed = {c.name for c in a.checks if c.status == "fail"}
+    assert a.verdict == "fail"
+    assert failed & {"free_text_screening", "raw_identifiers"}, (failed, kind)

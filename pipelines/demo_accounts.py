@@ -34,7 +34,8 @@ def demo_accounts(catalog: Catalog) -> dict[str, list[str]]:
 def prepare(home: Home, catalog: Catalog | None = None) -> Actor:
     """The operator the demo runs as, after making sure its accounts exist (module doc)."""
     wanted = demo_accounts(catalog or Catalog.load())
-    if accounts.count(home) == 0:
+    # Fresh means no account was ever made here (the audit chain), not an emptied table.
+    if accounts.count(home) == 0 and not accounts.ever_created(home):
         login = login_name()
         boot = Actor(login, "bootstrap")
         accounts.add(home, login, ["admin", "operator"], boot)
@@ -54,11 +55,21 @@ def prepare(home: Home, catalog: Catalog | None = None) -> Actor:
         set_current(None)
     missing = [n for n in wanted if accounts.get(home, n) is None]
     if missing:
-        raise PermissionDenied(
+        exc = PermissionDenied(
             f"the demo needs accounts that this domain lacks: {', '.join(missing)}",
             hint="run the demo on a fresh SHUYU_HOME, or an admin creates them "
             "(shuyu users add demo-reviewer --role reviewer, …)",
         )
+        record(
+            home,
+            "demo",
+            "domain",
+            "refused",
+            {"reason": exc.message},
+            actor=Actor(login_name(), "none"),
+        )
+        exc.audited = True
+        raise exc
     actor = current_actor()
     if actor.kind != "operator":
         raise PermissionDenied(

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 from accounts_testkit import act_as, seed
+from sqlalchemy import delete
 
 from catalogs.catalog import Catalog
+from governance import accounts as governance_accounts
 from governance import audit
+from governance.actors import set_current
 from pipelines import demo_accounts
 from shuyu_core import ids
 from shuyu_core.errors import PermissionDenied
-from shuyu_core.home import Home
+from shuyu_core.home import Home, state_engine
 
 
 def test_the_demo_does_not_approve_as_demo_reviewer_on_a_domain_it_did_not_set_up(
@@ -67,3 +70,30 @@ def test_ids_take_ascii_digits_only() -> None:
         ids.release_id(arabic)
     with pytest.raises(ids.InvalidIdentifier):
         ids.snapshot_id("20260101T120000123456Z".replace("1", "\u0661"))
+
+
+def test_emptying_the_accounts_table_does_not_make_a_fresh_domain(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever can write the state database deletes every account (and policy row) and runs
+    'shuyu init --admin me' or 'shuyu demo' to become the first admin of a domain with a
+    history."""
+    from governance.accounts import accounts as accounts_table
+    from governance.domain_policy import domain_policy_versions
+
+    with state_engine(home).begin() as conn:
+        conn.execute(delete(accounts_table))
+        conn.execute(delete(domain_policy_versions))
+    assert _run(monkeypatch, "init", "--admin", "mallory") == 5
+    entry = audit.tail(home, 1)[0]
+    assert (entry["action"], entry["outcome"]) == ("domain.init", "refused")
+    assert "records accounts made before" in entry["details"]["reason"]
+    assert governance_accounts.get(home, "mallory") is None
+    monkeypatch.delenv("SHUYU_ACTOR")
+    monkeypatch.delenv("SHUYU_ROLE", raising=False)
+    set_current(None)
+    with pytest.raises(PermissionDenied):
+        demo_accounts.prepare(home)
+    assert governance_accounts.count(home) == 0
+    entry = audit.tail(home, 1)[0]
+    assert (entry["action"], entry["outcome"]) == ("demo", "refused")

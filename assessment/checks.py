@@ -26,6 +26,7 @@ from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec
 from catalogs.vocabulary import PiiType
 from governance.authorization import AuthorizationResult
+from shuyu_core.hashing import sm3_hex
 
 # -- thresholds (policy of the assessment, on top of each product's own spec) --------------
 # The suppression threshold, k, l, ρ/ε ceilings and mask floors are the domain policy's
@@ -96,6 +97,13 @@ class Ctx:
     at: dt.date
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
     read_errors: dict[str, str] = field(default_factory=dict)
+    # The other formats of an output (its CSV beside its Parquet), by path: published too,
+    # so screened too, never assumed to repeat the format the other checks read.
+    other_formats: dict[str, tuple[str, pl.DataFrame]] = field(default_factory=dict)
+    # SM3 of the very bytes each check read (path -> digest): file_integrity compares them
+    # with the seal, so a file swapped while the assessment ran cannot be judged in place of
+    # the one that will be published.
+    read_sm3: dict[str, str] = field(default_factory=dict)
 
     @property
     def rdir(self) -> Path:
@@ -199,15 +207,46 @@ class Ctx:
         return list(best.values())
 
     def load_frames(self) -> None:
-        for out in self.tabular:
+        chosen = {out.path for out in self.tabular}
+        for out in self.manifest.outputs:
+            if out.format not in ("parquet", "csv", "json"):
+                continue
             try:
-                self.frames[out.name] = read_output(self.rdir / out.path, out.format)
+                data = (self.rdir / out.path).read_bytes()
+                self.read_sm3[out.path] = sm3_hex(data)
+                if out.path in chosen:
+                    self.frames[out.name] = read_output_bytes(data, out.format)
+                else:
+                    frame = read_output_bytes(data, out.format, as_text=True)
+                    self.other_formats[out.path] = (out.name, frame)
             except Exception as exc:
                 self.read_errors[out.name] = f"{type(exc).__name__}: {str(exc)[:120]}"
+
+    def screened_frames(self) -> list[tuple[str, str, pl.DataFrame]]:
+        """(label, output name, frame) of every tabular file read, every format included."""
+        found = [(name, name, frame) for name, frame in self.frames.items()]
+        found += [(path, name, frame) for path, (name, frame) in self.other_formats.items()]
+        return found
 
     def outputs_of(self, values: str) -> dict[str, pl.DataFrame]:
         names = {o.name for o in self.tabular if o.values == values}
         return {n: f for n, f in self.frames.items() if n in names}
+
+
+def read_output_bytes(data: bytes, fmt: str, as_text: bool = False) -> pl.DataFrame:
+    """A tabular output parsed from bytes already read (and hashed) once."""
+    import io
+
+    if fmt == "parquet":
+        return pl.read_parquet(io.BytesIO(data))
+    if fmt == "csv":
+        if as_text:  # every cell as written: no leading zero or long number lost to inference
+            return pl.read_csv(io.BytesIO(data), infer_schema=False)
+        return pl.read_csv(io.BytesIO(data), infer_schema_length=10_000)
+    if fmt == "json":
+        doc = json.loads(data.decode("utf-8"))
+        return pl.DataFrame(doc, infer_schema_length=None) if doc else pl.DataFrame()
+    raise ValueError(fmt)
 
 
 def read_output(path: Path, fmt: str) -> pl.DataFrame:
@@ -585,7 +624,7 @@ def raw_identifiers(ctx: Ctx) -> Check:
     known = pl.DataFrame({"v": known_values, "h": seeds.hash(known_values)})
     hits: list[str] = []
     compared = 0
-    for name, out_frame in ctx.frames.items():
+    for name, _output, out_frame in ctx.screened_frames():
         for col, text in (v for c in out_frame.columns for v in text_views(c, out_frame[c])):
             vals = text.str.strip_chars().drop_nulls().unique()
             compared += vals.len()
@@ -1044,8 +1083,8 @@ def free_text_screening(ctx: Ctx) -> Check:
 
     problems: list[str] = []
     cells = 0
-    for name, frame in ctx.frames.items():
-        lineage = ctx.lineage(name)
+    for name, output, frame in ctx.screened_frames():
+        lineage = ctx.lineage(output)
         for col, text in (v for c in frame.columns for v in text_views(c, frame[c])):
             cells += text.len()
             hits = identifier_hits(text)
@@ -1078,7 +1117,9 @@ def free_text_screening(ctx: Ctx) -> Check:
         known_names = pl.concat(found).unique() if found else pl.Series("v", [], pl.String)
         known = pl.DataFrame({"v": known_names, "h": seeds.hash(known_names)})
         names_note = f"{known.height} distinct names of persons in the inputs"
-        for name, frame in recs.items():
+        rec_names = set(recs)
+        shadows = [(p, f) for p, (n, f) in ctx.other_formats.items() if n in rec_names]
+        for name, frame in [*recs.items(), *shadows]:
             for col, text in (v for c in frame.columns for v in text_views(c, frame[c])):
                 if known.height == 0:
                     continue
@@ -1531,6 +1572,14 @@ def file_integrity(ctx: Ctx) -> Check:
     title = "文件完整性 output file integrity (SM3 vs build seal)"
     check = _CheckDef("consistency", "file_integrity", title, rule, False)
     bad = ad.release_evidence(ctx.home, ctx.manifest)
+    from governance.evidence import find_seal
+
+    sealed = find_seal(ctx.home, ctx.manifest.release_id)
+    for path, digest in sorted(ctx.read_sm3.items()):
+        if sealed is not None and sealed.files.get(path) != digest:
+            bad.append(
+                f"{path}: the bytes the checks read differ from the seal (changed while assessed)"
+            )
     return check.verdict(
         bad, f"release.json and {len(ctx.manifest.outputs)} output file(s) match the build seal"
     )

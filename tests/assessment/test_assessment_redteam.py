@@ -285,3 +285,55 @@ def test_identifiers_in_non_text_column_types_are_found(
     failed = {c.name for c in a.checks if c.status == "fail"}
     assert a.verdict == "fail"
     assert failed & {"free_text_screening", "raw_identifiers"}, (failed, kind)
+
+
+def test_a_second_format_of_an_output_is_screened_too(demo: tuple[Home, dict[str, str]]) -> None:
+    """The extract ships as Parquet and CSV; only one was read by the content checks, so raw
+    ID numbers written into the other format alone went unseen."""
+    home, releases = demo
+    people = snapshots.scan(home, "RKJBXX", columns=["公民身份号码"]).collect()
+
+    def mutate(stage: Path, doc: dict[str, Any]) -> None:
+        others = [o for o in doc["outputs"] if o["name"] == "extract" and o["format"] != "parquet"]
+        assert others, [o["path"] for o in doc["outputs"]]
+        for o in others:
+            path = stage / o["path"]
+            if o["format"] != "csv":
+                continue
+            df = pl.read_csv(path, infer_schema=False)
+            col = df.columns[0]
+            df = df.with_columns(pl.lit(_cycle(people["公民身份号码"], df.height)).alias(col))
+            df.write_csv(path)
+
+    a = engine.assess(home, forge(home, releases[MED], "csvleak", mutate))
+    assert a.verdict == "fail"
+    failed = {c.name for c in a.checks if c.status == "fail"}
+    assert failed & {"free_text_screening", "raw_identifiers"}, failed
+
+
+def test_a_file_swapped_while_assessed_fails_file_integrity(
+    demo: tuple[Home, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The content checks read a clean stand-in; the sealed file is back in place by the time
+    its digest is recomputed. The digest of the bytes actually judged must match the seal."""
+    from assessment import checks
+
+    home, releases = demo
+    rid = releases[MED]
+    target = Path(home.releases / rid / EXTRACT)
+    sealed = target.read_bytes()
+    original = checks.Ctx.load_frames
+
+    def swapped(self: checks.Ctx) -> None:
+        df = pl.read_parquet(target)
+        df.head(df.height - 1).write_parquet(target)  # a stand-in the checks would judge
+        try:
+            original(self)
+        finally:
+            target.write_bytes(sealed)
+
+    monkeypatch.setattr(checks.Ctx, "load_frames", swapped)
+    a = engine.assess(home, rid)
+    c = a.check("file_integrity")
+    assert c.status == "fail" and "changed while assessed" in c.evidence
+    assert a.verdict == "fail"

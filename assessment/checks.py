@@ -209,12 +209,14 @@ class Ctx:
     def load_frames(self) -> None:
         chosen = {out.path for out in self.tabular}
         for out in self.manifest.outputs:
-            if out.format not in ("parquet", "csv", "json"):
-                continue
             try:
                 data = (self.rdir / out.path).read_bytes()
                 self.read_sm3[out.path] = sm3_hex(data)
-                if out.path in chosen:
+                if out.format not in ("parquet", "csv", "json"):
+                    # an HTML page is published as well: its text lines are screened too
+                    lines = data.decode("utf-8", errors="replace").splitlines()
+                    self.other_formats[out.path] = (out.name, pl.DataFrame({"text": lines}))
+                elif out.path in chosen:
                     self.frames[out.name] = read_output_bytes(data, out.format)
                 else:
                     frame = read_output_bytes(data, out.format, as_text=True)

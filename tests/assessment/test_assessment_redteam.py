@@ -337,3 +337,24 @@ def test_a_file_swapped_while_assessed_fails_file_integrity(
     c = a.check("file_integrity")
     assert c.status == "fail" and "changed while assessed" in c.evidence
     assert a.verdict == "fail"
+
+
+def test_identifiers_in_an_html_output_are_found(demo: tuple[Home, dict[str, str]]) -> None:
+    """The published report page is an output too: a faulty builder writes raw IDs into it."""
+    home, releases = demo
+    people = snapshots.scan(home, "RKJBXX", columns=["公民身份号码"]).collect()
+
+    def mutate(stage: Path, doc: dict[str, Any]) -> None:
+        pages = [o for o in doc["outputs"] if o["format"] == "html"]
+        assert pages, [o["path"] for o in doc["outputs"]]
+        path = stage / pages[0]["path"]
+        leak = "".join(f"<td>{v}</td>" for v in people["公民身份号码"].head(5).to_list())
+        path.write_text(
+            path.read_text(encoding="utf-8").replace("</body>", f"<table>{leak}</table></body>"),
+            encoding="utf-8",
+        )
+
+    a = engine.assess(home, forge(home, releases[SI], "htmlleak", mutate))
+    assert a.verdict == "fail"
+    failed = {c.name for c in a.checks if c.status == "fail"}
+    assert failed & {"free_text_screening", "raw_identifiers"}, failed

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 
 from fastapi.testclient import TestClient
-from portal_testkit import login
+from portal_testkit import SI, login
 from sqlalchemy import select, update
 
 from governance.audit import audit_log
@@ -72,3 +72,20 @@ def test_a_real_login_still_works(auth_client: TestClient, users: Home) -> None:
     assert login(auth_client, "reviewer-li").status_code == 200
     assert auth_client.get("/review", follow_redirects=False).status_code == 200
     assert _session_refusals(users) == []
+
+
+def test_the_reviewer_reads_the_audited_assessment_not_an_edited_report_file(
+    client: TestClient, domain: tuple[Home, dict[str, str]]
+) -> None:
+    """An operator rewrites report.html under work/ (findings removed, a forged remark)."""
+    from assessment import engine
+
+    home, releases = domain
+    rid = releases[SI]
+    a = engine.require_latest(home, rid)
+    html = engine.report_paths(home, a)["html"]
+    html.write_text("<html><body>全部通过，无任何问题 FORGED</body></html>", encoding="utf-8")
+    login(client, "reviewer-li")
+    r = client.get(f"/review/{rid}/report")
+    assert r.status_code == 200
+    assert "FORGED" not in r.text and a.assessment_id in r.text

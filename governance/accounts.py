@@ -299,6 +299,17 @@ def grant(home: Home, name: str, role: str, by: Actor, *, sod: bool = True) -> A
     acc = require_account(home, name)
     if role in acc.roles:
         return acc
+    if by.name == name:
+        # 安全管理员 manage identities; one who grants themself reviewer (or operator) decides on
+        # what they administer: another admin grants it.
+        _refuse(
+            home,
+            "account.grant",
+            name,
+            f"account {name} may not grant itself a role ({role})",
+            "another admin grants it",
+            by,
+        )
     reason = conflicts({*acc.roles, role}) if sod else None
     if reason:
         _refuse(home, "account.grant", name, f"account {name}: {reason}", "use two accounts", by)

@@ -97,3 +97,20 @@ def test_emptying_the_accounts_table_does_not_make_a_fresh_domain(
     assert governance_accounts.count(home) == 0
     entry = audit.tail(home, 1)[0]
     assert (entry["action"], entry["outcome"]) == ("demo", "refused")
+
+
+def test_an_admin_cannot_grant_itself_reviewer(home: Home) -> None:
+    """The security admin grants itself reviewer to approve what it administers."""
+    seed(home, {"adm-one": ["admin"], "adm-two": ["admin"]})
+    me = act_as(home, "adm-one", "admin")
+    with pytest.raises(PermissionDenied, match="may not grant itself"):
+        governance_accounts.grant(home, "adm-one", "reviewer", me)
+    entry = audit.tail(home, 1)[0]
+    assert (entry["action"], entry["outcome"], entry["actor"]) == (
+        "account.grant",
+        "refused",
+        "adm-one",
+    )
+    assert not governance_accounts.require_account(home, "adm-one").holds("reviewer")
+    other = act_as(home, "adm-two", "admin")
+    assert governance_accounts.grant(home, "adm-one", "reviewer", other).holds("reviewer")

@@ -71,6 +71,10 @@ class Review:
         }
 
 
+# A decision's comment goes into the audit chain, which is kept five years and re-hashed by
+# every verify: a bounded size keeps one request from bloating it.
+MAX_COMMENT = 4000
+
 _DECISIONS = ("review.approve", "review.reject", "review.rectify")
 
 
@@ -106,9 +110,10 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
     who = roles.require(home, action, release_id)
     reviewer = who.name
     _valid_id(home, action, release_id)
-    if not comment.strip():
+    if not comment.strip() or len(comment) > MAX_COMMENT:
         exc = ValidationError(
-            f"a {decision} decision on {release_id} needs a comment",
+            f"a {decision} decision on {release_id} needs a comment"
+            + (f" of at most {MAX_COMMENT} characters" if comment.strip() else ""),
             hint="give --comment TEXT with the reasons (recorded and audited)",
         )
         record(home, action, release_id, "error", {"error": exc.message})

@@ -22,7 +22,7 @@ from assessment import engine, publish, review
 from governance import audit, domain_policy
 from governance.identity import login_name
 from shuyu_core import snapshots
-from shuyu_core.errors import IntegrityError, PermissionDenied
+from shuyu_core.errors import IntegrityError, PermissionDenied, ValidationError
 from shuyu_core.home import Home, state_engine
 
 SI = "si_enrolment_report"
@@ -358,3 +358,15 @@ def test_identifiers_in_an_html_output_are_found(demo: tuple[Home, dict[str, str
     assert a.verdict == "fail"
     failed = {c.name for c in a.checks if c.status == "fail"}
     assert failed & {"free_text_screening", "raw_identifiers"}, failed
+
+
+def test_an_oversized_decision_comment_is_refused(demo: tuple[Home, dict[str, str]]) -> None:
+    home, releases = demo
+    rid = releases[SI]
+    engine.assess(home, rid)
+    act_as(home, "test-reviewer", "reviewer")
+    with pytest.raises(ValidationError, match="at most"):
+        review.decide(home, rid, "reject", "x" * (review.MAX_COMMENT + 1))
+    entry = audit.tail(home, 1)[0]
+    assert (entry["action"], entry["outcome"]) == ("review.reject", "error")
+    assert len(json.dumps(entry["details"])) < 2000

@@ -8,6 +8,7 @@ the audit chain, never taken from a table row or a report file alone.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,36 @@ def test_an_oversized_decision_comment_is_refused(demo: tuple[Home, dict[str, st
     entry = audit.tail(home, 1)[0]
     assert (entry["action"], entry["outcome"]) == ("review.reject", "error")
     assert len(json.dumps(entry["details"])) < 2000
+
+
+def test_a_publication_row_inserted_in_the_database_is_not_listed(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    """The catalog and disclosure listings in published/ are rebuilt from the publications
+    table: a row planted there would carry anything into the egress."""
+    home, releases = demo
+    rid = releases[SI]
+    _approved(home, rid)
+    reg = publish.publish(home, rid)
+    fake = f"{rid[:-16]}{'f' * 16}"
+    leak = "110101199003071234"
+    forged = {k: v for k, v in reg.items() if k not in ("path", "listings")}
+    forged.update(release=fake, review_comment=leak, name=leak)
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            publish.publications.insert().values(
+                release_id=fake,
+                product_id="si_enrolment_report",
+                published_at=dt.datetime(2020, 1, 1),
+                actor="test-operator",
+                assessment_id=f"{fake}-A001",
+                registration=json.dumps(forged, ensure_ascii=False),
+            )
+        )
+    publish.publish(home, rid)  # already published: the listings are rebuilt
+    listing = (home.published / "catalog.json").read_text(encoding="utf-8")
+    assert rid in listing and leak not in listing and fake not in listing
+    assert leak not in (home.published / "disclosure.json").read_text(encoding="utf-8")
+    refused = [e for e in audit.tail(home, 20) if e["action"] == "publish.listing"]
+    assert refused and refused[-1]["outcome"] == "refused"
+    assert fake in refused[-1]["details"]["rows"]

@@ -326,6 +326,12 @@ def verified_report(home: Home, release_id: str, assessment_id: str, verdict: st
     path = out_dir / REPORT_JSON
     if len(mine) != 1:
         problems.append(f"assessment {assessment_id} has no single assessment.run audit entry")
+    elif entries[-1]["details"].get("assessment") != assessment_id:
+        # the newest row was deleted to bring back an older (approved) assessment
+        problems.append(
+            f"the newest audited assessment is {entries[-1]['details'].get('assessment')}, "
+            f"not {assessment_id} (a newer one is missing from the table)"
+        )
     else:
         d = mine[0]["details"]
         if d.get("verdict") != verdict:

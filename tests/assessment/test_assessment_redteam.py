@@ -404,3 +404,22 @@ def test_a_publication_row_inserted_in_the_database_is_not_listed(
     refused = [e for e in audit.tail(home, 20) if e["action"] == "publish.listing"]
     assert refused and refused[-1]["outcome"] == "refused"
     assert fake in refused[-1]["details"]["rows"]
+
+
+def test_deleting_a_newer_assessment_does_not_bring_back_an_approved_one(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    home, releases = demo
+    rid = releases[SI]
+    _approved(home, rid)
+    newer = engine.assess(home, rid)  # say it found something: it stands as the latest
+    with state_engine(home).begin() as conn:
+        conn.execute(
+            delete(engine.assessment_runs).where(
+                engine.assessment_runs.c.assessment_id == newer.assessment_id
+            )
+        )
+    with pytest.raises(IntegrityError, match="newest audited assessment"):
+        publish.publish(home, rid)
+    _last_refusal(home, "assessment.evidence")
+    assert not (home.published / "products" / rid).exists()

@@ -1566,10 +1566,53 @@ def schema_vs_previous(ctx: Ctx) -> Check:
     )
 
 
+def _as_dtype(values: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Another format's column (text from a CSV, JSON-inferred) in ``dtype``, for comparison."""
+    if values.dtype == dtype:
+        return values
+    if dtype == pl.Boolean and values.dtype == pl.String:
+        return values.str.to_lowercase().replace_strict(
+            {"true": True, "false": False}, default=None, return_dtype=pl.Boolean
+        )
+    try:
+        return values.cast(dtype, strict=False)
+    except pl.exceptions.PolarsError:
+        return values.cast(pl.String, strict=False)
+
+
+def format_differences(ctx: Ctx) -> list[str]:
+    """Where another format of an output (the CSV beside the Parquet) holds other content.
+
+    The k-anonymity, mask and lineage checks measure one format per output; every format is
+    published, so each must hold the same cells (empty text and null count as equal)."""
+    found: list[str] = []
+    for path, (name, other) in ctx.other_formats.items():
+        base = ctx.frames.get(name)
+        if base is None or path.endswith((".html", ".htm")):
+            continue
+        if other.columns != base.columns or other.height != base.height:
+            found.append(
+                f"{path}: columns/rows {other.columns[:8]}×{other.height} differ from "
+                f"{base.columns[:8]}×{base.height} of the {name} output the checks measured"
+            )
+            continue
+        for col in base.columns:
+            a, b = base[col], _as_dtype(other[col], base[col].dtype)
+            if a.dtype != b.dtype:
+                a = a.cast(pl.String, strict=False)
+            if a.dtype == pl.String:
+                a, b = a.fill_null(""), b.fill_null("")
+            diff = int((~a.eq_missing(b)).sum())
+            if diff:
+                found.append(f"{path}: {diff} cell(s) of {col} differ from the {name} output")
+    return found
+
+
 def file_integrity(ctx: Ctx) -> Check:
     rule = (
         "release.json and every output file match the SM3 sealed in the audit chain at build "
-        "time (recomputed from the files; a missing seal or an empty digest fails)"
+        "time (recomputed from the files and from the bytes the checks read; a missing seal or "
+        "an empty digest fails), and every format of an output holds the same cells"
     )
     title = "文件完整性 output file integrity (SM3 vs build seal)"
     check = _CheckDef("consistency", "file_integrity", title, rule, False)
@@ -1577,6 +1620,7 @@ def file_integrity(ctx: Ctx) -> Check:
     from governance.evidence import find_seal
 
     sealed = find_seal(ctx.home, ctx.manifest.release_id)
+    bad += format_differences(ctx)
     for path, digest in sorted(ctx.read_sm3.items()):
         if sealed is not None and sealed.files.get(path) != digest:
             bad.append(

@@ -423,3 +423,22 @@ def test_deleting_a_newer_assessment_does_not_bring_back_an_approved_one(
         publish.publish(home, rid)
     _last_refusal(home, "assessment.evidence")
     assert not (home.published / "products" / rid).exists()
+
+
+def test_a_csv_that_differs_from_the_measured_parquet_fails(
+    demo: tuple[Home, dict[str, str]],
+) -> None:
+    """Quasi-identifiers left exact in the CSV only: k is measured on the Parquet."""
+    home, releases = demo
+
+    def mutate(stage: Path, doc: dict[str, Any]) -> None:
+        o = next(o for o in doc["outputs"] if o["name"] == "extract" and o["format"] == "csv")
+        path = stage / o["path"]
+        df = pl.read_csv(path, infer_schema=False)
+        col = df.columns[-1]
+        df.with_columns(pl.format("{}-exact", pl.int_range(pl.len())).alias(col)).write_csv(path)
+
+    a = engine.assess(home, forge(home, releases[MED], "csvqi", mutate))
+    c = a.check("file_integrity")
+    assert c.status == "fail" and "differ from the extract output" in c.evidence
+    assert a.verdict == "fail"

@@ -26,6 +26,7 @@ from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec
 from catalogs.vocabulary import PiiType
 from governance.authorization import AuthorizationResult
+from shuyu_core.hashing import sm3_hex
 
 # -- thresholds (policy of the assessment, on top of each product's own spec) --------------
 # The suppression threshold, k, l, ρ/ε ceilings and mask floors are the domain policy's
@@ -96,6 +97,13 @@ class Ctx:
     at: dt.date
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
     read_errors: dict[str, str] = field(default_factory=dict)
+    # The other formats of an output (its CSV beside its Parquet), by path: published too,
+    # so screened too, never assumed to repeat the format the other checks read.
+    other_formats: dict[str, tuple[str, pl.DataFrame]] = field(default_factory=dict)
+    # SM3 of the very bytes each check read (path -> digest): file_integrity compares them
+    # with the seal, so a file swapped while the assessment ran cannot be judged in place of
+    # the one that will be published.
+    read_sm3: dict[str, str] = field(default_factory=dict)
 
     @property
     def rdir(self) -> Path:
@@ -199,15 +207,48 @@ class Ctx:
         return list(best.values())
 
     def load_frames(self) -> None:
-        for out in self.tabular:
+        chosen = {out.path for out in self.tabular}
+        for out in self.manifest.outputs:
             try:
-                self.frames[out.name] = read_output(self.rdir / out.path, out.format)
+                data = (self.rdir / out.path).read_bytes()
+                self.read_sm3[out.path] = sm3_hex(data)
+                if out.format not in ("parquet", "csv", "json"):
+                    # an HTML page is published as well: its text lines are screened too
+                    lines = data.decode("utf-8", errors="replace").splitlines()
+                    self.other_formats[out.path] = (out.name, pl.DataFrame({"text": lines}))
+                elif out.path in chosen:
+                    self.frames[out.name] = read_output_bytes(data, out.format)
+                else:
+                    frame = read_output_bytes(data, out.format, as_text=True)
+                    self.other_formats[out.path] = (out.name, frame)
             except Exception as exc:
                 self.read_errors[out.name] = f"{type(exc).__name__}: {str(exc)[:120]}"
+
+    def screened_frames(self) -> list[tuple[str, str, pl.DataFrame]]:
+        """(label, output name, frame) of every tabular file read, every format included."""
+        found = [(name, name, frame) for name, frame in self.frames.items()]
+        found += [(path, name, frame) for path, (name, frame) in self.other_formats.items()]
+        return found
 
     def outputs_of(self, values: str) -> dict[str, pl.DataFrame]:
         names = {o.name for o in self.tabular if o.values == values}
         return {n: f for n, f in self.frames.items() if n in names}
+
+
+def read_output_bytes(data: bytes, fmt: str, as_text: bool = False) -> pl.DataFrame:
+    """A tabular output parsed from bytes already read (and hashed) once."""
+    import io
+
+    if fmt == "parquet":
+        return pl.read_parquet(io.BytesIO(data))
+    if fmt == "csv":
+        if as_text:  # every cell as written: no leading zero or long number lost to inference
+            return pl.read_csv(io.BytesIO(data), infer_schema=False)
+        return pl.read_csv(io.BytesIO(data), infer_schema_length=10_000)
+    if fmt == "json":
+        doc = json.loads(data.decode("utf-8"))
+        return pl.DataFrame(doc, infer_schema_length=None) if doc else pl.DataFrame()
+    raise ValueError(fmt)
 
 
 def read_output(path: Path, fmt: str) -> pl.DataFrame:
@@ -440,6 +481,45 @@ def purpose_pricing(ctx: Ctx) -> Check:
 _SCAN_CACHE: dict[str, list[tuple[str, str | None, float, str]]] = {}
 
 
+def text_views(name: str, s: pl.Series) -> list[tuple[str, pl.Series]]:
+    """Every way ``s`` can carry text, as String series to screen: (label, values).
+
+    A screen that looks at String columns only is walked around by a change of type:
+    remarks stored as Categorical/Enum, a mobile as a float or a decimal, ID numbers inside
+    a list or a struct, UTF-8 bytes in a Binary column. Lists are exploded and structs
+    unnested (recursively), floats holding whole numbers are written as integers, and every
+    other type is cast to text; only booleans, temporal and null columns carry none."""
+    dtype = s.dtype
+    if dtype == pl.String:
+        return [(name, s)]
+    if dtype == pl.Boolean or dtype == pl.Null or dtype.is_temporal():
+        return []
+    if isinstance(dtype, pl.Struct):
+        return [
+            view
+            for part in s.struct.unnest().iter_columns()
+            for view in text_views(f"{name}.{part.name}", part)
+        ]
+    if isinstance(dtype, pl.List | pl.Array):
+        return text_views(
+            f"{name}[]", s.explode() if isinstance(dtype, pl.List) else s.arr.explode()
+        )
+    if dtype.is_float():
+        col = pl.col(s.name)
+        whole = col.is_finite() & (col == col.floor()) & (col.abs() < 1e18)
+        text = s.to_frame().select(
+            pl.when(whole)
+            .then(col.cast(pl.Int64, strict=False).cast(pl.String))
+            .otherwise(col.cast(pl.String))
+        )
+        return [(name, text.to_series().alias(s.name))]
+    try:
+        return [(name, s.cast(pl.String, strict=False))]
+    except pl.exceptions.PolarsError:
+        # no text cast (Object; never read from a file, so small): screen each value's str
+        return [(name, pl.Series(s.name, [None if v is None else str(v) for v in s], pl.String))]
+
+
 def _scan_cached(path: Path, frame: pl.DataFrame) -> list[tuple[str, str | None, float, str]]:
     digest = ad.file_sm3(path)
     found = _SCAN_CACHE.get(digest)
@@ -546,11 +626,9 @@ def raw_identifiers(ctx: Ctx) -> Check:
     known = pl.DataFrame({"v": known_values, "h": seeds.hash(known_values)})
     hits: list[str] = []
     compared = 0
-    for name, out_frame in ctx.frames.items():
-        for col, dtype in out_frame.schema.items():
-            if dtype.is_float() or dtype == pl.Boolean:
-                continue
-            vals = out_frame[col].cast(pl.String).str.strip_chars().drop_nulls().unique()
+    for name, _output, out_frame in ctx.screened_frames():
+        for col, text in (v for c in out_frame.columns for v in text_views(c, out_frame[c])):
+            vals = text.str.strip_chars().drop_nulls().unique()
             compared += vals.len()
             cand = pl.DataFrame({"o": vals, "h": seeds.hash(vals)}).join(known, on="h", how="inner")
             if cand.height == 0:
@@ -1007,13 +1085,11 @@ def free_text_screening(ctx: Ctx) -> Check:
 
     problems: list[str] = []
     cells = 0
-    for name, frame in ctx.frames.items():
-        lineage = ctx.lineage(name)
-        for col, dtype in frame.schema.items():
-            if not (dtype == pl.String or dtype.is_integer()):
-                continue
-            cells += frame.height
-            hits = identifier_hits(frame[col])
+    for name, output, frame in ctx.screened_frames():
+        lineage = ctx.lineage(output)
+        for col, text in (v for c in frame.columns for v in text_views(c, frame[c])):
+            cells += text.len()
+            hits = identifier_hits(text)
             # A column the floor lets a product keep (an enterprise's USCC) is not a leak of
             # its own type; any other identifier in it still is.
             info = lineage.get(col)
@@ -1043,11 +1119,13 @@ def free_text_screening(ctx: Ctx) -> Check:
         known_names = pl.concat(found).unique() if found else pl.Series("v", [], pl.String)
         known = pl.DataFrame({"v": known_names, "h": seeds.hash(known_names)})
         names_note = f"{known.height} distinct names of persons in the inputs"
-        for name, frame in recs.items():
-            for col, dtype in frame.schema.items():
-                if dtype != pl.String or known.height == 0:
+        rec_names = set(recs)
+        shadows = [(p, f) for p, (n, f) in ctx.other_formats.items() if n in rec_names]
+        for name, frame in [*recs.items(), *shadows]:
+            for col, text in (v for c in frame.columns for v in text_views(c, frame[c])):
+                if known.height == 0:
                     continue
-                grams = han_ngrams(frame[col])
+                grams = han_ngrams(text)
                 if grams.height == 0:
                     continue
                 cand = grams.with_columns(seeds.hash(grams["g"])).join(known, on="h")
@@ -1488,14 +1566,66 @@ def schema_vs_previous(ctx: Ctx) -> Check:
     )
 
 
+def _as_dtype(values: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Another format's column (text from a CSV, JSON-inferred) in ``dtype``, for comparison."""
+    if values.dtype == dtype:
+        return values
+    if dtype == pl.Boolean and values.dtype == pl.String:
+        return values.str.to_lowercase().replace_strict(
+            {"true": True, "false": False}, default=None, return_dtype=pl.Boolean
+        )
+    try:
+        return values.cast(dtype, strict=False)
+    except pl.exceptions.PolarsError:
+        return values.cast(pl.String, strict=False)
+
+
+def format_differences(ctx: Ctx) -> list[str]:
+    """Where another format of an output (the CSV beside the Parquet) holds other content.
+
+    The k-anonymity, mask and lineage checks measure one format per output; every format is
+    published, so each must hold the same cells (empty text and null count as equal)."""
+    found: list[str] = []
+    for path, (name, other) in ctx.other_formats.items():
+        base = ctx.frames.get(name)
+        if base is None or path.endswith((".html", ".htm")):
+            continue
+        if other.columns != base.columns or other.height != base.height:
+            found.append(
+                f"{path}: columns/rows {other.columns[:8]}×{other.height} differ from "
+                f"{base.columns[:8]}×{base.height} of the {name} output the checks measured"
+            )
+            continue
+        for col in base.columns:
+            a, b = base[col], _as_dtype(other[col], base[col].dtype)
+            if a.dtype != b.dtype:
+                a = a.cast(pl.String, strict=False)
+            if a.dtype == pl.String:
+                a, b = a.fill_null(""), b.fill_null("")
+            diff = int((~a.eq_missing(b)).sum())
+            if diff:
+                found.append(f"{path}: {diff} cell(s) of {col} differ from the {name} output")
+    return found
+
+
 def file_integrity(ctx: Ctx) -> Check:
     rule = (
         "release.json and every output file match the SM3 sealed in the audit chain at build "
-        "time (recomputed from the files; a missing seal or an empty digest fails)"
+        "time (recomputed from the files and from the bytes the checks read; a missing seal or "
+        "an empty digest fails), and every format of an output holds the same cells"
     )
     title = "文件完整性 output file integrity (SM3 vs build seal)"
     check = _CheckDef("consistency", "file_integrity", title, rule, False)
     bad = ad.release_evidence(ctx.home, ctx.manifest)
+    from governance.evidence import find_seal
+
+    sealed = find_seal(ctx.home, ctx.manifest.release_id)
+    bad += format_differences(ctx)
+    for path, digest in sorted(ctx.read_sm3.items()):
+        if sealed is not None and sealed.files.get(path) != digest:
+            bad.append(
+                f"{path}: the bytes the checks read differ from the seal (changed while assessed)"
+            )
     return check.verdict(
         bad, f"release.json and {len(ctx.manifest.outputs)} output file(s) match the build seal"
     )

@@ -24,8 +24,8 @@ from governance.actors import current_actor
 from governance.audit import record
 from shuyu_core import atomic
 from shuyu_core.db import METADATA
-from shuyu_core.errors import NotFoundError, ShuyuError
-from shuyu_core.hashing import sm3_hex
+from shuyu_core.errors import IntegrityError, NotFoundError, ShuyuError
+from shuyu_core.hashing import sm3_file, sm3_hex
 from shuyu_core.home import Home, state_engine
 
 assessment_runs = Table(
@@ -41,6 +41,9 @@ assessment_runs = Table(
     Column("report_dir", String(1000), nullable=False),
     Column("actor", String(200), nullable=False),
 )
+
+
+REPORT_JSON = "assessment.json"
 
 
 def reports_root(home: Home) -> Path:
@@ -257,6 +260,9 @@ def assess(home: Home, release_id: str, at: dt.date | None = None) -> Assessment
             "failed": [c.name for c in results if c.status == "fail"],
             "warned": [c.name for c in results if c.status == "warn"],
             "reports": str(out_dir),
+            # The report file the reviewer reads and publish trusts lies in work/, which any
+            # operator can write: its digest here is what it is judged against later.
+            "sm3": sm3_file(out_dir / REPORT_JSON),
         },
     )
     return result
@@ -274,7 +280,7 @@ def write_reports(result: Assessment, out_dir: Path) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(
-        out_dir / "assessment.json",
+        out_dir / REPORT_JSON,
         json.dumps(result.model_dump(mode="json"), ensure_ascii=False, indent=1),
     )
     atomic.write_text(out_dir / "report.html", report.render_html(result))
@@ -289,17 +295,66 @@ def _next_seq(conn: Connection, release_id: str) -> int:
 
 
 def latest(home: Home, release_id: str) -> Assessment | None:
-    """The newest stored assessment of ``release_id``, or None."""
+    """The newest stored assessment of ``release_id``, or None; verified against its
+    ``assessment.run`` audit entry (``verified_report``)."""
     with state_engine(home).connect() as conn:
         row = conn.execute(
-            select(assessment_runs.c.report_dir)
+            select(assessment_runs.c.assessment_id, assessment_runs.c.verdict)
             .where(assessment_runs.c.release_id == release_id)
             .order_by(assessment_runs.c.seq.desc())
             .limit(1)
         ).first()
     if row is None:
         return None
-    return load_report(Path(row[0]))
+    return verified_report(home, release_id, str(row[0]), str(row[1]))
+
+
+def verified_report(home: Home, release_id: str, assessment_id: str, verdict: str) -> Assessment:
+    """The report of ``assessment_id``, read from its one place under ``work/assessments/``
+    and checked against the SM3 and verdict its ``assessment.run`` entry recorded.
+
+    The file and the ``assessment_runs`` row are both writable by any operator; a verdict
+    rewritten to pass, findings removed, or a row pointed at another report would otherwise
+    be what the reviewer reads and publish relies on. A mismatch exits 8 and is audited."""
+    from governance.evidence import anchored_entries
+
+    out_dir = reports_root(home) / release_id / assessment_id
+    entries, problems = anchored_entries(
+        home, release_id, ("assessment.run",), "the assessment entry"
+    )
+    mine = [e for e in entries if e["details"].get("assessment") == assessment_id]
+    path = out_dir / REPORT_JSON
+    if len(mine) != 1:
+        problems.append(f"assessment {assessment_id} has no single assessment.run audit entry")
+    elif entries[-1]["details"].get("assessment") != assessment_id:
+        # the newest row was deleted to bring back an older (approved) assessment
+        problems.append(
+            f"the newest audited assessment is {entries[-1]['details'].get('assessment')}, "
+            f"not {assessment_id} (a newer one is missing from the table)"
+        )
+    else:
+        d = mine[0]["details"]
+        if d.get("verdict") != verdict:
+            problems.append(f"the stored verdict {verdict} is not the audited {d.get('verdict')}")
+        if not d.get("sm3"):
+            problems.append(f"the audit entry of {assessment_id} records no report SM3")
+        elif not path.is_file() or path.is_symlink() or sm3_file(path) != d["sm3"]:
+            problems.append(f"{REPORT_JSON} of {assessment_id} differs from its audited SM3")
+    if problems:
+        exc = IntegrityError(
+            f"assessment {assessment_id} does not match its audit record: {problems[0]}",
+            hint=f"re-run 'shuyu assess {release_id}'; an admin investigates with "
+            "'shuyu audit verify'",
+        )
+        record(home, "assessment.evidence", release_id, "refused", {"problems": problems[:10]})
+        exc.audited = True
+        raise exc
+    report = load_report(out_dir)
+    if report.assessment_id != assessment_id or report.release != release_id:
+        raise IntegrityError(
+            f"{path} is not the report of {assessment_id}", hint="re-run the assessment"
+        )
+    return report
 
 
 def load_report(out_dir: Path) -> Assessment:

@@ -114,6 +114,15 @@ def gate(home: Home, release_id: str) -> tuple[engine.Assessment, review.Review]
             f"release {release_id} is not approved ({what})",
             f"a reviewer runs 'shuyu review approve {release_id} --comment TEXT'",
         )
+    forged = review.decision_problems(home, decision)
+    if forged:
+        raise _refuse(
+            home,
+            release_id,
+            f"release {release_id}: its approval does not match the audit chain: {forged[0]}",
+            "a reviewer decides again with 'shuyu review approve'; an admin investigates with "
+            "'shuyu audit verify'",
+        )
     if decision.assessment_id != a.assessment_id:
         raise _refuse(
             home,
@@ -335,12 +344,49 @@ def publication(home: Home, release_id: str) -> dict[str, Any] | None:
 
 
 def registrations(home: Home) -> list[dict[str, Any]]:
-    """Every registration (登记) of a published product, oldest first."""
+    """Every registration (登记) of a published product, oldest first.
+
+    A row counts only when it is the ``registration.json`` publish wrote into the product's
+    directory under ``published/``: the table is writable by any operator's login, and the
+    listings built from it are published, so a row inserted or edited in the database would
+    otherwise put whatever it holds into the egress. Rows without that match are left out
+    (audited as ``publish.listing`` refused)."""
     with state_engine(home).connect() as conn:
         rows = conn.execute(
-            select(publications.c.registration).order_by(publications.c.published_at)
+            select(publications.c.release_id, publications.c.registration).order_by(
+                publications.c.published_at
+            )
         ).all()
-    return [json.loads(r[0]) for r in rows]
+    found: list[dict[str, Any]] = []
+    dropped: list[str] = []
+    for release_id, text in rows:
+        reg = json.loads(text)
+        path = products_root(home) / str(release_id) / "registration.json"
+        try:
+            ok = (
+                ids.is_valid("release", release_id)
+                and path.is_file()
+                and not path.is_symlink()
+                and json.loads(path.read_text(encoding="utf-8")) == reg
+            )
+        except (OSError, ValueError):
+            ok = False
+        if ok:
+            found.append(reg)
+        else:
+            dropped.append(str(release_id)[:200])
+    if dropped:
+        record(
+            home,
+            "publish.listing",
+            "publications",
+            "refused",
+            {
+                "reason": "publication rows without their published registration",
+                "rows": dropped[:20],
+            },
+        )
+    return found
 
 
 def disclosure(home: Home) -> dict[str, Any]:

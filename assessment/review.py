@@ -21,6 +21,7 @@ from assessment import engine
 from assessment.models import RECTIFY_DAYS, Assessment, Decision
 from governance import roles, separation
 from governance.audit import record
+from governance.evidence import anchored_entries
 from shuyu_core import ids
 from shuyu_core.db import METADATA
 from shuyu_core.errors import PermissionDenied, ShuyuError, ValidationError
@@ -70,6 +71,13 @@ class Review:
         }
 
 
+# A decision's comment goes into the audit chain, which is kept five years and re-hashed by
+# every verify: a bounded size keeps one request from bloating it.
+MAX_COMMENT = 4000
+
+_DECISIONS = ("review.approve", "review.reject", "review.rectify")
+
+
 def _refuse(home: Home, action: str, release_id: str, message: str, hint: str) -> ShuyuError:
     exc = PermissionDenied(message, hint=hint)
     record(home, action, release_id, "refused", {"reason": message})
@@ -102,9 +110,10 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
     who = roles.require(home, action, release_id)
     reviewer = who.name
     _valid_id(home, action, release_id)
-    if not comment.strip():
+    if not comment.strip() or len(comment) > MAX_COMMENT:
         exc = ValidationError(
-            f"a {decision} decision on {release_id} needs a comment",
+            f"a {decision} decision on {release_id} needs a comment"
+            + (f" of at most {MAX_COMMENT} characters" if comment.strip() else ""),
             hint="give --comment TEXT with the reasons (recorded and audited)",
         )
         record(home, action, release_id, "error", {"error": exc.message})
@@ -130,10 +139,15 @@ def decide(home: Home, release_id: str, decision: Decision, comment: str) -> Rev
                 "another reviewer, who took no part in building, assessing or publishing it, "
                 "decides",
             )
+        # From the audit chain too: deleting the rectify row must not lift the order.
         rectified = [
             r
             for r in history(home, release_id)
             if r.decision == "rectify" and r.assessment_id == latest.assessment_id
+        ] or [
+            _from_entry(e)
+            for e in anchored_entries(home, release_id, ("review.rectify",), "a decision")[0]
+            if e["details"].get("assessment") == latest.assessment_id
         ]
         if rectified:
             # An order to rectify stands until the release is assessed again: approving the
@@ -237,6 +251,44 @@ def history(home: Home, release_id: str) -> list[Review]:
             .order_by(review_decisions.c.id)
         ).all()
     return [_row(r) for r in rows]
+
+
+def _from_entry(e: dict[str, Any]) -> Review:
+    d = e["details"]
+    at = dt.datetime.strptime(e["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return Review(
+        int(d.get("review") or 0),
+        e["object"],
+        str(d.get("assessment")),
+        str(d.get("decision")),
+        str(d.get("comment") or ""),
+        e["actor"],
+        at,
+        None,
+    )
+
+
+def decision_problems(home: Home, decision: Review) -> list[str]:
+    """Why ``decision`` (a row of ``review_decisions``) is not the release's latest audited
+    decision: the table is writable by any operator, so an approval inserted, a rejection
+    turned into an approval, or an approval relabelled to another reviewer is found here."""
+    entries, problems = anchored_entries(home, decision.release_id, _DECISIONS, "a decision")
+    if not entries:
+        return [*problems, f"no reviewer decision on {decision.release_id} in the audit chain"]
+    last = entries[-1]
+    d = last["details"]
+    if (
+        d.get("review") != decision.id
+        or d.get("decision") != decision.decision
+        or d.get("assessment") != decision.assessment_id
+        or last["actor"] != decision.reviewer
+    ):
+        problems.append(
+            f"the {decision.decision} by {decision.reviewer} (review {decision.id}) is not the "
+            f"latest audited decision ({d.get('decision')} by {last['actor']}, review "
+            f"{d.get('review')})"
+        )
+    return problems
 
 
 def latest_decision(home: Home, release_id: str) -> Review | None:

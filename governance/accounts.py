@@ -312,6 +312,17 @@ def grant(home: Home, name: str, role: str, by: Actor, *, sod: bool = True) -> A
     acc = require_account(home, name)
     if role in acc.roles:
         return acc
+    if by.name == name:
+        # 安全管理员 manage identities; one who grants themself reviewer (or operator) decides on
+        # what they administer: another admin grants it.
+        _refuse(
+            home,
+            "account.grant",
+            name,
+            f"account {name} may not grant itself a role ({role})",
+            "another admin grants it",
+            by,
+        )
     reason = conflicts({*acc.roles, role}) if sod else None
     if reason:
         _refuse(home, "account.grant", name, f"account {name}: {reason}", "use two accounts", by)
@@ -393,3 +404,20 @@ def ensure(home: Home, name: str, roles: list[str], by: Actor) -> Account:
     for role in roles:
         acc = grant(home, name, role, by)
     return acc
+
+
+def ever_created(home: Home) -> bool:
+    """Whether the audit chain records any account ever made in this domain.
+
+    ``shuyu init`` and the demo's bootstrap make the first admin of a *fresh* domain; counting
+    the rows of ``accounts`` alone would let anyone who can write the state database empty
+    that table and become the first admin of a domain with a history."""
+    from governance.audit import audit_log
+
+    with state_engine(home).connect() as conn:
+        row = conn.execute(
+            select(audit_log.c.seq)
+            .where(audit_log.c.action.in_(ACCOUNT_ACTIONS), audit_log.c.outcome == "ok")
+            .limit(1)
+        ).first()
+    return row is not None

@@ -14,6 +14,7 @@ Gates read the policy through :func:`effective` and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -27,7 +28,7 @@ from catalogs.loading import load_model, parse_model
 from governance.actors import Actor
 from governance.floors import PrivacyFloors
 from shuyu_core.db import METADATA
-from shuyu_core.errors import IntegrityError, ValidationError
+from shuyu_core.errors import IntegrityError, ShuyuError, ValidationError
 from shuyu_core.hashing import sm3_hex
 from shuyu_core.home import Home, state_engine
 
@@ -158,8 +159,57 @@ def _verified(home: Home, row: Any) -> DomainPolicy:
     return parse_model(DomainPolicy, json.loads(row.content), where)
 
 
+def _latest_applied(home: Home) -> Any:
+    """The newest ``policy.apply`` entry of the audit chain (hash and details), or None."""
+    from governance.audit import audit_log
+
+    with state_engine(home).connect() as conn:
+        return conn.execute(
+            select(audit_log.c.hash, audit_log.c.details)
+            .where(audit_log.c.action == "policy.apply", audit_log.c.outcome == "ok")
+            .order_by(audit_log.c.seq.desc())
+            .limit(1)
+        ).first()
+
+
+def _refuse_rollback(home: Home, message: str) -> IntegrityError:
+    """A stored policy that is not the newest one applied: exit 8, audited."""
+    from governance.audit import record
+    from governance.identity import login_name
+
+    exc = IntegrityError(
+        message,
+        hint="an admin investigates with 'shuyu audit verify' and re-applies the policy "
+        "('shuyu policy apply FILE --reason TEXT')",
+    )
+    with contextlib.suppress(ShuyuError):
+        # Named explicitly: resolving the current actor would read this very policy.
+        record(
+            home,
+            "policy.verify",
+            "domain-policy",
+            "refused",
+            {"reason": message},
+            actor=Actor(login_name(), "none"),
+        )
+        exc.audited = True
+    return exc
+
+
 def effective_with_source(home: Home) -> tuple[DomainPolicy, PolicySource]:
     row = _latest_row(home)
+    applied = _latest_applied(home)
+    # The newest version row must be the newest one an admin applied: deleting rows would
+    # otherwise replay an older (relaxed) version, or, with none left, fall back to the
+    # SHUYU_DOMAIN_POLICY file of whoever runs the command.
+    if applied is not None and (row is None or row.audit_hash != applied.hash):
+        version = json.loads(applied.details).get("version")
+        raise _refuse_rollback(
+            home,
+            f"domain policy version {version}, the newest applied in the audit chain, is "
+            "missing from the state database"
+            + (f" (newest stored: version {row.version})" if row is not None else ""),
+        )
     if row is not None:
         policy = _verified(home, row)
         at = row.applied_at

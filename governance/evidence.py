@@ -84,8 +84,8 @@ def seal(home: Home, release_id: str, stage: Path) -> str:
     )
 
 
-def _link_problems(conn: Any, row: Any) -> list[str]:
-    """The seal entry's own hash and its links to the previous and next entries."""
+def _link_problems(conn: Any, row: Any, what: str = "the seal") -> list[str]:
+    """The entry's own hash and its links to the previous and next entries."""
     entry = {
         "seq": int(row.seq),
         "ts": row.ts,
@@ -98,19 +98,41 @@ def _link_problems(conn: Any, row: Any) -> list[str]:
     }
     problems = []
     if entry_hash(row.prev_hash, entry) != row.hash:
-        problems.append(f"audit entry {row.seq} (the seal) does not match its hash")
+        problems.append(f"audit entry {row.seq} ({what}) does not match its hash")
     prev = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == row.seq - 1)).first()
     head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).first()
     base_hash = head.base_hash if head is not None and head.base_seq == row.seq - 1 else None
     expected_prev = prev[0] if prev is not None else (base_hash or GENESIS)
     if row.prev_hash != expected_prev:
-        problems.append(f"audit entry {row.seq} (the seal) is not linked to entry {row.seq - 1}")
+        problems.append(f"audit entry {row.seq} ({what}) is not linked to entry {row.seq - 1}")
     nxt = conn.execute(select(audit_log.c.prev_hash).where(audit_log.c.seq == row.seq + 1)).first()
     if nxt is not None and nxt[0] != row.hash:
-        problems.append(f"audit entry {row.seq + 1} does not link to the seal")
+        problems.append(f"audit entry {row.seq + 1} does not link to {what}")
     if head is not None and head.seq == row.seq and head.hash != row.hash:
-        problems.append(f"the audit head does not match the seal entry {row.seq}")
+        problems.append(f"the audit head does not match {what} (entry {row.seq})")
     return problems
+
+
+def anchored_entries(
+    home: Home, obj: str, actions: tuple[str, ...], what: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The ``ok`` entries of ``actions`` about ``obj`` (oldest first), each re-hashed and its
+    links to its neighbours checked: a decision or report vouched for by an entry planted in
+    the table without re-chaining is reported in the second list."""
+    from governance.audit import _row_dict
+
+    with state_engine(home).connect() as conn:
+        rows = conn.execute(
+            select(audit_log)
+            .where(
+                audit_log.c.object == obj,
+                audit_log.c.action.in_(actions),
+                audit_log.c.outcome == "ok",
+            )
+            .order_by(audit_log.c.seq)
+        ).all()
+        problems = [p for r in rows for p in _link_problems(conn, r, what)]
+    return [_row_dict(r) for r in rows], problems
 
 
 def find_seal(home: Home, release_id: str) -> Seal | None:

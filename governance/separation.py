@@ -16,6 +16,9 @@ from shuyu_core.home import Home
 # The audit actions whose actors are parties to a release, by what they did.
 PARTY_ACTIONS = {
     "product.build": "built",
+    # written in-process by the build itself, before the release is renamed into place (the
+    # product.build entry may come later from the recovery sweep, naming the intent's actor)
+    "release.sealed": "built",
     "assessment.run": "assessed",
     "publish": "published",
 }

@@ -34,10 +34,25 @@ def forbidden_zones(home: Home) -> dict[str, Path]:
     }
 
 
+def _database_files(home: Home) -> list[Path]:
+    """The SQLite state database and its companions (``-wal``, ``-shm``, ``-journal``):
+    replacing the WAL file would silently drop the last committed transactions (audit
+    entries and head alike), so those names are as forbidden as the database itself."""
+    url = home.database_url
+    db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    files = [home.root / "state.db"] + ([db] if db is not None else [])
+    return [f.parent / f"{f.name}{suffix}" for f in files for suffix in _DB_SUFFIXES]
+
+
+_DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
 def guard_out(home: Home, out: Path, command: str) -> Path:
     """``out`` resolved, unless it lies in a zone ``command`` may not write (audited)."""
     target = out.expanduser()
-    for name, zone in forbidden_zones(home).items():
+    zones = forbidden_zones(home)
+    zones.update({f.name: f for f in _database_files(home)})
+    for name, zone in zones.items():
         if ids.inside(target, zone):
             exc = ZoneRefused(
                 f"{command} --out {out} is inside {name} of the operating domain, which "

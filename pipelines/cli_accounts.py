@@ -79,8 +79,11 @@ def init(
     """Create the first admin account and store the initial domain policy (a fresh domain only)."""
     home = _home()
     by = Actor(login_name(), "bootstrap")
-    if accounts.count(home) or domain_policy.is_applied(home):
-        message = "this domain is already initialized (it has accounts or a stored policy)"
+    if accounts.count(home) or domain_policy.is_applied(home) or accounts.ever_created(home):
+        message = (
+            "this domain is already initialized (it has accounts or a stored policy, or its "
+            "audit chain records accounts made before)"
+        )
         record(home, "domain.init", admin, "refused", {"reason": message}, actor=by)
         exc = PermissionDenied(message, hint="an admin manages accounts with 'shuyu users'")
         exc.audited = True

@@ -34,7 +34,8 @@ def demo_accounts(catalog: Catalog) -> dict[str, list[str]]:
 def prepare(home: Home, catalog: Catalog | None = None) -> Actor:
     """The operator the demo runs as, after making sure its accounts exist (module doc)."""
     wanted = demo_accounts(catalog or Catalog.load())
-    if accounts.count(home) == 0:
+    # Fresh means no account was ever made here (the audit chain), not an emptied table.
+    if accounts.count(home) == 0 and not accounts.ever_created(home):
         login = login_name()
         boot = Actor(login, "bootstrap")
         accounts.add(home, login, ["admin", "operator"], boot)
@@ -54,15 +55,49 @@ def prepare(home: Home, catalog: Catalog | None = None) -> Actor:
         set_current(None)
     missing = [n for n in wanted if accounts.get(home, n) is None]
     if missing:
-        raise PermissionDenied(
+        exc = PermissionDenied(
             f"the demo needs accounts that this domain lacks: {', '.join(missing)}",
             hint="run the demo on a fresh SHUYU_HOME, or an admin creates them "
             "(shuyu users add demo-reviewer --role reviewer, …)",
         )
+        record(
+            home,
+            "demo",
+            "domain",
+            "refused",
+            {"reason": exc.message},
+            actor=Actor(login_name(), "none"),
+        )
+        exc.audited = True
+        raise exc
     actor = current_actor()
     if actor.kind != "operator":
         raise PermissionDenied(
             f"the demo runs as an operator, not {actor}",
             hint="run it as an account holding the operator role (--role operator)",
         )
+    if not _initialized_by(home, actor.name):
+        # The demo approves as demo-reviewer and answers tickets as the units, in-process: on
+        # a domain it did not set up for this very login, that is one operator acting as a
+        # reviewer (四眼原则) — so it runs only where that login owns every demo account.
+        reason = (
+            f"the demo acts as its own reviewer and source-unit accounts; this domain was not "
+            f"initialized by the demo for {actor.name}"
+        )
+        record(home, "demo", "domain", "refused", {"reason": reason}, actor=actor)
+        exc = PermissionDenied(
+            reason, hint="run the demo on a fresh SHUYU_HOME (it creates its own accounts)"
+        )
+        exc.audited = True
+        raise exc
     return actor
+
+
+def _initialized_by(home: Home, name: str) -> bool:
+    """Whether the demo bootstrapped this domain (its ``domain.init`` entry) under ``name``."""
+    from governance.audit import entries_for
+
+    return any(
+        e["actor"] == name and "demo_accounts" in e["details"]
+        for e in entries_for(home, name, ("domain.init",), "ok")
+    )

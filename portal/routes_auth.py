@@ -142,7 +142,9 @@ def login(
         s = sessions.set_role(home, s, role)
     actor = Actor(acc.name, role or "none", via=via())
     set_current(actor)
-    record(home, "portal.login", obj, "ok", {"role": role}, actor=actor)
+    record(
+        home, "portal.login", obj, "ok", {"role": role, "session": sessions.anchor(s)}, actor=actor
+    )
     target = _safe_next(next) if role else None
     dest = target or (HOME_PAGE[role.split(":", 1)[0]] if role else "/role")
     resp = RedirectResponse(dest, status_code=303)

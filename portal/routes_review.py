@@ -109,8 +109,11 @@ def assessment_report(request: Request, release_id: str) -> Response:
     m = manifest(ctx, release_id)
     review.show(ctx.home, m.release_id)
     a = engine.require_latest(ctx.home, m.release_id)
-    html = engine.report_paths(ctx.home, a)["html"].read_text(encoding="utf-8")
-    return HTMLResponse(html)
+    # Rendered from the assessment verified against its audit entry, never the report.html
+    # under work/ (writable by operators: findings could be edited out of what reviewers read).
+    from assessment.report import render_html
+
+    return HTMLResponse(render_html(a))
 
 
 @router.get("/review/{release_id}/product-report", response_class=HTMLResponse)

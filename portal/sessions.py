@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
 
@@ -105,6 +106,34 @@ def lookup(home: Home, token: str | None, policy: PortalPolicy) -> tuple[Session
             .values(last_seen=now)
         )
     return Session(digest, row.account, row.role, row.csrf, row.created_at, now), False
+
+
+def anchor(s: Session) -> str:
+    """What the ``portal.login`` audit entry records of a session: a digest of the stored
+    token digest (never the token), so the entry vouches for exactly this row."""
+    return sm3_hex(f"portal-session:{s.token_sm3}".encode())
+
+
+def anchored(home: Home, s: Session) -> bool:
+    """Whether a ``portal.login`` entry for ``s.account`` vouches for this session row.
+
+    The table is in the state database, which the operators' logins can write: a row inserted
+    (or re-pointed) to another account with a token its writer knows would otherwise be a
+    login as that account, without its password."""
+    from governance.audit import audit_log, format_ts
+
+    since = format_ts((s.created_at - dt.timedelta(minutes=1)).replace(tzinfo=dt.UTC))
+    with state_engine(home).connect() as conn:
+        rows = conn.execute(
+            select(audit_log.c.details).where(
+                audit_log.c.action == "portal.login",
+                audit_log.c.object == f"account/{s.account}",
+                audit_log.c.outcome == "ok",
+                audit_log.c.ts >= since,
+            )
+        ).all()
+    want = anchor(s)
+    return any(json.loads(r[0]).get("session") == want for r in rows)
 
 
 def set_role(home: Home, s: Session, role: str) -> Session:

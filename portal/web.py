@@ -208,6 +208,19 @@ def page(request: Request, *kinds: str, need_role: bool = True) -> Ctx:
     if s is None:
         nxt = request.url.path
         raise Redirect(f"/login?next={quote(nxt, safe='/')}")
+    if not sessions.anchored(home, s):
+        # a session row no login made (inserted or re-pointed in the database): refused
+        sessions.destroy(home, s)
+        record(
+            home,
+            "portal.session",
+            f"account/{s.account}",
+            "refused",
+            {"reason": "session has no portal.login audit entry"},
+            actor=Actor("anonymous", "anonymous", via=via()),
+        )
+        set_current(anonymous())
+        raise Redirect("/login?ended=1", clear_cookie=True)
     acc = accounts.get(home, s.account)
     if acc is None or not acc.active or (s.role is not None and not acc.holds(s.role)):
         # disabled, or a role revoked since login: the session ends now

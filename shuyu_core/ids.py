@@ -43,7 +43,8 @@ PATTERNS: dict[str, str] = {
     "resource": RESOURCE_CODE,
     "ticket": TICKET_ID,
 }
-_COMPILED = {kind: re.compile(rf"\A{p}\Z") for kind, p in PATTERNS.items()}
+# ASCII: \d would otherwise accept other scripts' digits (e.g. Arabic-Indic) in ids.
+_COMPILED = {kind: re.compile(rf"\A{p}\Z", re.ASCII) for kind, p in PATTERNS.items()}
 _EXAMPLES = {
     "product": "si_enrolment_report",
     "release": "si_enrolment_report-v1.0.0-0123456789abcdef",

@@ -97,6 +97,7 @@ PERMISSIONS: dict[str, Permission] = {
         # identity and the domain policy (安全管理员)
         _p("accounts.manage", "add accounts, grant and revoke roles, set passwords", ADMIN),
         _p("accounts.read", "list accounts and their roles", ADMIN, OPERATOR, REVIEWER),
+        _p("tokens.manage", "issue, list and revoke API tokens (接口令牌)", ADMIN),
         _p("policy.apply", "change the domain privacy policy (域内隐私策略)", ADMIN),
         _p("policy.read", "show the domain privacy policy", ADMIN, OPERATOR, REVIEWER),
         # operations (运维)

@@ -53,4 +53,7 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
+    from pipelines.cli_tokens import tokens_app
+
     app.command("serve")(serve)
+    app.add_typer(tokens_app, name="tokens")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,11 @@ from shuyu_core.keys import PSEUDONYM, load_key
 _lock = threading.Lock()
 _indexes: dict[Path, tuple[tuple[int, int], pl.DataFrame]] = {}
 _catalog: list[Catalog] = []
+# A granted authorization is reused for AUTH_TTL seconds: checking it re-reads every agreement
+# and policy YAML (~50 ms), more than the rest of a query. Refusals are never cached, and the
+# requester's account and role are checked at every request.
+AUTH_TTL = 60.0
+_authorized: dict[tuple[str, str, dt.date], float] = {}
 
 
 def _catalog_once() -> Catalog:
@@ -121,6 +127,16 @@ def sorted_lookup(indexes: dict[str, pl.DataFrame]) -> Lookup:
     return lookup
 
 
+def _require_authorized(home: Home, spec: ProductSpec) -> None:
+    today = dt.date.today()
+    key = (str(home.root), specs.spec_sm3(spec), today)
+    now = time.monotonic()
+    if now - _authorized.get(key, -AUTH_TTL) < AUTH_TTL:
+        return
+    require_build_authorized(home, spec, today, _catalog_once())
+    _authorized[key] = now
+
+
 def _spec(product: str) -> ProductSpec:
     spec = specs.get(product)
     if spec.kind != "verification" or spec.verification is None:
@@ -142,7 +158,7 @@ def verify(
     ver = spec.verification
     assert ver is not None
     roles.require(home, "verify.query", spec.id, developer=spec.developer)
-    require_build_authorized(home, spec, dt.date.today(), _catalog_once())
+    _require_authorized(home, spec)
     check_quota_ceiling(home, spec, action="verify.query")
     who = current_actor()
     schema = {c: pl.String for c in ("query_id", "kind", "name", "id_number", "consent_ref")}

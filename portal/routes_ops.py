@@ -7,7 +7,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from assessment import engine, publish, review, status
-from governance import accounts, audit
+from governance import accounts, api_tokens, audit
 from governance.roles import require
 from portal import views
 from portal.routes_review import DECISION_ZH, manifest
@@ -174,7 +174,41 @@ def audit_page(request: Request) -> Response:
 def admin_page(request: Request) -> Response:
     ctx = page(request, "admin")
     require(ctx.home, "accounts.read", "accounts")
-    return render(ctx, "admin.html.j2", accounts=accounts.list_all(ctx.home))
+    by = require(ctx.home, "tokens.manage", "tokens")
+    return render(
+        ctx,
+        "admin.html.j2",
+        accounts=accounts.list_all(ctx.home),
+        tokens=api_tokens.list_tokens(ctx.home, by),
+        issued=None,
+    )
+
+
+@router.post("/admin/tokens/issue", response_class=HTMLResponse)
+def admin_token_issue(
+    request: Request, account: str = Form(""), note: str = Form(""), csrf: str = Form("")
+) -> Response:
+    """Issue an API token; the page shows it once (never in a URL, never stored)."""
+    ctx = page(request, "admin")
+    check_csrf(ctx, csrf)
+    by = require(ctx.home, "tokens.manage", f"account/{account}")
+    token_id, token = api_tokens.issue(ctx.home, account.strip(), by, note.strip())
+    return render(
+        ctx,
+        "admin.html.j2",
+        accounts=accounts.list_all(ctx.home),
+        tokens=api_tokens.list_tokens(ctx.home, by),
+        issued={"token_id": token_id, "account": account.strip(), "token": token},
+    )
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+def admin_token_revoke(request: Request, token_id: str, csrf: str = Form("")) -> Response:
+    ctx = page(request, "admin")
+    check_csrf(ctx, csrf)
+    by = require(ctx.home, "tokens.manage", token_id)
+    api_tokens.revoke(ctx.home, token_id, by, "revoked on the portal")
+    return RedirectResponse("/admin", status_code=303)
 
 
 @router.post("/admin/accounts/{name}/{op}")

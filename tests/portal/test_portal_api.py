@@ -294,3 +294,30 @@ def test_tokens_cli_issue_list_revoke(
     monkeypatch.setenv("SHUYU_ACTOR", "ops-zhao")
     monkeypatch.setenv("SHUYU_ROLE", "operator")
     assert runner.invoke(app, ["tokens", "issue", DEV]).exit_code != 0
+
+
+def test_admin_issues_and_revokes_tokens_on_the_portal(
+    api: tuple[Home, TestClient, str, str],
+) -> None:
+    import re
+
+    from portal_testkit import login, post
+
+    home, c, _token_id, _token = api
+    login(c, "admin-sun")
+    page = post(c, "/admin/tokens/issue", "/admin", {"account": DEV, "note": "ERP 对接"})
+    assert page.status_code == 200
+    found = re.search(r"<code>(shuyu_[0-9a-f]{12}_[A-Za-z0-9_-]{43})</code>", page.text)
+    assert found, "the new token is shown once"
+    token = found.group(1)
+    assert token not in c.get("/admin").text  # only once
+    body = {"product": PRODUCT, "query": _q(0, "张三", "110101199003070000")}
+    assert _post(c, token, body).status_code == 200
+    token_id = token.split("_")[1]
+    issued = entries_for(home, token_id, ("token.issue",), "ok")[0]
+    assert issued["actor"] == "admin-sun" and issued["details"]["via"]
+    assert post(c, f"/admin/tokens/{token_id}/revoke", "/admin", {}).status_code == 303
+    assert _post(c, token, body).status_code == 401
+    # Without the CSRF token nothing is issued.
+    r = c.post("/admin/tokens/issue", data={"account": DEV}, follow_redirects=False)
+    assert r.status_code == 403

@@ -92,6 +92,7 @@ def _verify(request: Request, body: Any) -> JSONResponse:
     acc = accounts.get(home, name)
     if acc is None:
         return _error(401, "unauthorized", "API 令牌无效或已吊销 invalid or revoked API token")
+    set_current(Actor(acc.name, "none", via=via()))  # refusals below name the account
     try:
         from products import specs
 

@@ -103,6 +103,7 @@ PERMISSIONS: dict[str, Permission] = {
         # operations (运维)
         _p("ops.check", "check the domain's health (shuyu ops check)", OPERATOR, ADMIN),
         _p("ops.stack", "start and stop the one-machine Prefect stack", OPERATOR, ADMIN),
+        _p("notify.run", "queue and send notifications (通知)", OPERATOR, ADMIN),
     ]
 }
 

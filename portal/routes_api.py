@@ -94,9 +94,7 @@ def _verify(request: Request, body: Any) -> JSONResponse:
         return _error(401, "unauthorized", "API 令牌无效或已吊销 invalid or revoked API token")
     set_current(Actor(acc.name, "none", via=via()))  # refusals below name the account
     try:
-        from products import specs
-
-        spec = specs.get(body["product"])
+        spec = verification_service.spec_of(body["product"])
         role = _developer_role(acc, spec.developer)
         actor = Actor(acc.name, role or "none", via=via())
         set_current(actor)

@@ -386,7 +386,8 @@ def answer(
     queries = queries.with_row_index("_row")
     today = dt.datetime.now(dt.UTC).date()
     # The policy ceiling binds even if it was lowered after the spec was checked.
-    per_day = min(ver.quota_per_day, quota_ceiling(home))
+    ceiling = quota_ceiling(home)
+    per_day = min(ver.quota_per_day, ceiling)
     granted = take_quota(home, who.name, queries.height, per_day, today)
     key = load_key(home, PSEUDONYM)
 
@@ -513,7 +514,7 @@ def answer(
         "quota": {
             "per_day": per_day,
             "spec_per_day": ver.quota_per_day,
-            "policy_ceiling": quota_ceiling(home),
+            "policy_ceiling": ceiling,
             "day": today.isoformat(),
             "granted": granted,
         },

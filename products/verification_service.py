@@ -137,8 +137,22 @@ def _require_authorized(home: Home, spec: ProductSpec) -> None:
     _authorized[key] = now
 
 
-def _spec(product: str) -> ProductSpec:
-    spec = specs.get(product)
+_specs: dict[str, tuple[tuple[int, int], ProductSpec]] = {}
+
+
+def spec_of(product: str) -> ProductSpec:
+    path = specs.spec_path(product)  # validates the id before any path is built
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (0, -1)
+    hit = _specs.get(str(path))
+    if hit is not None and hit[0] == stamp:
+        spec = hit[1]
+    else:  # parsed again whenever the file changes
+        spec = specs.get(product)
+        _specs[str(path)] = (stamp, spec)
     if spec.kind != "verification" or spec.verification is None:
         raise ValidationError(
             f"product {product} is not a verification product",
@@ -154,7 +168,7 @@ def verify(
 
     ``channel`` goes into the audit entries (how the queries came: ``{"channel": "api",
     "token": id}``)."""
-    spec = _spec(product)
+    spec = spec_of(product)
     ver = spec.verification
     assert ver is not None
     roles.require(home, "verify.query", spec.id, developer=spec.developer)

@@ -91,6 +91,7 @@ def _verify(request: Request, body: Any) -> JSONResponse:
         return _error(400, "bad_request", "give one query object or a non-empty queries list")
     acc = accounts.get(home, name)
     if acc is None:
+        record(home, "api.auth", request.url.path, "refused", {"reason": f"no account {name}"})
         return _error(401, "unauthorized", "API 令牌无效或已吊销 invalid or revoked API token")
     set_current(Actor(acc.name, "none", via=via()))  # refusals below name the account
     try:

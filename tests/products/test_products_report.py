@@ -46,9 +46,10 @@ def test_index_report_clamps_values_and_draws_a_chart_per_district_when_bands_ov
     assert "活力指数" in headers and "新设率" in headers and "score_ci95" not in headers
     spec = get("business_vitality_index")
     districts = len(dimension_keys(spec.dimension("district")))
-    if "置信带相互重叠" in html:
-        # the combined chart plus one small chart per district
-        assert html.count("<svg") >= 1 + districts
+    # The combined chart, plus one small chart per district when bands overlap (with 6
+    # districts and noisy scores they nearly always do; which case it is depends on the noise).
+    small = districts if "置信带相互重叠" in html else 0
+    assert html.count("<svg") == 1 + small
 
 
 def test_clamp_for_display_keeps_each_index_column_in_its_range() -> None:

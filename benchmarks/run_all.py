@@ -33,6 +33,7 @@ ORDER = (
     "assessment",
     "portal",
     "scale",
+    "verify_api",
 )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -23,7 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Column, DateTime, String, Table, Text, func, select
 
 from governance.actors import Actor
-from shuyu_core.db import METADATA
+from shuyu_core.db import METADATA, MIGRATIONS
 from shuyu_core.errors import IntegrityError, NotFoundError, PermissionDenied, ValidationError
 from shuyu_core.hashing import sm3_hex
 from shuyu_core.home import Home, state_engine
@@ -40,6 +40,7 @@ ACCOUNT_ACTIONS = (
     "account.disable",
     "account.enable",
     "account.passwd",
+    "account.email",
 )
 
 accounts = Table(
@@ -54,7 +55,21 @@ accounts = Table(
     Column("updated_at", DateTime(), nullable=False),
     Column("state_sm3", String(64), nullable=False),
     Column("audit_hash", String(64), nullable=False),
+    # optional notification address (通知邮箱); added to older databases by _add_email_column
+    Column("email", String(254), nullable=True),
 )
+_EMAIL = re.compile(r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,190}\.[A-Za-z]{2,24}$")
+
+
+def _add_email_column(conn: Any) -> None:
+    """Databases created before the e-mail field get the (nullable) column."""
+    from sqlalchemy import inspect
+
+    if "email" not in {c["name"] for c in inspect(conn).get_columns("accounts")}:
+        conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN email VARCHAR(254)")
+
+
+MIGRATIONS.append(_add_email_column)
 
 # argon2id with the library's defaults (RFC 9106 low-memory profile).
 _hasher = PasswordHasher()
@@ -67,6 +82,7 @@ class Account:
     roles: tuple[str, ...]
     status: str
     password_hash: str | None = field(default=None, repr=False)
+    email: str | None = None
 
     @property
     def active(self) -> bool:
@@ -85,6 +101,7 @@ class Account:
             "roles": list(self.roles),
             "status": self.status,
             "password": self.password_hash is not None,
+            "email": self.email,
         }
 
 
@@ -96,6 +113,8 @@ def state_digest(a: Account) -> str:
         "status": a.status,
         "password_hash": a.password_hash,
     }
+    if a.email is not None:  # absent from the digest of accounts without one (older rows)
+        body["email"] = a.email
     return sm3_hex(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8"))
 
 
@@ -143,6 +162,7 @@ def _to_account(row: Any) -> Account:
         roles=tuple(json.loads(row.roles)),
         status=row.status,
         password_hash=row.password_hash,
+        email=row.email,
     )
 
 
@@ -245,6 +265,7 @@ def _write(home: Home, acc: Account, action: str, by: Actor, extra: dict[str, An
         "roles": json.dumps(sorted(acc.roles), ensure_ascii=False),
         "status": acc.status,
         "password_hash": acc.password_hash,
+        "email": acc.email,
         "updated_at": now,
         "state_sm3": digest,
         "audit_hash": audit_hash,
@@ -326,9 +347,7 @@ def grant(home: Home, name: str, role: str, by: Actor, *, sod: bool = True) -> A
     reason = conflicts({*acc.roles, role}) if sod else None
     if reason:
         _refuse(home, "account.grant", name, f"account {name}: {reason}", "use two accounts", by)
-    new = Account(
-        acc.name, acc.display_name, tuple(sorted({*acc.roles, role})), acc.status, acc.password_hash
-    )
+    new = replace(acc, roles=tuple(sorted({*acc.roles, role})))
     return _write(home, new, "account.grant", by, {"role": role})
 
 
@@ -354,13 +373,7 @@ def revoke(home: Home, name: str, role: str, by: Actor) -> Account:
             "grant admin to another account first",
             by,
         )
-    new = Account(
-        acc.name,
-        acc.display_name,
-        tuple(r for r in acc.roles if r != role),
-        acc.status,
-        acc.password_hash,
-    )
+    new = replace(acc, roles=tuple(r for r in acc.roles if r != role))
     return _write(home, new, "account.revoke", by, {"role": role})
 
 
@@ -375,9 +388,7 @@ def set_status(home: Home, name: str, active: bool, by: Actor) -> Account:
             "grant admin to another account first",
             by,
         )
-    new = Account(
-        acc.name, acc.display_name, acc.roles, "active" if active else "disabled", acc.password_hash
-    )
+    new = replace(acc, status="active" if active else "disabled")
     return _write(home, new, "account.enable" if active else "account.disable", by, {})
 
 
@@ -388,8 +399,23 @@ def set_password(home: Home, name: str, password: str, by: Actor) -> Account:
     except ValidationError as exc:
         _invalid(home, "account.passwd", name, exc, by)
         raise
-    new = Account(acc.name, acc.display_name, acc.roles, acc.status, pw)
+    new = replace(acc, password_hash=pw)
     return _write(home, new, "account.passwd", by, {})
+
+
+def set_email(home: Home, name: str, email: str | None, by: Actor) -> Account:
+    """Set (or clear, with None) the account's notification address (admin)."""
+    acc = require_account(home, name)
+    if email is not None and not _EMAIL.match(email.strip()):
+        _invalid(
+            home,
+            "account.email",
+            name,
+            ValidationError(f"{email!r} is not an e-mail address", hint="give name@domain"),
+            by,
+        )
+    new = replace(acc, email=email.strip() if email else None)
+    return _write(home, new, "account.email", by, {"email": new.email})
 
 
 def _admins(home: Home) -> set[str]:

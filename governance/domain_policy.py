@@ -76,6 +76,8 @@ class PortalPolicy(_Strict):
     session_max_hours: int = Field(default=12, ge=1, le=24)
     max_failed_logins: int = Field(default=5, ge=1, le=20)
     lockout_minutes: int = Field(default=15, ge=1, le=1440)
+    # POST /api/v1/verify: requests per API token per minute (more get 429)
+    api_requests_per_minute: int = Field(default=600, ge=1, le=100_000)
 
 
 class VerificationPolicy(_Strict):

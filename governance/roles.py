@@ -97,11 +97,13 @@ PERMISSIONS: dict[str, Permission] = {
         # identity and the domain policy (安全管理员)
         _p("accounts.manage", "add accounts, grant and revoke roles, set passwords", ADMIN),
         _p("accounts.read", "list accounts and their roles", ADMIN, OPERATOR, REVIEWER),
+        _p("tokens.manage", "issue, list and revoke API tokens (接口令牌)", ADMIN),
         _p("policy.apply", "change the domain privacy policy (域内隐私策略)", ADMIN),
         _p("policy.read", "show the domain privacy policy", ADMIN, OPERATOR, REVIEWER),
         # operations (运维)
         _p("ops.check", "check the domain's health (shuyu ops check)", OPERATOR, ADMIN),
         _p("ops.stack", "start and stop the one-machine Prefect stack", OPERATOR, ADMIN),
+        _p("notify.run", "queue and send notifications (通知)", OPERATOR, ADMIN),
     ]
 }
 

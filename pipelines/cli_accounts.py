@@ -121,6 +121,7 @@ def users_add(
     password_file: Path | None = typer.Option(
         None, "--password-file", help="file whose first line is the portal password"
     ),
+    email: str | None = typer.Option(None, "--email", help="notification address (通知邮箱)"),
 ) -> None:
     """Create an account with granted roles (admin)."""
     home = _home()
@@ -135,7 +136,24 @@ def users_add(
         password=_read_password(password_file),
         sod=_sod(home),
     )
+    if email:
+        acc = accounts.set_email(home, acc.name, email, by)
     console.print(f"account {acc.name} created with roles {', '.join(acc.roles)}")
+
+
+@users_app.command("email")
+def users_email(
+    name: str = typer.Argument(...),
+    address: str | None = typer.Argument(None, help="the address; omit with --clear"),
+    clear: bool = typer.Option(False, "--clear", help="remove the address"),
+) -> None:
+    """Set or clear an account's notification e-mail address (admin)."""
+    if (address is None) != clear:
+        raise ValidationError("give an address or --clear", hint="shuyu users email NAME ADDRESS")
+    home = _home()
+    by = _admin(home, name)
+    acc = accounts.set_email(home, name, address, by)
+    console.print(f"account {acc.name}: e-mail {acc.email or '(none)'}")
 
 
 @users_app.command("list")

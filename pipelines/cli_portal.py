@@ -52,5 +52,28 @@ def serve(
     )
 
 
+def notify_run(
+    portal_url: str = typer.Option(
+        "", "--portal-url", help="the portal's address, put before each link in the e-mails"
+    ),
+) -> None:
+    """Queue new notifications (待办/通知) and mail them when SHUYU_SMTP_URL is set."""
+    from governance.roles import require
+    from portal import outbox
+
+    home = Home.from_env().ensure()
+    require(home, "notify.run", "notification_outbox")
+    counts = outbox.run(home, portal_url)
+    typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+notify_app = typer.Typer(help="notifications (通知): outbox and e-mail", no_args_is_help=True)
+notify_app.command("run")(notify_run)
+
+
 def register(app: typer.Typer) -> None:
+    from pipelines.cli_tokens import tokens_app
+
     app.command("serve")(serve)
+    app.add_typer(tokens_app, name="tokens")
+    app.add_typer(notify_app, name="notify")

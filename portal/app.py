@@ -7,7 +7,14 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from portal import routes_auth, routes_ops, routes_public, routes_review, routes_unit
+from portal import (
+    routes_api,
+    routes_auth,
+    routes_ops,
+    routes_public,
+    routes_review,
+    routes_unit,
+)
 from portal.web import COOKIE, Ctx, PageError, Redirect, anonymous, env, home_of, nav
 from shuyu_core.errors import NotFoundError, PermissionDenied, ShuyuError
 from shuyu_core.home import Home
@@ -94,4 +101,5 @@ def create_app(home: Home | None = None) -> FastAPI:
     app.include_router(routes_unit.router)
     app.include_router(routes_review.router)
     app.include_router(routes_ops.router)
+    app.include_router(routes_api.router)
     return app

@@ -207,10 +207,13 @@ def index(request: Request) -> Response:
 
 @router.get("/notices", response_class=HTMLResponse)
 def notices_page(request: Request) -> Response:
-    from portal import notices
+    from portal import notices, outbox
 
     ctx = page(request)
-    return render(ctx, "notices.html.j2", notices=notices.items(ctx))
+    # Queue what happened since the last sweep, then show this role's notification record.
+    outbox.sweep(ctx.home)
+    sent = outbox.for_roles(ctx.home, [ctx.actor.role])
+    return render(ctx, "notices.html.j2", notices=notices.items(ctx), sent=sent)
 
 
 @router.get("/dev", response_class=HTMLResponse)

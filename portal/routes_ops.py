@@ -3,11 +3,13 @@ across units, the audit log; and the admin's accounts page (安全管理员)."""
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from assessment import engine, publish, review, status
-from governance import accounts, audit
+from governance import accounts, api_tokens, audit
 from governance.roles import require
 from portal import views
 from portal.routes_review import DECISION_ZH, manifest
@@ -54,8 +56,42 @@ def build(request: Request, product: str = Form(""), csrf: str = Form("")) -> Re
 
     if product not in specs.load_all():
         raise PageError(404, "未找到 Not found", "没有此产品。")
+    if os.environ.get("PREFECT_API_URL"):
+        # Run it where scheduled builds run: the Prefect deployment, acting for this account
+        # (the flow resolves requested_by against the accounts again and audits under it).
+        spec = specs.get(product)
+        require(ctx.home, "build", spec.id, developer=spec.developer)
+        run_id = submit_deployment(
+            BUILD_DEPLOYMENT, {"product": spec.id, "requested_by": ctx.actor.name}
+        )
+        audit.record(
+            ctx.home,
+            "portal.build",
+            spec.id,
+            "ok",
+            {"deployment": BUILD_DEPLOYMENT, "flow_run": run_id},
+        )
+        return render(
+            ctx,
+            "ops_submitted.html.j2",
+            product=spec.id,
+            run_id=run_id,
+            deployment=BUILD_DEPLOYMENT,
+        )
     outcome = run_build(ctx.home, product)
     return RedirectResponse(f"/ops/releases/{outcome.manifest.release_id}", status_code=303)
+
+
+BUILD_DEPLOYMENT = "shuyu-build-product/build-product"
+
+
+def submit_deployment(name: str, parameters: dict[str, str]) -> str:
+    """Start a run of Prefect deployment ``name`` without waiting; its flow run id."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(name, parameters=parameters, timeout=0)
+    # called from a worker thread (no event loop): the synchronous form returns the run
+    return str(getattr(run, "id"))  # noqa: B009
 
 
 @router.get("/ops/releases/{release_id}", response_class=HTMLResponse)
@@ -174,7 +210,41 @@ def audit_page(request: Request) -> Response:
 def admin_page(request: Request) -> Response:
     ctx = page(request, "admin")
     require(ctx.home, "accounts.read", "accounts")
-    return render(ctx, "admin.html.j2", accounts=accounts.list_all(ctx.home))
+    by = require(ctx.home, "tokens.manage", "tokens")
+    return render(
+        ctx,
+        "admin.html.j2",
+        accounts=accounts.list_all(ctx.home),
+        tokens=api_tokens.list_tokens(ctx.home, by),
+        issued=None,
+    )
+
+
+@router.post("/admin/tokens/issue", response_class=HTMLResponse)
+def admin_token_issue(
+    request: Request, account: str = Form(""), note: str = Form(""), csrf: str = Form("")
+) -> Response:
+    """Issue an API token; the page shows it once (never in a URL, never stored)."""
+    ctx = page(request, "admin")
+    check_csrf(ctx, csrf)
+    by = require(ctx.home, "tokens.manage", f"account/{account}")
+    token_id, token = api_tokens.issue(ctx.home, account.strip(), by, note.strip())
+    return render(
+        ctx,
+        "admin.html.j2",
+        accounts=accounts.list_all(ctx.home),
+        tokens=api_tokens.list_tokens(ctx.home, by),
+        issued={"token_id": token_id, "account": account.strip(), "token": token},
+    )
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+def admin_token_revoke(request: Request, token_id: str, csrf: str = Form("")) -> Response:
+    ctx = page(request, "admin")
+    check_csrf(ctx, csrf)
+    by = require(ctx.home, "tokens.manage", token_id)
+    api_tokens.revoke(ctx.home, token_id, by, "revoked on the portal")
+    return RedirectResponse("/admin", status_code=303)
 
 
 @router.post("/admin/accounts/{name}/{op}")

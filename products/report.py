@@ -20,6 +20,36 @@ from products.tables import TableResult
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PURPOSE_LABELS = {"public_good": "公益 public good (free)", "industry": "产业 industry (priced)"}
+METHOD_LABELS = {
+    "analytic": "解析（噪声分布）",
+    "simulation": "模拟（同一噪声分布）",
+}
+# The index table's columns, and the valid range each is shown within (the released files
+# keep the raw post-processed values; noise can push a rate below 0 or a score past 100).
+INDEX_LABELS = {
+    "district": "区县代码",
+    "district_name": "区县",
+    "quarter": "季度",
+    "score": "活力指数",
+    "score_lower": "指数下限",
+    "score_upper": "指数上限",
+    "score_ci95": "指数误差范围（±，95%）",
+    "new_rate": "新设率",
+    "dereg_rate": "注销率",
+    "capital_per_new": "户均新设注册资本",
+    "growth": "存量增长率",
+    "suppressed": "未公布",
+    "suppression_reason": "未公布原因",
+}
+INDEX_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "score": (0.0, 100.0),
+    "score_lower": (0.0, 100.0),
+    "score_upper": (0.0, 100.0),
+    "new_rate": (0.0, 1.0),
+    "dereg_rate": (0.0, 1.0),
+    "capital_per_new": (0.0, None),
+    "growth": (-1.0, None),
+}
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
@@ -50,16 +80,81 @@ def _common(ctx: BuildContext, accuracy: list[AccuracyCell], notes: list[str]) -
             }
             for i in spec.inputs
         ],
-        "privacy_unit": f"{spec.privacy_unit.resource}.{spec.privacy_unit.field} "
-        f"(≤ {spec.privacy_unit.contributions} row per unit after bounding)",
+        "privacy_unit": f"{spec.privacy_unit.resource}.{spec.privacy_unit.field}"
+        f"（每个{_unit_word(spec)}最多计入 {spec.privacy_unit.contributions} 条记录）",
         "rho": rho,
         "epsilon": epsilon_from_rho(rho, spec.budget.delta),
         "delta": spec.budget.delta,
-        "mechanism": "OpenDP polars (opendp.extras.polars): discrete Gaussian noise on counts "
-        "and on clipped integer sums over public key sets",
-        "accuracy": accuracy,
+        "mechanism": "在每个计数和（截断后的）求和上加入离散高斯随机噪声（OpenDP），"
+        "分组取值为事先公开的固定类别",
+        "accuracy": [_accuracy_view(spec, c) for c in accuracy],
         "notes": notes,
+        "unit_word": _unit_word(spec),
     }
+
+
+def _unit_word(spec: ProductSpec) -> str:
+    """What one privacy unit is called in a sentence: a person (人) or an enterprise (户)."""
+    field = spec.privacy_unit.field if spec.privacy_unit else ""
+    return "户" if "信用代码" in field else "人"
+
+
+def column_labels(spec: ProductSpec, t: TableSpec | None, columns: list[str]) -> list[str]:
+    """Chinese headers for a released table's columns (the files keep the column names)."""
+    names: dict[str, str] = dict(INDEX_LABELS)
+    if t is not None:
+        for d in t.by:
+            names[d] = spec.dimension(d).title
+        names.update({m.name: m.title for m in t.measures})
+        names.update({d.name: d.title for d in t.derived})
+    out = []
+    for c in columns:
+        if c in names:
+            out.append(names[c])
+        elif c.endswith("_ci95") and c[: -len("_ci95")] in names:
+            out.append(f"{names[c[: -len('_ci95')]]} 误差范围（±，95%）")
+        else:
+            out.append(c)
+    return out
+
+
+def _accuracy_view(spec: ProductSpec, c: AccuracyCell) -> dict[str, Any]:
+    titles: dict[str, str] = dict(INDEX_LABELS)
+    for t in spec.tables:
+        titles.update({m.name: m.title for m in t.measures})
+        titles.update({d.name: d.title for d in t.derived})
+    return {
+        "output": c.output,
+        "key": " · ".join(str(v) for v in c.key.values()),
+        "measure": titles.get(c.measure, c.measure),
+        "estimate": c.estimate,
+        "ci_half_width": c.ci_half_width,
+        "relative_error": c.relative_error,
+        "method": METHOD_LABELS.get(c.method, c.method),
+        "suppressed": c.suppressed,
+        "reason": c.reason,
+    }
+
+
+def uncertainty_sentences(spec: ProductSpec, t: TableSpec, frame: pl.DataFrame) -> list[str]:
+    """One plain sentence per count measure: the published count is within ±N of the truth
+    in 95 of 100 cases (N = the largest CI half-width of the released cells, rounded up)."""
+    out = []
+    word = _unit_word(spec)
+    level = round(100 * (1 - spec.alpha))
+    for m in t.measures:
+        col = f"{m.name}_ci95"
+        if m.aggregate != "count" or col not in frame.columns:
+            continue
+        widest = frame[col].drop_nulls().cast(pl.Float64)
+        if widest.is_empty():
+            continue
+        n = math.ceil(float(widest.max()))  # type: ignore[arg-type]
+        out.append(
+            f"「{t.title}」中的「{m.title}」：为保护个人信息，每个数字都加入了随机噪声；"
+            f"在 {level}% 的情况下，公布的数字与真实数字相差不超过 ±{n:,} {word}。"
+        )
+    return out
 
 
 def _cell(v: Any) -> dict[str, Any]:
@@ -74,12 +169,38 @@ def _cell(v: Any) -> dict[str, Any]:
     return {"text": str(v), "num": False}
 
 
-def _table_view(t: TableSpec, frame: pl.DataFrame) -> dict[str, Any]:
+def _table_view(spec: ProductSpec, t: TableSpec, frame: pl.DataFrame) -> dict[str, Any]:
     rows = [
         {"suppressed": bool(r.get("suppressed")), "cells": [_cell(v) for v in r.values()]}
         for r in frame.iter_rows(named=True)
     ]
-    return {"title": t.title, "title_en": t.title_en, "columns": frame.columns, "rows": rows}
+    return {
+        "title": t.title,
+        "title_en": t.title_en,
+        "columns": column_labels(spec, t, frame.columns),
+        "rows": rows,
+        "uncertainty": uncertainty_sentences(spec, t, frame),
+    }
+
+
+def clamp_for_display(frame: pl.DataFrame) -> pl.DataFrame:
+    """Index values within their valid range, for the report only."""
+    return frame.with_columns(
+        pl.col(c).clip(lo, hi) for c, (lo, hi) in INDEX_RANGES.items() if c in frame.columns
+    )
+
+
+def bands_overlap(bands: dict[str, tuple[list[float | None], list[float | None]]]) -> bool:
+    """Whether two districts' bands overlap in some quarter (their ranking is then unsure)."""
+    names = list(bands)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for lo_a, hi_a, lo_b, hi_b in zip(*bands[a], *bands[b], strict=True):
+                if None in (lo_a, hi_a, lo_b, hi_b):
+                    continue
+                if lo_a <= hi_b and lo_b <= hi_a:  # type: ignore[operator]
+                    return True
+    return False
 
 
 def _charts_for(spec: ProductSpec, t: TableSpec, res: TableResult) -> list[str]:
@@ -151,7 +272,7 @@ def render_stat_report(
     for t in spec.tables:
         res = next(r for r in results if r.name == t.name)
         charts_svg += _charts_for(spec, t, res)
-        tables.append(_table_view(t, res.frame))
+        tables.append(_table_view(spec, t, res.frame))
     doc = _common(ctx, accuracy, notes or [])
     doc.update({"charts": [Markup(c) for c in charts_svg], "tables": tables})
     return _env.get_template("stat_report.html.j2").render(**doc)
@@ -171,8 +292,9 @@ def render_index(
     labels = dimension_labels(spec.dimension("district"))
     series: dict[str, list[float | None]] = {}
     bands: dict[str, tuple[list[float | None], list[float | None]]] = {}
+    clamped = clamp_for_display(index_frame)
     for d in districts:
-        sub = index_frame.filter(pl.col("district") == d).sort("quarter")
+        sub = clamped.filter(pl.col("district") == d).sort("quarter")
         name = labels.get(d, d)
         series[name] = sub["score"].to_list()
         bands[name] = (sub["score_lower"].to_list(), sub["score_upper"].to_list())
@@ -181,20 +303,44 @@ def render_index(
             quarters, series, bands, title="区域营商活力指数 Business vitality index (0–100)"
         )
     ]
+    if bands_overlap(bands):
+        # Overlapping bands make the combined chart unreadable and its ranking unsure: each
+        # district also gets a small chart of its own.
+        notes = [
+            *notes,
+            "各区县的 95% 置信带相互重叠：重叠部分的排名差异不能确定，下方为各区县单独的小图。",
+        ]
+        svg += [
+            charts.line_chart(
+                quarters,
+                {name: series[name]},
+                {name: bands[name]},
+                title=f"{name} 活力指数（0–100）",
+                width=340,
+                height=200,
+            )
+            for name in series
+        ]
     weights = ", ".join(
         f"{c.title} {c.weight:g}{' (−)' if c.direction == 'negative' else ''}"
         for c in spec.index.components
     )
     tables = [
-        _table_view(t, next(r for r in results if r.name == t.name).frame) for t in spec.tables
+        _table_view(spec, t, next(r for r in results if r.name == t.name).frame)
+        for t in spec.tables
     ]
+    shown = clamp_for_display(index_frame)
     index_view = {
         "title": "区域营商活力指数",
         "title_en": f"Business vitality index — weights: {weights}",
-        "columns": index_frame.columns,
+        "columns": column_labels(spec, None, shown.columns),
         "rows": [
             {"suppressed": bool(r.get("suppressed")), "cells": [_cell(v) for v in r.values()]}
-            for r in index_frame.iter_rows(named=True)
+            for r in shown.iter_rows(named=True)
+        ],
+        "uncertainty": [
+            "指数与各分项在表中显示时已截断到有效范围（指数 0–100，新设率、注销率 0–1，"
+            "户均注册资本不小于 0）：加入噪声后的计算值可能略超出这些范围，发布文件保留原值。"
         ],
     }
     doc = _common(ctx, accuracy, notes)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,21 @@ def keyed_index(ctx: BuildContext, check: VerificationCheck, key: bytes) -> pl.D
     """``key_token, name_token`` for one registry snapshot and field pair, built once and kept
     in work/."""
     snap = ctx.inputs[check.resource]
-    path = index_path(ctx.home, check, snap.snapshot_id, key)
+    return snapshot_index(ctx.home, check, snap.snapshot_id, key, lambda: ctx.scan(check.resource))
+
+
+def snapshot_index(
+    home: Home,
+    check: VerificationCheck,
+    snapshot_id: str,
+    key: bytes,
+    scan: Callable[[], pl.LazyFrame],
+) -> pl.DataFrame:
+    """The keyed index of ``check`` over one snapshot (``scan`` reads it when not yet built)."""
+    path = index_path(home, check, snapshot_id, key)
     if path.exists():
         return pl.read_parquet(path)
-    raw = ctx.scan(check.resource).select(check.key_field, check.name_field).collect()
+    raw = scan().select(check.key_field, check.name_field).collect()
     keys = normalize_series(raw[check.key_field], "id")
     names = normalize_series(raw[check.name_field], "name")
     index = (
@@ -161,26 +173,34 @@ def read_queries(path: Path, max_batch: int) -> pl.DataFrame:
             f"{path}: cannot be read as a query batch ({first})",
             hint="provide a complete UTF-8 CSV with a header row, or a Parquet file",
         ) from exc
+    return validate_queries(frame, max_batch, str(path))
+
+
+def validate_queries(frame: pl.DataFrame, max_batch: int, source: str) -> pl.DataFrame:
+    """The batch in ``frame`` checked (columns, size, unique ids, kinds) and cast to strings:
+    the same rules for a file (CLI) and a JSON body (``POST /api/v1/verify``)."""
     if "kind" not in frame.columns:
         frame = frame.with_columns(pl.lit("person").alias("kind"))
     missing = [c for c in QUERY_COLUMNS if c not in frame.columns]
     if missing:
         raise ValidationError(
-            f"{path}: missing column(s) {', '.join(missing)}",
+            f"{source}: missing column(s) {', '.join(missing)}",
             hint=f"a query file has columns {', '.join(QUERY_COLUMNS)}",
         )
     frame = frame.select(pl.col(c).cast(pl.String) for c in QUERY_COLUMNS)
     if frame.height > max_batch:
         raise ValidationError(
-            f"{path}: {frame.height} queries exceed the batch limit {max_batch}",
+            f"{source}: {frame.height} queries exceed the batch limit {max_batch}",
             hint="split the batch",
         )
     if frame["query_id"].is_null().any() or frame["query_id"].is_duplicated().any():
-        raise ValidationError(f"{path}: query_id must be unique and non-empty", hint="fix the ids")
+        raise ValidationError(
+            f"{source}: query_id must be unique and non-empty", hint="fix the ids"
+        )
     bad = frame.filter(~pl.col("kind").is_in(["person", "enterprise"]))
     if bad.height:
         raise ValidationError(
-            f"{path}: kind must be person or enterprise (query {bad['query_id'][0]})",
+            f"{source}: kind must be person or enterprise (query {bad['query_id'][0]})",
             hint="fix the kind column",
         )
     return frame
@@ -329,6 +349,180 @@ def _counts(s: pl.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in s.value_counts().rows()} if s.len() else {}
 
 
+Lookup = Callable[[VerificationCheck, pl.DataFrame], pl.DataFrame]
+
+
+def join_lookup(index_for: Callable[[VerificationCheck], pl.DataFrame]) -> Lookup:
+    """``_found`` / ``_match`` for tokenized queries by joining the check's keyed index."""
+
+    def lookup(check: VerificationCheck, sub: pl.DataFrame) -> pl.DataFrame:
+        index = index_for(check)
+        found = index.select("key_token").unique().with_columns(pl.lit(True).alias("_found"))
+        matched = index.with_columns(pl.lit(True).alias("_match"))
+        return sub.join(found, on="key_token", how="left").join(
+            matched, on=["key_token", "name_token"], how="left"
+        )
+
+    return lookup
+
+
+def answer(
+    home: Home,
+    spec: ProductSpec,
+    queries: pl.DataFrame,
+    who: Actor,
+    target: str,
+    lookup: Lookup,
+    channel: dict[str, Any] | None = None,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Answer a validated, screened batch: quota, consent per query, lookup, audit.
+
+    The one core of the CLI build (``target`` = the release id) and of the verification API
+    (``target`` = the product id, ``channel`` names the token); returns ``query_id, kind,
+    result, reason`` and the batch metadata.
+    """
+    ver = spec.verification
+    assert ver is not None
+    queries = queries.with_row_index("_row")
+    today = dt.datetime.now(dt.UTC).date()
+    # The policy ceiling binds even if it was lowered after the spec was checked.
+    ceiling = quota_ceiling(home)
+    per_day = min(ver.quota_per_day, ceiling)
+    granted = take_quota(home, who.name, queries.height, per_day, today)
+    key = load_key(home, PSEUDONYM)
+
+    # Consent per query where the check needs it: the subject is the identifier verified.
+    exempt = [c.kind for c in ver.checks if not c.consent_required]
+    needs = queries.filter(~pl.col("kind").is_in(exempt))
+    decided = ConsentLedger(home).check_many(
+        pl.DataFrame(
+            {
+                "token": subject_tokens(key, needs["id_number"]),
+                "purpose": [ver.consent_purpose] * needs.height,
+            }
+        )
+    )
+    valid_refs = _valid_refs(home, decided, ver.consent_purpose)
+    consent = (
+        needs.select(
+            "_row",
+            pl.col("consent_ref").str.strip_chars().alias("_ref"),
+            decided["token"].alias("_token"),
+            decided["ok"].fill_null(False).alias("_consent_ok"),
+            decided["reason"].alias("_consent_reason"),
+        )
+        .join(valid_refs, on=["_token", "_ref"], how="left")
+        .select(
+            "_row",
+            "_consent_ok",
+            "_consent_reason",
+            pl.col("_ref_ok").fill_null(False),
+        )
+    )
+    queries = queries.join(consent, on="_row", how="left").with_columns(
+        pl.col("_consent_ok").fill_null(True),  # exempt kinds
+        pl.col("_ref_ok").fill_null(True),
+        (pl.col("_row") < granted).alias("_in_quota"),
+        pl.col("consent_ref")
+        .str.strip_chars()
+        .fill_null("")
+        .str.len_chars()
+        .gt(0)
+        .alias("_has_ref"),
+    )
+    parts = []
+    for check in ver.checks:
+        sub = queries.filter(pl.col("kind") == check.kind)
+        sub = sub.with_columns(
+            tokens(key, normalize_series(sub["id_number"], "id")).alias("key_token"),
+            tokens(key, normalize_series(sub["name"], "name")).alias("name_token"),
+        )
+        parts.append(lookup(check, sub))
+    joined = pl.concat(parts, how="diagonal_relaxed").sort("_row")
+    # The detailed reason (audit log only), then what the requester is told.
+    detail = (
+        pl.when(~pl.col("_in_quota"))
+        .then(pl.lit(QUOTA_REFUSED))
+        .when(~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt))
+        .then(pl.lit("consent_ref_missing"))
+        .when(~pl.col("_consent_ok"))
+        .then(pl.lit("consent_") + pl.col("_consent_reason"))
+        .when(~pl.col("_ref_ok"))
+        .then(pl.lit("consent_ref_mismatch"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+    )
+    decided_rows = joined.select(
+        "query_id",
+        "kind",
+        pl.when(detail.is_not_null())
+        .then(pl.lit("refused"))
+        .when(pl.col("_match").fill_null(False))
+        .then(pl.lit("match"))
+        .when(pl.col("_found").fill_null(False))
+        .then(pl.lit("mismatch"))
+        .otherwise(pl.lit("not_found"))
+        .alias("result"),
+        pl.when(detail == QUOTA_REFUSED)
+        .then(pl.lit(QUOTA_REFUSED))
+        .when(detail.is_not_null())
+        .then(pl.lit(CONSENT_REFUSED))
+        .otherwise(pl.lit(None, dtype=pl.String))
+        .alias("reason"),
+        detail.alias("_detail"),
+    )
+    result = decided_rows.drop("_detail")
+    counts = {r: int((result["result"] == r).sum()) for r in RESULTS}
+    refused = decided_rows.filter(pl.col("result") == "refused")
+    reasons = _counts(refused["reason"])
+    via = {"via": who.via} if who.via else {}
+    extra = channel or {}
+    record(
+        home,
+        "verify.batch",
+        target,
+        "ok",
+        {
+            "requester": who.name,
+            "role": who.role,
+            **via,
+            **extra,
+            "queries": result.height,
+            "results": counts,
+            "answers": [[q, r] for q, r in zip(result["query_id"], result["result"], strict=True)],
+        },
+    )
+    if refused.height:
+        record(
+            home,
+            "verify.refused",
+            target,
+            "refused",
+            {
+                "requester": who.name,
+                "refused": [
+                    [q, r] for q, r in zip(refused["query_id"], refused["_detail"], strict=True)
+                ],
+                "reasons": _counts(refused["_detail"]),
+                "told": reasons,
+            },
+        )
+    meta: dict[str, Any] = {
+        "requester": who.name,
+        "queries": result.height,
+        "results": counts,
+        "refused_reasons": reasons,
+        "quota": {
+            "per_day": per_day,
+            "spec_per_day": ver.quota_per_day,
+            "policy_ceiling": ceiling,
+            "day": today.isoformat(),
+            "granted": granted,
+        },
+        "consent_purpose": ver.consent_purpose,
+    }
+    return result, meta
+
+
 class VerificationBuilder:
     def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
         if options.queries is None:
@@ -384,148 +578,14 @@ class VerificationBuilder:
             )
         queries = read_queries(ctx.options.queries, ver.max_batch)
         screen_query_ids(ctx.home, spec, queries, who)
-        queries = queries.with_row_index("_row")
-        today = dt.datetime.now(dt.UTC).date()
-        # The policy ceiling binds even if it was lowered after the spec was checked.
-        per_day = min(ver.quota_per_day, quota_ceiling(ctx.home))
-        granted = take_quota(ctx.home, who.name, queries.height, per_day, today)
-        key = load_key(ctx.home, PSEUDONYM)
-
-        # Consent per query where the check needs it: the subject is the identifier verified.
-        exempt = [c.kind for c in ver.checks if not c.consent_required]
-        needs = queries.filter(~pl.col("kind").is_in(exempt))
-        decided = ConsentLedger(ctx.home).check_many(
-            pl.DataFrame(
-                {
-                    "token": subject_tokens(key, needs["id_number"]),
-                    "purpose": [ver.consent_purpose] * needs.height,
-                }
-            )
-        )
-        valid_refs = _valid_refs(ctx.home, decided, ver.consent_purpose)
-        consent = (
-            needs.select(
-                "_row",
-                pl.col("consent_ref").str.strip_chars().alias("_ref"),
-                decided["token"].alias("_token"),
-                decided["ok"].fill_null(False).alias("_consent_ok"),
-                decided["reason"].alias("_consent_reason"),
-            )
-            .join(valid_refs, on=["_token", "_ref"], how="left")
-            .select(
-                "_row",
-                "_consent_ok",
-                "_consent_reason",
-                pl.col("_ref_ok").fill_null(False),
-            )
-        )
-        queries = queries.join(consent, on="_row", how="left").with_columns(
-            pl.col("_consent_ok").fill_null(True),  # exempt kinds
-            pl.col("_ref_ok").fill_null(True),
-            (pl.col("_row") < granted).alias("_in_quota"),
-            pl.col("consent_ref")
-            .str.strip_chars()
-            .fill_null("")
-            .str.len_chars()
-            .gt(0)
-            .alias("_has_ref"),
-        )
-        parts = []
-        for check in ver.checks:
-            index = keyed_index(ctx, check, key)
-            sub = queries.filter(pl.col("kind") == check.kind)
-            sub = sub.with_columns(
-                tokens(key, normalize_series(sub["id_number"], "id")).alias("key_token"),
-                tokens(key, normalize_series(sub["name"], "name")).alias("name_token"),
-            )
-            found = index.select("key_token").unique().with_columns(pl.lit(True).alias("_found"))
-            matched = index.with_columns(pl.lit(True).alias("_match"))
-            sub = sub.join(found, on="key_token", how="left").join(
-                matched, on=["key_token", "name_token"], how="left"
-            )
-            parts.append(sub)
-        joined = pl.concat(parts, how="diagonal_relaxed").sort("_row")
-        # The detailed reason (audit log only), then what the requester is told.
-        detail = (
-            pl.when(~pl.col("_in_quota"))
-            .then(pl.lit(QUOTA_REFUSED))
-            .when(~pl.col("_has_ref") & ~pl.col("kind").is_in(exempt))
-            .then(pl.lit("consent_ref_missing"))
-            .when(~pl.col("_consent_ok"))
-            .then(pl.lit("consent_") + pl.col("_consent_reason"))
-            .when(~pl.col("_ref_ok"))
-            .then(pl.lit("consent_ref_mismatch"))
-            .otherwise(pl.lit(None, dtype=pl.String))
-        )
-        decided_rows = joined.select(
-            "query_id",
-            "kind",
-            pl.when(detail.is_not_null())
-            .then(pl.lit("refused"))
-            .when(pl.col("_match").fill_null(False))
-            .then(pl.lit("match"))
-            .when(pl.col("_found").fill_null(False))
-            .then(pl.lit("mismatch"))
-            .otherwise(pl.lit("not_found"))
-            .alias("result"),
-            pl.when(detail == QUOTA_REFUSED)
-            .then(pl.lit(QUOTA_REFUSED))
-            .when(detail.is_not_null())
-            .then(pl.lit(CONSENT_REFUSED))
-            .otherwise(pl.lit(None, dtype=pl.String))
-            .alias("reason"),
-            detail.alias("_detail"),
-        )
-        result = decided_rows.drop("_detail")
-        counts = {r: int((result["result"] == r).sum()) for r in RESULTS}
-        refused = decided_rows.filter(pl.col("result") == "refused")
-        reasons = _counts(refused["reason"])
-        via = {"via": who.via} if who.via else {}
-        record(
+        result, meta = answer(
             ctx.home,
-            "verify.batch",
+            spec,
+            queries,
+            who,
             ctx.release_id,
-            "ok",
-            {
-                "requester": who.name,
-                "role": who.role,
-                **via,
-                "queries": result.height,
-                "results": counts,
-                "answers": [
-                    [q, r] for q, r in zip(result["query_id"], result["result"], strict=True)
-                ],
-            },
+            join_lookup(lambda check: keyed_index(ctx, check, load_key(ctx.home, PSEUDONYM))),
         )
-        if refused.height:
-            record(
-                ctx.home,
-                "verify.refused",
-                ctx.release_id,
-                "refused",
-                {
-                    "requester": who.name,
-                    "refused": [
-                        [q, r] for q, r in zip(refused["query_id"], refused["_detail"], strict=True)
-                    ],
-                    "reasons": _counts(refused["_detail"]),
-                    "told": reasons,
-                },
-            )
-        meta: dict[str, Any] = {
-            "requester": who.name,
-            "queries": result.height,
-            "results": counts,
-            "refused_reasons": reasons,
-            "quota": {
-                "per_day": per_day,
-                "spec_per_day": ver.quota_per_day,
-                "policy_ceiling": quota_ceiling(ctx.home),
-                "day": today.isoformat(),
-                "granted": granted,
-            },
-            "consent_purpose": ver.consent_purpose,
-        }
         return Draw(tables={"results": result}, meta=meta)
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:

@@ -59,6 +59,11 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
+# Small in-place schema changes of existing tables (a nullable column added later): each
+# callable gets a connection after create_all and must be idempotent.
+MIGRATIONS: list[Any] = []
+
+
 def _create_tables(engine: Engine, attempts: int = 5) -> None:
     """Create missing tables; tolerate another process creating them at the same moment.
 
@@ -69,6 +74,9 @@ def _create_tables(engine: Engine, attempts: int = 5) -> None:
     for attempt in range(attempts):
         try:
             METADATA.create_all(engine, checkfirst=True)
+            with engine.begin() as conn:
+                for migrate in MIGRATIONS:
+                    migrate(conn)
             return
         except DBAPIError:
             if attempt == attempts - 1:

@@ -151,7 +151,7 @@ def test_only_an_admin_manages_accounts_and_changes_are_audited(home: Home, tmp_
         "UPDATE accounts SET roles = '[\"operator\", \"reviewer\"]' WHERE name = 'dave'",
         "UPDATE accounts SET status = 'active' WHERE name = 'dave'",
         "INSERT INTO accounts SELECT 'eve', display_name, roles, status, password_hash, "
-        "created_at, updated_at, state_sm3, audit_hash FROM accounts WHERE name = 'dave'",
+        "created_at, updated_at, state_sm3, audit_hash, email FROM accounts WHERE name = 'dave'",
     ],
     ids=["self-granted-role", "re-enabled", "copied-row"],
 )

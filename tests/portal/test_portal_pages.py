@@ -262,7 +262,10 @@ def test_notices_per_role(client: TestClient, domain: tuple[Home, dict[str, str]
     waiting = [t for t in tickets.list_tickets(home, unit="SU-SCJG") if t.state in tickets.WAITING]
     login(client, "scjg-clerk")
     page = client.get("/notices").text
-    assert page.count("新工单") + page.count("到期") + page.count("已逾期") == len(waiting)
+    todo, _, record = page.partition("<h2>通知记录</h2>")  # 待办 first, then the outbox
+    assert todo.count("新工单") + todo.count("到期") + todo.count("已逾期") == len(waiting)
+    new = sum(t.state in (tickets.OPEN, tickets.REOPENED) for t in waiting)
+    assert record.count("新工单") == new
     assert f'<span class="badge">{len(waiting)}</span>' in page
     assert "SU-YB" not in page and "医疗" not in page
     login(client, "reviewer-li")

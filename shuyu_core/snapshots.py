@@ -41,6 +41,8 @@ class Manifest(BaseModel):
     ingested_at: dt.datetime
     catalog_version: str
     actor: str | None = None
+    # Set by `shuyu pull` from a database source: the largest watermark value taken (ISO text).
+    watermark: str | None = None
 
     @property
     def age_days(self) -> float:

@@ -130,7 +130,11 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def stack(home: Home, tmp_path: Path) -> Iterator[Stack]:
+    from shuyu_core import keys
+
     seed(home, {"ops-alice": ["operator"]})
+    for name in (keys.PSEUDONYM, keys.ENCRYPTION):  # the pipeline desensitizes
+        keys.init_key(home, name)
     logs = tmp_path / "logs"
     cfg = ops_stack.StackConfig(
         prefect_home=tmp_path / "prefect_home",
@@ -234,9 +238,12 @@ def test_deployments_run_the_pipeline_for_the_requester(
 
     # The artifacts, read back through the API.
     assert manifest.snapshot_id in stack.artifact("ingest-scztdj")["data"]
-    assert release_id in stack.artifact("release-business-vitality-index")["data"]
     from pipelines.flows_assessment import artifact_key
 
+    # The release's artifact links its assessment's report, which is an artifact of its own.
+    release_md = stack.artifact("release-business-vitality-index")["data"]
+    assert release_id in release_md and artifact_key(release_id) in release_md
+    assert Path(out["desensitized"]["output"]).name.startswith(manifest.snapshot_id)
     report = stack.artifact(artifact_key(release_id))
     assert release_id in report["data"] and verdict in report["data"]
 

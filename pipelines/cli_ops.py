@@ -141,6 +141,55 @@ def down(
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
+stack_app = typer.Typer(no_args_is_help=True)
+
+
+@stack_app.command("up")
+def stack_up(
+    prefect_home: Path | None = typer.Option(
+        None, "--prefect-home", help="Prefect's state and logs (default: $PREFECT_HOME)"
+    ),
+    port: int = typer.Option(4200, "--port", help="Prefect server port on 127.0.0.1"),
+    portal_port: int = typer.Option(8000, "--portal-port", help="portal port on 127.0.0.1"),
+    pool_limit: int = typer.Option(2, "--pool-limit", help="flow runs at once on the pool"),
+    scheduled_by: str | None = typer.Option(
+        None, "--scheduled-by", help="the account scheduled runs act for (SHUYU_SCHEDULED_BY)"
+    ),
+    deploy: bool = typer.Option(
+        True, "--deploy/--no-deploy", help="deploy prefect.yaml (off: pool only, faster)"
+    ),
+) -> None:
+    """Server, worker and portal in the foreground, health-checked; Ctrl-C stops them in order."""
+    from pipelines import ops_foreground, ops_stack
+
+    home = Home.from_env().ensure()
+    who = roles.require(home, "ops.stack", "prefect-stack")
+    ph = _prefect_home(prefect_home)
+    cfg = ops_stack.StackConfig(
+        prefect_home=ph,
+        port=port,
+        shuyu_home=home.root,
+        pool_limit=pool_limit,
+        extra_env={
+            "SHUYU_HOME": str(home.root),
+            "SHUYU_DATABASE_URL": os.environ.get("SHUYU_DATABASE_URL", ""),
+            "SHUYU_SCHEDULED_BY": scheduled_by or os.environ.get("SHUYU_SCHEDULED_BY") or who.name,
+        },
+    )
+    stack = ops_foreground.ForegroundStack(cfg, portal_port, ph / "logs", deploy=deploy)
+    record(home, "stack.up", cfg.api_url, "ok", {"prefect_home": str(ph), "portal": portal_port})
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False)
+
+    died = ops_foreground.run(stack, say)
+    record(home, "stack.down", cfg.api_url, "ok" if died is None else "error", {"died": died})
+    if died is not None:
+        exc = ShuyuError(f"{died} of the stack exited on its own", hint=f"see {ph / 'logs'}")
+        exc.audited = True
+        raise exc
+
+
 deployments_app = typer.Typer(no_args_is_help=True)
 
 
@@ -171,6 +220,7 @@ def render(
 
 def register(parent: typer.Typer) -> None:
     parent.add_typer(app, name="ops", help="Prefect stack and health checks (运维)")
+    parent.add_typer(stack_app, name="stack", help="one-machine trial in the foreground (试运行)")
     parent.add_typer(
         deployments_app, name="deployments", help="deployment schedules from the catalog"
     )

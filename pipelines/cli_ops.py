@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -30,6 +31,15 @@ def _prefect_home(value: Path | None) -> Path:
     return raw.expanduser().resolve()
 
 
+def print_health(home: Home, rows: list[Any]) -> None:
+    table = Table(title=f"运行检查 health of {home.root}")
+    for col in ("check", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.name, f"[{_STYLE[r.status]}]{r.status}[/]", r.detail)
+    console.print(table)
+
+
 @app.command("check")
 def check(fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
     """Check the home, state database, audit chain, keys, catalog, policy and Prefect API."""
@@ -45,12 +55,7 @@ def check(fmt: str = typer.Option("table", "--format", help="table | json")) -> 
     if fmt == "json":
         typer.echo(json.dumps([r.__dict__ for r in rows], ensure_ascii=False))
     else:
-        table = Table(title=f"运行检查 health of {home.root}")
-        for col in ("check", "status", "detail"):
-            table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(r.name, f"[{_STYLE[r.status]}]{r.status}[/]", r.detail)
-        console.print(table)
+        print_health(home, rows)
     if failed:
         exc = ShuyuError(
             f"health check failed: {', '.join(failed)}", hint="see the detail of each failed row"

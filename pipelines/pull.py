@@ -58,6 +58,7 @@ class PullResult:
     snapshots: list[snapshots.Manifest] = field(default_factory=list)
     watermark_before: str | None = None
     watermark_after: str | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # file → the ingest's one line
 
     @property
     def rows(self) -> int:
@@ -92,6 +93,11 @@ def pull(
         except SourceDown as exc:
             record(home, "pull", code, "error", {"kind": src.kind, "reason": str(exc)})
             raise
+        except ShuyuError as exc:  # configuration (URI unset, file mode) or a refused export
+            if not exc.audited:
+                record(home, "pull", code, "refused", {"kind": src.kind, "error": exc.one_line()})
+                exc.audited = True
+            raise
     record(
         home,
         "pull",
@@ -103,8 +109,20 @@ def pull(
             "rows": result.rows,
             "watermark_before": result.watermark_before,
             "watermark_after": result.watermark_after,
+            "refused": result.refused,
         },
     )
+    if result.refused:
+        # The good exports are in; the refused ones stay visible until the source unit drops
+        # a corrected file (changed content is taken again).
+        refusal = ValidationError(
+            f"pull {code}: {len(result.snapshots)} snapshot(s) taken, {len(result.refused)} "
+            "export(s) refused: "
+            + "; ".join(f"{name}: {why}" for name, why in sorted(result.refused.items())),
+            hint="the source unit corrects and drops the file again",
+        )
+        refusal.audited = True
+        raise refusal
     return result
 
 
@@ -168,6 +186,8 @@ def _pull_files(
         st = f.stat()
         prev = taken.get(f.name)
         if prev and prev["size"] == st.st_size and prev["mtime_ns"] == st.st_mtime_ns:
+            if "refused" in prev:  # still the refused export: say so again, do not re-ingest
+                result.refused[f.name] = prev["refused"]
             continue
         digest = sm3_files([f])
         label = str(f.resolve())
@@ -175,14 +195,21 @@ def _pull_files(
         earlier = by_source.get(label)
         if prev and prev["sm3"] == digest:
             taken[f.name] = prev | entry
+            if "refused" in prev:
+                result.refused[f.name] = prev["refused"]
         elif prev is None and earlier and earlier.ingested_at.timestamp() >= st.st_mtime:
             # Ingested by a pull that stopped before it could record the file as taken.
             taken[f.name] = entry | {"snapshot": earlier.snapshot_id}
         else:
             step(f"ingesting {f.name}")
-            manifest = ingest_path(home, code, f, catalog=cat, pulled=PulledFrom(label))
-            result.snapshots.append(manifest)
-            taken[f.name] = entry | {"snapshot": manifest.snapshot_id}
+            try:
+                manifest = ingest_path(home, code, f, catalog=cat, pulled=PulledFrom(label))
+            except ValidationError as exc:  # a bad export (audited by the ingest): next file
+                result.refused[f.name] = exc.one_line()
+                taken[f.name] = entry | {"refused": exc.one_line()}
+            else:
+                result.snapshots.append(manifest)
+                taken[f.name] = entry | {"snapshot": manifest.snapshot_id}
         _save_taken(home, code, taken)
     return result
 

@@ -149,3 +149,25 @@ def test_a_uri_file_readable_by_others_is_refused(
     )
     with pytest.raises(PermissionDenied, match="readable by group or others"):
         pull(home, "SCZTDJ")
+
+
+def test_a_bad_export_does_not_block_the_good_ones(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polars as pl
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    catalog_with_source(tmp_path, monkeypatch, f"source: {{kind: file_drop, directory: {drop}}}")
+    pl.DataFrame({"not_a_field": [1]}).write_parquet(drop / "a.parquet")
+    scztdj_rows().write_parquet(drop / "b.parquet")
+    with pytest.raises(ValidationError, match=r"1 snapshot\(s\) taken, 1 export\(s\) refused: a"):
+        pull(home, "SCZTDJ")
+    assert len(snapshots.list_snapshots(home, "SCZTDJ")) == 1
+    ingests = [e for e in audit.tail(home, 1000) if e["action"] == "ingest"]
+    assert [e["outcome"] for e in ingests] == ["refused", "ok"]
+    # Still refused next time (same content), and still not taken twice; a corrected file is.
+    with pytest.raises(ValidationError, match="refused"):
+        pull(home, "SCZTDJ")
+    scztdj_rows().head(5).write_parquet(drop / "a.parquet")
+    assert [m.rows for m in pull(home, "SCZTDJ").snapshots] == [5]

@@ -91,10 +91,13 @@ def pull_task(code: str, actor: Actor) -> list[Manifest]:
             try:
                 result = with_retries(lambda: pull(home, code), what=f"pull {code}")
             except SourceDown as exc:
-                raise ShuyuError(
+                down = ShuyuError(
                     f"{exc} (after 3 attempts)",
                     hint="check that the source is up; the pull wrote nothing",
-                ) from exc
+                )
+                down.retried = True  # type: ignore[attr-defined]
+                down.audited = True  # each attempt was audited by the pull
+                raise down from exc
     get_run_logger().info(
         "pulled %s from its %s: %d new snapshot(s), %d rows, watermark %s → %s (for %s)",
         code,

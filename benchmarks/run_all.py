@@ -32,6 +32,7 @@ ORDER = (
     "products",
     "assessment",
     "portal",
+    "scale",
 )
 
 

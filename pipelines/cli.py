@@ -70,6 +70,7 @@ def _register() -> None:
         cli_products,
         cli_quality,
         cli_recovery,
+        cli_scale,
         cli_synth,
     )
 
@@ -87,6 +88,7 @@ def _register() -> None:
     cli_portal.register(app)
     cli_recovery.register(app)
     cli_ops.register(app)
+    cli_scale.register(app)
     app._shuyu_registered = True  # type: ignore[attr-defined]
 
 

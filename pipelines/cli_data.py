@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -32,6 +33,11 @@ def ingest(
     allow_empty: bool = typer.Option(
         False, "--allow-empty", help="accept an export without data rows (refused by default)"
     ),
+    partitions: int | None = typer.Option(
+        None,
+        "--partitions",
+        help="parts hash-partitioned on the privacy unit (default $SHUYU_PARTITIONS or 1)",
+    ),
 ) -> None:
     """Validate an export against the catalog and write an immutable snapshot into raw/."""
     home = Home.from_env().ensure()
@@ -39,6 +45,9 @@ def ingest(
         from pipelines.flow_support import for_local_flow_run
         from pipelines.flows import ingest_flow
 
+        if partitions is not None:
+            # The flow's ingest task reads the count from the environment it inherits.
+            os.environ["SHUYU_PARTITIONS"] = str(partitions)
         for_local_flow_run(home)
         # The flow runs the quality checks itself, as a task of the same flow run.
         ran = ingest_flow(code, str(source), check=check, allow_empty=allow_empty)
@@ -49,7 +58,14 @@ def ingest(
         from pipelines.ingest import ingest_path
 
         with steps(console, f"ingest {code}") as step:
-            manifest = ingest_path(home, code, source, progress=step, allow_empty=allow_empty)
+            manifest = ingest_path(
+                home,
+                code,
+                source,
+                progress=step,
+                allow_empty=allow_empty,
+                partitions=partitions,
+            )
     if fmt == "json":
         typer.echo(snapshots.manifest_json(manifest))
     else:

@@ -27,6 +27,7 @@ from catalogs.models import FieldSpec, Resource
 from catalogs.vocabulary import Sensitivity
 from governance import recovery, roles
 from governance.audit import record
+from scaleout import partitioning
 from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core.errors import NotFoundError, ShuyuError, ValidationError
 from shuyu_core.hashing import sm3_files
@@ -429,6 +430,21 @@ def conform(lf: pl.LazyFrame, resource: Resource, source: str) -> tuple[pl.LazyF
     return lf.select([casts[f.name] for f in resource.fields]), absent
 
 
+def partition_count(requested: int | None = None) -> int:
+    """The number of parts to write: ``requested``, else ``$SHUYU_PARTITIONS``, else 1."""
+    raw = requested if requested is not None else os.environ.get("SHUYU_PARTITIONS", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 4096:
+        raise ValidationError(
+            f"partition count {raw!r} is not a whole number from 1 to 4096",
+            hint="pass --partitions N (or set SHUYU_PARTITIONS) with 1 <= N <= 4096",
+        )
+    return count
+
+
 def _finalize(stage: Path, manifest: snapshots.Manifest) -> None:
     atomic.write_text(stage / snapshots.MANIFEST, snapshots.manifest_json(manifest))
 
@@ -440,9 +456,14 @@ def ingest_path(
     catalog: Catalog | None = None,
     progress: Progress | None = None,
     allow_empty: bool = False,
+    partitions: int | None = None,
     pulled: PulledFrom | None = None,
 ) -> snapshots.Manifest:
     """Validate ``path`` against resource ``code`` and write a new immutable snapshot.
+
+    With ``partitions`` (else ``$SHUYU_PARTITIONS``) above 1 and a resource that declares a
+    ``privacy_unit``, the snapshot is written as that many parts hash-partitioned on the unit
+    (``scaleout.partitioning``), recorded in the manifest.
 
     ``pulled`` (from ``pipelines.pull``) names the declared source instead of the staged file
     and carries the watermark into the manifest, so it appears with the snapshot atomically.
@@ -474,14 +495,25 @@ def ingest_path(
                     raise _unreadable(src, source, exc) from exc
                 snapshot_id = snapshots.new_snapshot_id()
                 final = snapshots.snapshot_dir(home, code, snapshot_id)
+                count = partition_count(partitions)
+                unit = resource.privacy_unit if count > 1 else None
                 with atomic.staged_dir(final, staging_root=home.tmp) as stage:
                     step("writing the snapshot (streaming)")
-                    part = stage / "part-00000.parquet"
+                    part = stage / ("whole.tmp" if unit else "part-00000.parquet")
                     try:
                         conformed.sink_parquet(part, engine="streaming")
                     except pl.exceptions.PolarsError as exc:
                         raise _unreadable(src, source, exc) from exc
                     rows = pl.scan_parquet(part).select(pl.len()).collect().item()
+                    parts = [part]
+                    layout = None
+                    if unit:
+                        step(f"partitioning on {unit} into {count} parts")
+                        parts = partitioning.write_parts(part, unit, count, stage)
+                        part.unlink()
+                        layout = snapshots.Partitioning(
+                            by=unit, count=count, scheme=partitioning.HASH_SCHEME
+                        )
                     if rows == 0 and not allow_empty:
                         raise ValidationError(
                             f"{source}: no data rows (a header only) for {code}",
@@ -493,8 +525,8 @@ def ingest_path(
                         resource=code,
                         snapshot_id=snapshot_id,
                         rows=rows,
-                        sm3=sm3_files([part]),
-                        files=[part.name],
+                        sm3=sm3_files(parts),
+                        files=[p.name for p in parts],
                         columns={f.name: f.type for f in resource.fields},
                         absent_fields=absent,
                         source_path=pulled.label if pulled else str(source.resolve()),
@@ -503,6 +535,7 @@ def ingest_path(
                         ingested_at=dt.datetime.now(dt.UTC),
                         catalog_version=cat.version,
                         actor=str(actor),
+                        partitioning=layout,
                         watermark=pulled.watermark if pulled else None,
                     )
                     _finalize(stage, manifest)

@@ -27,6 +27,17 @@ from shuyu_core.home import Home
 MANIFEST = "manifest.json"
 
 
+class Partitioning(BaseModel):
+    """How the parts split the rows: by the hash of the privacy unit (``scaleout.partitioning``).
+
+    All rows of one unit are in one part, and part *i* of two snapshots with the same ``count``
+    and ``scheme`` holds the same units."""
+
+    by: str
+    count: int
+    scheme: str
+
+
 class Manifest(BaseModel):
     resource: str
     snapshot_id: str
@@ -41,6 +52,8 @@ class Manifest(BaseModel):
     ingested_at: dt.datetime
     catalog_version: str
     actor: str | None = None
+    # None: one unpartitioned part (every snapshot written before partitioning existed).
+    partitioning: Partitioning | None = None
     # Set by `shuyu pull` from a database source: the largest watermark value taken (ISO text).
     watermark: str | None = None
 

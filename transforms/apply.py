@@ -99,6 +99,7 @@ def _expression(
     rule: Rule,
     key_provider: KeyProvider,
     free_text: bool = False,
+    fixed_bound: float | None = None,
 ) -> tuple[pl.Expr, dict[str, Any]]:
     """The output expression for one column, and the parameters actually used."""
     col = pl.col(column)
@@ -168,7 +169,12 @@ def _expression(
         _need(_is_numeric(dtype), column, rule, "needs a numeric column")
         bound = params.get("value")
         if bound is None:
-            bound = _quantile(lf, column, float(params["quantile"]))
+            # A part of a partitioned snapshot clips at the whole snapshot's quantile, computed
+            # once by the driver (scaleout); otherwise the quantile of ``lf``.
+            if fixed_bound is not None:
+                bound = fixed_bound
+            else:
+                bound = _quantile(lf, column, float(params["quantile"]))
             params["computed_bound"] = bound
         fn = ops.top_code if rule.op == "top_code" else ops.bottom_code
         return fn(col, float(bound)).cast(dtype), params
@@ -182,13 +188,15 @@ def desensitize_frame(
     key_provider: KeyProvider,
     detected: Mapping[str, str] | None = None,
     free_text: Collection[str] = (),
+    fixed_bounds: Mapping[str, float] | None = None,
 ) -> tuple[pl.LazyFrame, list[ColumnAction]]:
     """Compile ``policy`` for ``lf``: the desensitized lazy frame and one action per column.
 
     ``resource`` supplies declared types and sensitivities (None: all undeclared);
     ``detected`` maps columns to entities the scanner found (used for undeclared columns);
     ``free_text`` names the detected columns whose entity sits inside free text
-    (``ScanReport.free_text_columns()``): their ``mask`` redacts identifiers in place.
+    (``ScanReport.free_text_columns()``): their ``mask`` redacts identifiers in place;
+    ``fixed_bounds`` gives quantile top/bottom-code bounds already computed (per column).
     """
     schema = lf.collect_schema()
     code = resource.code if resource is not None else ""
@@ -207,7 +215,16 @@ def desensitize_frame(
             actions.append(ColumnAction(column, "suppress", {}, _v(pii_type), source, False, None))
             continue
         in_text = column in free_text and "detected" in source
-        expr, params = _expression(lf, column, dtype, pii_type, rule, key_provider, in_text)
+        expr, params = _expression(
+            lf,
+            column,
+            dtype,
+            pii_type,
+            rule,
+            key_provider,
+            in_text,
+            (fixed_bounds or {}).get(column),
+        )
         exprs.append(expr.alias(column))
         actions.append(
             ColumnAction(column, rule.op, params, _v(pii_type), source, rule.reversible, column)

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import hmac
 import threading
 from collections.abc import Callable
-from typing import overload
+from typing import Any, overload
 
 import polars as pl
 from cryptography.hazmat.primitives import padding
@@ -276,18 +277,36 @@ def _require_key(key: bytes | None, what: str) -> bytes:
     return key
 
 
+_SM3_BLOCK = 64  # bytes; HMAC pads the key to the hash's block size (RFC 2104)
+
+
+def sm3_pads(key: bytes) -> tuple[Any, Any]:
+    """The two SM3 states of HMAC-SM3 after absorbing the key's inner and outer pads."""
+    if len(key) > _SM3_BLOCK:
+        key = hashlib.new("sm3", key).digest()
+    key = key.ljust(_SM3_BLOCK, b"\0")
+    inner = hashlib.new("sm3", bytes(b ^ 0x36 for b in key))
+    outer = hashlib.new("sm3", bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
 def hmac_sm3_tokens(values: list[str], key: bytes) -> list[str]:
     """HMAC-SM3 hex tokens of ``values`` (the per-value call, made once per distinct value).
 
-    The keyed state is prepared once and copied per value, which skips re-deriving the
-    inner and outer pads every time.
+    HMAC(k, m) = H(k⊕opad ‖ H(k⊕ipad ‖ m)): the two pad blocks are hashed once, and per value
+    only the two SM3 states are copied and fed ``m`` and the inner digest (OpenSSL's C copy;
+    no HMAC object, no per-value key schedule). Equal to ``hmac.new(key, m, "sm3")``.
     """
-    base = hmac.new(key, digestmod="sm3")
+    inner, outer = sm3_pads(key)
+    icopy, ocopy = inner.copy, outer.copy
     out: list[str] = []
+    append = out.append
     for v in values:
-        h = base.copy()
+        h = icopy()
         h.update(v.encode("utf-8"))
-        out.append(h.hexdigest())
+        o = ocopy()
+        o.update(h.digest())
+        append(o.hexdigest())
     return out
 
 

@@ -1,0 +1,168 @@
+"""The driver side of a partitioned run: verify, dispatch one job per partition to the
+backend, combine the partial results.
+
+- quality: the parts' row-rule counts add up (:func:`quality_counts`);
+- desensitization: the PII scan of undeclared columns (sampled) and the quantile bounds are
+  computed once over the whole snapshot, every part is desensitized with them, the output is
+  the parts in partition order (:func:`desensitize`);
+- DP products: each co-partition runs the builder's own bounding plan (one row per unit, no
+  identifier), and the driver measures the union of the bounded parts with the same
+  mechanism, drawing the noise once (:func:`bounded_frame`, :func:`stat_report_draw`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from catalogs.catalog import Catalog
+from governance import evidence, roles
+from governance.audit import record
+from scaleout.backends import Backend
+from scaleout.jobs import (
+    BoundJob,
+    DesensitizeJob,
+    PartRef,
+    QualityJob,
+    bounded_part,
+    desensitize_part,
+    part_refs,
+    quality_counts,
+)
+from shuyu_core import snapshots
+from shuyu_core.errors import ValidationError
+from shuyu_core.home import Home
+
+
+def verified_parts(home: Home, m: snapshots.Manifest) -> list[PartRef]:
+    """Verify ``m`` (parts vs manifest vs ingest record) and reference its parts."""
+    evidence.verify_snapshot(home, m)
+    return part_refs(home, m)
+
+
+def quality_counts_of(
+    home: Home,
+    code: str,
+    backend: Backend,
+    snapshot_id: str | None = None,
+    as_of: dt.date | None = None,
+) -> dict[str, Any]:
+    """Row count, per row rule (failed, total) and per aggregate rule the total, summed over
+    the parts of one snapshot."""
+    resource = Catalog.load().get(code)
+    roles.require(home, "quality.check", f"resource/{code}", resource.source_unit.code)
+    m = snapshots.get(home, code, snapshot_id)
+    partials = backend.map(quality_counts, quality_jobs(home, m, as_of))
+    return combine_quality(partials)
+
+
+def quality_jobs(home: Home, m: snapshots.Manifest, as_of: dt.date | None) -> list[QualityJob]:
+    day = as_of or dt.date.today()
+    return [QualityJob(p, day) for p in verified_parts(home, m)]
+
+
+def combine_quality(partials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts' counts added up (row rules judge one row at a time)."""
+    rows = sum(p["rows"] for p in partials)
+    rules: dict[str, tuple[int, int]] = {}
+    totals: dict[str, int] = {}
+    for p in partials:
+        for rule, (failed, total) in p["row_rules"].items():
+            f0, t0 = rules.get(rule, (0, 0))
+            rules[rule] = (f0 + failed, t0 + total)
+        for rule, total in p["agg_totals"].items():
+            totals[rule] = totals.get(rule, 0) + total
+    return {"rows": rows, "row_rules": rules, "agg_totals": totals}
+
+
+def desensitize(
+    home: Home,
+    code: str,
+    backend: Backend,
+    out_dir: Path,
+    policy_path: str | None = None,
+    sample: int = 2000,
+    catalog: Catalog | None = None,
+) -> list[Path]:
+    """Desensitize the latest snapshot of ``code`` part by part into ``out_dir``."""
+    from privacy.pii.scan import scan_frame
+    from transforms.apply import desensitize_frame, home_key_provider
+    from transforms.policy import load_policy
+
+    roles.require(home, "desensitize", f"resource/{code}")
+    cat = catalog or Catalog.load()
+    resource = cat.get(code)
+    m = snapshots.latest(home, code)
+    parts = verified_parts(home, m)
+    lf = snapshots.scan(home, code, m.snapshot_id)
+    declared = {f.name for f in resource.fields if f.pii_type is not None}
+    undeclared = [c for c in lf.collect_schema().names() if c not in declared]
+    report = scan_frame(lf.select(undeclared), sample=sample) if undeclared else None
+    detected = dict(report.detected()) if report is not None else {}
+    in_text = tuple(sorted(report.free_text_columns())) if report is not None else ()
+    # Compiling over the whole snapshot computes the quantile bounds once (lazy otherwise).
+    _plan, actions = desensitize_frame(
+        lf, resource, load_policy(policy_path), home_key_provider(home), detected, in_text
+    )
+    bounds = {
+        a.column: float(a.params["computed_bound"]) for a in actions if "computed_bound" in a.params
+    }
+    jobs = [DesensitizeJob(p, policy_path, str(out_dir), bounds, detected, in_text) for p in parts]
+    done = backend.map(desensitize_part, jobs)
+    files = [out_dir / d["file"] for d in done]
+    record(
+        home,
+        "desensitize",
+        f"{code}/{m.snapshot_id}",
+        "ok",
+        {"backend": backend.name, "parts": len(files), "output": str(out_dir)},
+    )
+    return files
+
+
+def co_partitions(home: Home, inputs: dict[str, snapshots.Manifest]) -> list[dict[str, PartRef]]:
+    """Part *i* of every input, verified; the inputs must share count, scheme and unit field."""
+    layouts = {code: m.partitioning for code, m in inputs.items()}
+    firsts = {(lay.count, lay.scheme, lay.by) if lay else None for lay in layouts.values()}
+    if None in firsts or len(firsts) != 1:
+        raise ValidationError(
+            "the inputs are not co-partitioned on the privacy unit ("
+            + ", ".join(
+                f"{c}: {lay.count if lay else 'unpartitioned'}" for c, lay in layouts.items()
+            )
+            + ")",
+            hint="ingest every input with the same --partitions N to run on a cluster",
+        )
+    refs = {code: verified_parts(home, m) for code, m in inputs.items()}
+    count = next(iter(layouts.values())).count  # type: ignore[union-attr]
+    return [{code: refs[code][i] for code in inputs} for i in range(count)]
+
+
+def bounded_frame(
+    ctx: Any,
+    backend: Backend,
+    plan: Callable[[Any], pl.LazyFrame],
+    unit: str,
+) -> pl.LazyFrame:
+    """The builder's bounded frame (one row per unit, identifier dropped) computed per
+    co-partition on the backend: a scan of the parts in partition order."""
+    out_dir = ctx.workdir / "bounded-parts"
+    jobs = [
+        BoundJob(ctx, i, parts, plan, unit, str(out_dir))
+        for i, parts in enumerate(co_partitions(ctx.home, ctx.inputs))
+    ]
+    files = backend.map(bounded_part, jobs)
+    return pl.scan_parquet(files)
+
+
+def stat_report_draw(ctx: Any, backend: Backend) -> Any:
+    """``StatReportBuilder.draw`` with the bounding on the backend: same ``dp_tables``, the
+    noise drawn once here."""
+    from products import stat_report
+
+    frame = bounded_frame(ctx, backend, stat_report.bounded_plan, stat_report.UNIT)
+    return stat_report.dp_tables(ctx, frame)

@@ -1,0 +1,46 @@
+"""The scaled quality flow on Prefect's DaskTaskRunner (a LocalCluster of 2 workers) gives
+the counts of the local backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from products_testkit import AS_OF, frames
+
+from pipelines.flows_scale import run_scaled_quality
+from pipelines.ingest import ingest_path
+from scaleout import driver
+from scaleout.backends import LocalBackend, task_runner
+from shuyu_core.home import Home
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def test_task_runner_choice() -> None:
+    from prefect_dask import DaskTaskRunner
+
+    assert task_runner("local") is None
+    assert isinstance(task_runner("local:2"), DaskTaskRunner)
+    assert isinstance(task_runner("tcp://127.0.0.1:8786"), DaskTaskRunner)
+
+
+def test_scaled_quality_flow_on_dask_task_runner(
+    prefect_server: None, home: Home, tmp_path: Path
+) -> None:
+    src = tmp_path / "RKJBXX.parquet"
+    frames(500)["RKJBXX"].write_parquet(src)
+    ingest_path(home, "RKJBXX", src, partitions=3)
+    local = driver.quality_counts_of(home, "RKJBXX", LocalBackend(), as_of=AS_OF)
+    out = run_scaled_quality("RKJBXX", "local:2", as_of=AS_OF.isoformat())
+    assert out == local
+    assert out["rows"] == frames(500)["RKJBXX"].height

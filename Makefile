@@ -52,7 +52,7 @@ PG_TESTS := tests/governance/test_gov_audit.py tests/governance/test_gov_concurr
 	tests/governance/test_gov_consent.py tests/products/test_products_ledger.py \
 	tests/products/test_products_ledger_integrity.py \
 	tests/quality/test_quality_tickets.py tests/portal/test_portal_auth.py \
-	tests/reliability/test_rel_audit_consistency.py
+	tests/reliability/test_rel_audit_consistency.py tests/ops/test_ops_pull_database.py
 test-postgres: $(VENV)/.installed-pg
 	PATH=$(CURDIR)/$(BIN):$$PATH bash .ci/with_postgres.sh $(BIN)/pytest -q $(PG_TESTS)
 

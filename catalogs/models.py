@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalogs.source_models import Source
 from catalogs.vocabulary import (
     Grade,
     OpenAttribute,
@@ -142,6 +143,7 @@ class Resource(Strict):
     primary_key: list[str] = Field(default_factory=list)
     location: str = Field(default="", description="where the source system keeps it")
     negative_list: NegativeList = NegativeList()
+    source: Source | None = Field(default=None, description="where `shuyu pull` takes it from")
     fields: list[FieldSpec]
 
     @model_validator(mode="after")
@@ -156,6 +158,9 @@ class Resource(Strict):
         for key in self.primary_key:
             if key not in known:
                 raise ValueError(f"primary_key field {key!r} is not one of the fields")
+        watermark = getattr(self.source, "watermark", None)
+        if watermark is not None and watermark not in known:
+            raise ValueError(f"source.watermark {watermark!r} is not one of the fields")
         for f in self.fields:
             ref = f.rules.consistent_with_id
             if ref is not None and ref not in known:

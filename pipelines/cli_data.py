@@ -50,7 +50,9 @@ def ingest(
             os.environ["SHUYU_PARTITIONS"] = str(partitions)
         for_local_flow_run(home)
         # The flow runs the quality checks itself, as a task of the same flow run.
-        manifest = ingest_flow(code, str(source), check=check, allow_empty=allow_empty)
+        ran = ingest_flow(code, str(source), check=check, allow_empty=allow_empty)
+        assert isinstance(ran, snapshots.Manifest)  # given a source, the flow ingests just it
+        manifest = ran
         check = False
     else:
         from pipelines.ingest import ingest_path
@@ -90,6 +92,53 @@ def _check_new_snapshot(home: Home, code: str, snapshot_id: str, *, quiet: bool)
     )
 
 
+def pull(
+    code: str = typer.Argument(..., help="resource code whose catalog entry declares a source:"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="run the quality checks on each new snapshot"
+    ),
+) -> None:
+    """Take what is new from the resource's declared source (file drop or 前置库 table)."""
+    from pipelines.pull import SourceDown
+    from pipelines.pull import pull as pull_new
+    from shuyu_core.errors import ShuyuError
+
+    home = Home.from_env().ensure()
+    try:
+        with steps(console, f"pull {code}") as step:
+            result = pull_new(home, code, progress=step)
+    except SourceDown as exc:
+        err = ShuyuError(str(exc), hint="check that the source is up; the pull wrote nothing")
+        err.audited = True
+        raise err from exc
+    if fmt == "json":
+        typer.echo(
+            json.dumps(
+                {
+                    "resource": code,
+                    "kind": result.kind,
+                    "snapshots": [m.snapshot_id for m in result.snapshots],
+                    "rows": result.rows,
+                    "watermark_before": result.watermark_before,
+                    "watermark_after": result.watermark_after,
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif not result.snapshots:
+        console.print(f"{code}: 没有新数据 (nothing new; watermark {result.watermark_after})")
+    else:
+        for m in result.snapshots:
+            console.print(
+                f"[green]pulled[/] {code}: {m.rows:,} rows → snapshot {m.snapshot_id}"
+                + (f" (watermark {m.watermark})" if m.watermark else "")
+            )
+    if check:
+        for m in result.snapshots:
+            _check_new_snapshot(home, code, m.snapshot_id, quiet=fmt == "json")
+
+
 def demo(
     persons: int = typer.Option(200_000, "--persons", help="size of the synthetic population"),
     seed: int = typer.Option(20251, "--seed", help="generator seed"),
@@ -108,4 +157,5 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
+    app.command("pull")(pull)
     app.command("demo")(demo)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -30,6 +31,15 @@ def _prefect_home(value: Path | None) -> Path:
     return raw.expanduser().resolve()
 
 
+def print_health(home: Home, rows: list[Any]) -> None:
+    table = Table(title=f"运行检查 health of {home.root}")
+    for col in ("check", "status", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.name, f"[{_STYLE[r.status]}]{r.status}[/]", r.detail)
+    console.print(table)
+
+
 @app.command("check")
 def check(fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
     """Check the home, state database, audit chain, keys, catalog, policy and Prefect API."""
@@ -45,12 +55,7 @@ def check(fmt: str = typer.Option("table", "--format", help="table | json")) -> 
     if fmt == "json":
         typer.echo(json.dumps([r.__dict__ for r in rows], ensure_ascii=False))
     else:
-        table = Table(title=f"运行检查 health of {home.root}")
-        for col in ("check", "status", "detail"):
-            table.add_column(col, overflow="fold")
-        for r in rows:
-            table.add_row(r.name, f"[{_STYLE[r.status]}]{r.status}[/]", r.detail)
-        console.print(table)
+        print_health(home, rows)
     if failed:
         exc = ShuyuError(
             f"health check failed: {', '.join(failed)}", hint="see the detail of each failed row"
@@ -141,6 +146,55 @@ def down(
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
+stack_app = typer.Typer(no_args_is_help=True)
+
+
+@stack_app.command("up")
+def stack_up(
+    prefect_home: Path | None = typer.Option(
+        None, "--prefect-home", help="Prefect's state and logs (default: $PREFECT_HOME)"
+    ),
+    port: int = typer.Option(4200, "--port", help="Prefect server port on 127.0.0.1"),
+    portal_port: int = typer.Option(8000, "--portal-port", help="portal port on 127.0.0.1"),
+    pool_limit: int = typer.Option(2, "--pool-limit", help="flow runs at once on the pool"),
+    scheduled_by: str | None = typer.Option(
+        None, "--scheduled-by", help="the account scheduled runs act for (SHUYU_SCHEDULED_BY)"
+    ),
+    deploy: bool = typer.Option(
+        True, "--deploy/--no-deploy", help="deploy prefect.yaml (off: pool only, faster)"
+    ),
+) -> None:
+    """Server, worker and portal in the foreground, health-checked; Ctrl-C stops them in order."""
+    from pipelines import ops_foreground, ops_stack
+
+    home = Home.from_env().ensure()
+    who = roles.require(home, "ops.stack", "prefect-stack")
+    ph = _prefect_home(prefect_home)
+    cfg = ops_stack.StackConfig(
+        prefect_home=ph,
+        port=port,
+        shuyu_home=home.root,
+        pool_limit=pool_limit,
+        extra_env={
+            "SHUYU_HOME": str(home.root),
+            "SHUYU_DATABASE_URL": os.environ.get("SHUYU_DATABASE_URL", ""),
+            "SHUYU_SCHEDULED_BY": scheduled_by or os.environ.get("SHUYU_SCHEDULED_BY") or who.name,
+        },
+    )
+    stack = ops_foreground.ForegroundStack(cfg, portal_port, ph / "logs", deploy=deploy)
+    record(home, "stack.up", cfg.api_url, "ok", {"prefect_home": str(ph), "portal": portal_port})
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False)
+
+    died = ops_foreground.run(stack, say)
+    record(home, "stack.down", cfg.api_url, "ok" if died is None else "error", {"died": died})
+    if died is not None:
+        exc = ShuyuError(f"{died} of the stack exited on its own", hint=f"see {ph / 'logs'}")
+        exc.audited = True
+        raise exc
+
+
 deployments_app = typer.Typer(no_args_is_help=True)
 
 
@@ -171,6 +225,7 @@ def render(
 
 def register(parent: typer.Typer) -> None:
     parent.add_typer(app, name="ops", help="Prefect stack and health checks (运维)")
+    parent.add_typer(stack_app, name="stack", help="one-machine trial in the foreground (试运行)")
     parent.add_typer(
         deployments_app, name="deployments", help="deployment schedules from the catalog"
     )

@@ -191,5 +191,7 @@ def user_error(exc: ShuyuError) -> Any:
     from prefect.states import Failed
 
     line = exc.one_line()
-    run_logger().error("%s (user error, not retried)", line)
+    # A source that stayed down was retried (pipelines.flows.pull_task) before it got here.
+    why = "source down, retried" if getattr(exc, "retried", False) else "user error, not retried"
+    run_logger().error("%s (%s)", line, why)
     return Failed(message=line, data=exc)

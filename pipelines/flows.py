@@ -79,6 +79,38 @@ def check_task(code: str, snapshot_id: str, actor: Actor) -> dict[str, Any]:
     return summary
 
 
+@task(name="pull-source")
+def pull_task(code: str, actor: Actor) -> list[Manifest]:
+    """Take what is new from the catalog's declared source; a source that is down is retried
+    (twice, 5 s apart), then the run fails with one line naming it."""
+    from pipelines.pull import SourceDown, pull
+
+    with acting(actor):
+        home = flow_home()
+        with one_ingest_per_resource(code):
+            try:
+                result = with_retries(lambda: pull(home, code), what=f"pull {code}")
+            except SourceDown as exc:
+                down = ShuyuError(
+                    f"{exc} (after 3 attempts)",
+                    hint="check that the source is up; the pull wrote nothing",
+                )
+                down.retried = True  # type: ignore[attr-defined]
+                down.audited = True  # each attempt was audited by the pull
+                raise down from exc
+    get_run_logger().info(
+        "pulled %s from its %s: %d new snapshot(s), %d rows, watermark %s → %s (for %s)",
+        code,
+        result.kind,
+        len(result.snapshots),
+        result.rows,
+        result.watermark_before,
+        result.watermark_after,
+        actor,
+    )
+    return result.snapshots
+
+
 def ingest_artifact(code: str, manifest: Manifest) -> None:
     create_markdown_artifact(
         key=f"ingest-{code.lower()}",
@@ -95,15 +127,26 @@ def ingest_artifact(code: str, manifest: Manifest) -> None:
 @flow(name="shuyu-ingest", log_prints=True)
 def ingest_flow(
     code: str,
-    source: str,
+    source: str | None = None,
     check: bool = True,
     requested_by: str | None = None,
     allow_empty: bool = False,
-) -> Manifest:
-    """Ingest one export of a catalogued resource into raw/ and check the new snapshot."""
+) -> Manifest | list[Manifest]:
+    """Ingest one export of a catalogued resource into raw/ and check the new snapshot.
+
+    Without ``source`` it pulls what is new from the source the catalog declares and returns
+    the new snapshots (none when nothing is new), each checked.
+    """
     try:
         home = flow_home()
         actor = flow_actor(home, requested_by)
+        if source is None:
+            pulled = pull_task(code, actor)
+            for m in pulled:
+                if check:
+                    check_task(code, m.snapshot_id, actor)
+                ingest_artifact(code, m)
+            return pulled
         manifest = ingest_task(code, source, actor, allow_empty)
         if check:
             check_task(code, manifest.snapshot_id, actor)

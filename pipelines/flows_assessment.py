@@ -42,14 +42,17 @@ def assess_task(release_id: str, actor: Actor, at: str | None = None) -> dict[st
     return {"verdict": a.verdict, "assessment": a.assessment_id, "md": str(paths["md"])}
 
 
-def assessment_artifact(release_id: str, result: dict[str, str]) -> None:
+def assessment_artifact(release_id: str, result: dict[str, str]) -> str:
+    """Publish the report as the artifact ``assessment-<release>``; return that key."""
     with open(result["md"], encoding="utf-8") as fh:
         markdown = fh.read()
+    key = artifact_key(release_id)
     create_markdown_artifact(
-        key=artifact_key(release_id),
+        key=key,
         markdown=markdown,
         description=f"pre-release assessment of {release_id}: {result['verdict']}",
     )
+    return key
 
 
 @flow(name="shuyu-assess-release", log_prints=True)

@@ -7,6 +7,7 @@ or the kept draw of a run that crashed after drawing, and never charges or draws
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -55,13 +56,63 @@ def build_task(
     return outcome.release_id, outcome.reused
 
 
-def release_artifact(product: str, release_id: str, reused: bool) -> None:
+@task(name="desensitize")
+def desensitize_task(code: str, snapshot_id: str, actor: Actor) -> dict[str, Any]:
+    """Desensitize the new snapshot into work/ (脱敏) with the default policy."""
+    from transforms.apply import desensitize_resource, read_desensitization
+
+    with acting(actor):
+        home = flow_home()
+        out = with_retries(lambda: desensitize_resource(home, code), what=f"desensitize {code}")
+    doc = read_desensitization(out)
+    if not out.name.startswith(snapshot_id):
+        # desensitize_resource takes the latest snapshot; one ingest per resource at a time
+        # (flows_concurrency) keeps that the one just ingested. Say so if it was not.
+        raise ShuyuError(
+            f"desensitized {out.name}, not the new snapshot {snapshot_id} of {code}",
+            hint="another ingest of the resource ran meanwhile; run the pipeline again",
+        )
+    summary = {"output": str(out), "rows": doc.get("rows"), "columns": len(doc["columns"])}
+    get_run_logger().info(
+        "desensitized %s snapshot %s: %s rows, %d column rule(s) → %s (for %s)",
+        code,
+        snapshot_id,
+        summary["rows"],
+        summary["columns"],
+        out,
+        actor,
+    )
+    return summary
+
+
+def _artifact_link(key: str) -> str:
+    """A Markdown link to artifact ``key`` in the Prefect UI, or the key when no UI is known."""
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    return f"[`{key}`]({str(ui).rstrip('/')}/artifacts/key/{key})" if ui else f"`{key}`"
+
+
+def release_artifact(
+    product: str,
+    release_id: str,
+    reused: bool,
+    assessed: dict[str, str] | None = None,
+    report_key: str | None = None,
+) -> None:
+    markdown = (
+        f"### {product}\n\nrelease `{release_id}` "
+        f"({'stored release reused' if reused else 'new release'})\n"
+    )
+    if assessed is not None and report_key is not None:
+        link = _artifact_link(report_key)
+        markdown += (
+            f"\n| assessment | verdict | report |\n|---|---|---|\n"
+            f"| `{assessed['assessment']}` | {assessed['verdict']} | {link} |\n"
+        )
     create_markdown_artifact(
         key=f"release-{product.replace('_', '-')}",
-        markdown=(
-            f"### {product}\n\nrelease `{release_id}` "
-            f"({'stored release reused' if reused else 'new release'})\n"
-        ),
+        markdown=markdown,
         description=f"build of {product}",
     )
 

@@ -42,6 +42,14 @@ _FALSE = ["false", "0", "n", "no", "否"]
 
 
 @dataclass(frozen=True)
+class PulledFrom:
+    """What ``pipelines.pull`` tells the ingest about a pulled export."""
+
+    label: str
+    watermark: str | None = None
+
+
+@dataclass(frozen=True)
 class SourceFile:
     """A readable source: the path polars scans, its format and its detected encoding."""
 
@@ -449,12 +457,16 @@ def ingest_path(
     progress: Progress | None = None,
     allow_empty: bool = False,
     partitions: int | None = None,
+    pulled: PulledFrom | None = None,
 ) -> snapshots.Manifest:
     """Validate ``path`` against resource ``code`` and write a new immutable snapshot.
 
     With ``partitions`` (else ``$SHUYU_PARTITIONS``) above 1 and a resource that declares a
     ``privacy_unit``, the snapshot is written as that many parts hash-partitioned on the unit
     (``scaleout.partitioning``), recorded in the manifest.
+
+    ``pulled`` (from ``pipelines.pull``) names the declared source instead of the staged file
+    and carries the watermark into the manifest, so it appears with the snapshot atomically.
 
     Order (crash safety, docs/governance.md "Crash recovery"): recovery sweep and audit-head
     check before anything else; stage; leave an intent; rename into ``raw/``; audit; drop the
@@ -517,13 +529,14 @@ def ingest_path(
                         files=[p.name for p in parts],
                         columns={f.name: f.type for f in resource.fields},
                         absent_fields=absent,
-                        source_path=str(source.resolve()),
+                        source_path=pulled.label if pulled else str(source.resolve()),
                         source_format=src.fmt,
                         source_encoding=src.encoding,
                         ingested_at=dt.datetime.now(dt.UTC),
                         catalog_version=cat.version,
                         actor=str(actor),
                         partitioning=layout,
+                        watermark=pulled.watermark if pulled else None,
                     )
                     _finalize(stage, manifest)
                     faults.point("ingest.staged")
@@ -533,6 +546,8 @@ def ingest_path(
                         "source": str(source),
                         "encoding": src.encoding,
                     }
+                    if pulled:
+                        details |= {"source": pulled.label, "watermark": pulled.watermark}
                     intent = journal.begin(
                         home,
                         "ingest",

@@ -1,5 +1,5 @@
 """Deployment schedules from the catalog: the catalog, not a hand-edited prefect.yaml, says
-how often each product is built.
+how often each resource is pulled from its declared source and each product is built.
 
 A product can be no fresher than its slowest input, so its build runs on the cron of the
 slowest input's ``update_frequency``, at 02:00 Asia/Shanghai, after that night's ingests
@@ -44,6 +44,46 @@ BUILD_CRON = {
 }
 
 
+# Pulls run at 01:00, an hour before the builds; a realtime source is pulled every 15 min.
+PULL_CRON = {
+    UpdateFrequency.REALTIME: "*/15 * * * *",
+    UpdateFrequency.DAILY: "0 1 * * *",
+    UpdateFrequency.WEEKLY: "0 1 * * 1",
+    UpdateFrequency.MONTHLY: "0 1 1 * *",
+    UpdateFrequency.QUARTERLY: "0 1 1 1,4,7,10 *",
+    UpdateFrequency.YEARLY: "0 1 1 1 *",
+}
+
+
+def pull_deployments(catalog: Catalog, pool: dict[str, Any]) -> list[dict[str, Any]]:
+    """One ``pull-<code>`` deployment per resource that declares a ``source:``. A pull spends
+    no privacy budget, so its schedule is active: it takes only what is new."""
+    out = []
+    for code, res in sorted(catalog.resources.items()):
+        if res.source is None:
+            continue
+        out.append(
+            {
+                "name": "pull-" + code.lower(),
+                "description": f"Pull what is new of {res.name} ({code}) from its "
+                f"{res.source.kind} and check it, {res.update_frequency.value} (rendered from "
+                "the catalog by `shuyu deployments render`).",
+                "entrypoint": "pipelines/flows.py:ingest_flow",
+                "parameters": {"code": code},
+                "schedules": [
+                    {
+                        "cron": PULL_CRON[res.update_frequency],
+                        "timezone": TIMEZONE,
+                        "active": True,
+                        "parameters": {"requested_by": "{{ $SHUYU_SCHEDULED_BY }}"},
+                    }
+                ],
+                "work_pool": copy.deepcopy(pool),
+            }
+        )
+    return out
+
+
 def product_frequency(spec: ProductSpec, catalog: Catalog) -> UpdateFrequency:
     """The update frequency of the product's slowest input."""
     freqs = [catalog.get(i.resource).update_frequency for i in spec.inputs]
@@ -64,7 +104,7 @@ def render(
     """A prefect.yaml document with one scheduled build deployment per schedulable product."""
     base = yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))
     pool = base["definitions"]["work_pool"]
-    deployments = []
+    deployments = pull_deployments(catalog, pool)
     for pid, spec in sorted(specs.items()):
         if spec.kind == "verification":
             continue

@@ -54,6 +54,8 @@ class Manifest(BaseModel):
     actor: str | None = None
     # None: one unpartitioned part (every snapshot written before partitioning existed).
     partitioning: Partitioning | None = None
+    # Set by `shuyu pull` from a database source: the largest watermark value taken (ISO text).
+    watermark: str | None = None
 
     @property
     def age_days(self) -> float:

@@ -111,3 +111,85 @@ def test_build_flow_twice_returns_the_stored_release(
     found = response.json()
     assert len(found) == 1 and found[0]["type"] == "markdown"
     assert first_id in found[0]["data"] and result["verdict"] in found[0]["data"]
+
+
+def _artifact(key: str) -> dict[str, object]:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1},
+        timeout=30,
+    )
+    response.raise_for_status()
+    (found,) = response.json()
+    return found  # type: ignore[no-any-return]
+
+
+def test_pipeline_pulls_checks_desensitizes_builds_and_links_each_report(
+    prefect_server: None,
+    home: Home,
+    small_sources: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    from pull_testkit import catalog_with_source
+
+    from pipelines.flows_assessment import artifact_key
+    from pipelines.flows_pipeline import pipeline_flow, products_reading
+    from shuyu_core import keys
+
+    for name in (keys.PSEUDONYM, keys.ENCRYPTION):  # desensitization pseudonymizes
+        keys.init_key(home, name)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    catalog_with_source(tmp_path, monkeypatch, f"source: {{kind: file_drop, directory: {drop}}}")
+    shutil.copy(small_sources / "SCZTDJ.parquet", drop / "2026-01-15.parquet")
+    assert "business_vitality_index" in products_reading("SCZTDJ")
+
+    out = pipeline_flow("SCZTDJ", products=["business_vitality_index"])
+    (manifest,) = snapshots.list_snapshots(home, "SCZTDJ")
+    assert out["snapshot"] == manifest.snapshot_id
+    assert Path(out["desensitized"]["output"]).name.startswith(manifest.snapshot_id)
+    assert Path(out["desensitized"]["output"]).is_relative_to(home.work)
+    rel = out["releases"]["business_vitality_index"]
+    assert rel["report_artifact"] == artifact_key(rel["release"])
+    release_md = str(_artifact("release-business-vitality-index")["data"])
+    assert rel["release"] in release_md and rel["report_artifact"] in release_md
+    assert rel["verdict"] in release_md
+    assert rel["release"] in str(_artifact(rel["report_artifact"])["data"])
+    actions = [a[0] for a in _audit_actions(home)]
+    chain = ["ingest", "pull", "quality.check", "desensitize", "product.build", "assessment.run"]
+    firsts = [actions.index(a) for a in chain if a in actions]
+    assert firsts == sorted(firsts), actions
+
+    # Nothing new at the source: nothing is ingested or built again.
+    again = pipeline_flow("SCZTDJ", products=["business_vitality_index"])
+    assert again["snapshot"] is None and again["releases"] == {}
+    assert len(snapshots.list_snapshots(home, "SCZTDJ")) == 1
+
+
+def test_ingest_flow_from_a_source_that_is_down_retries_then_fails_in_one_line(
+    prefect_server: None, home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pull_testkit import catalog_with_source
+
+    from pipelines.flows import ingest_flow
+
+    monkeypatch.setenv("QIANZHIKU_URI", f"sqlite:///{tmp_path / 'gone' / 'qianzhiku.db'}")
+    catalog_with_source(
+        tmp_path,
+        monkeypatch,
+        "source: {kind: database, uri_env: QIANZHIKU_URI, table: t, watermark: 更新日期}",
+    )
+    monkeypatch.setattr("pipelines.flow_support.time.sleep", lambda _s: None)
+    state = ingest_flow("SCZTDJ", return_state=True)
+    assert state.is_failed()
+    assert state.message and "\n" not in state.message
+    assert "SCZTDJ" in state.message and "after 3 attempts" in state.message
+    attempts = [a for a in _audit_actions(home) if a[0] == "pull"]
+    assert [a[2] for a in attempts] == ["error"] * 3
+    assert snapshots.list_snapshots(home, "SCZTDJ") == []

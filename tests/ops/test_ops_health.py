@@ -97,3 +97,26 @@ def test_ops_check_command_exits_nonzero_on_failure_and_is_gated(home: Home) -> 
     assert refused.returncode == 5 and "ops.check" in refused.stderr
     last = audit.tail(home, 1)[0]
     assert last["actor"] == "rita" and last["outcome"] == "refused"
+
+
+def test_doctor_with_health_runs_the_ops_checks_too(home: Home) -> None:
+    import json
+
+    plain = _shuyu(home, "doctor", "--format", "json", PREFECT_API_URL="")
+    assert plain.returncode == 0, plain.stderr
+    assert "health" not in json.loads(plain.stdout)  # recovery scan only
+
+    done = _shuyu(home, "doctor", "--health", "--format", "json", PREFECT_API_URL="")
+    assert done.returncode == 1, done.stderr  # no keys yet
+    doc = json.loads(done.stdout)
+    assert doc["recorded"] == []
+    assert {r["name"]: r["status"] for r in doc["health"]}["keys"] == FAIL
+    assert "health check failed: keys" in done.stderr
+    entries = [e for e in audit.tail(home, 100) if e["action"] == "ops.check"]
+    assert entries[-1]["outcome"] == "error" and entries[-1]["details"]["failed"] == ["keys"]
+
+    for name in (keys.PSEUDONYM, keys.ENCRYPTION):
+        keys.init_key(home, name)
+    fine = _shuyu(home, "doctor", "--health", PREFECT_API_URL="")
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "nothing left by interrupted runs" in fine.stdout and "keys" in fine.stdout

@@ -55,3 +55,21 @@ def test_render_writes_inactive_build_schedules_and_skips_verification(
     base = yaml.safe_load(schedules.PREFECT_YAML.read_text(encoding="utf-8"))
     assert monthly["work_pool"] == base["definitions"]["work_pool"]
     assert doc["pull"] == base["pull"]
+
+
+def test_a_resource_with_a_source_is_pulled_on_its_update_frequency() -> None:
+    catalog = Catalog.load()
+    doc = schedules.render(catalog, specs.load_all())
+    pulls = {d["name"]: d for d in doc["deployments"] if d["name"].startswith("pull-")}
+    with_source = {c for c, r in catalog.resources.items() if r.source is not None}
+    assert "SCZTDJ" in with_source  # shipped: the market regulator's 前置库 table
+    assert set(pulls) == {"pull-" + c.lower() for c in with_source}
+    daily = pulls["pull-scztdj"]
+    assert daily["entrypoint"] == "pipelines/flows.py:ingest_flow"
+    assert daily["parameters"] == {"code": "SCZTDJ"}  # no source path: pull what is new
+    (sched,) = daily["schedules"]
+    assert (sched["cron"], sched["timezone"], sched["active"]) == (
+        "0 1 * * *",
+        "Asia/Shanghai",
+        True,
+    )

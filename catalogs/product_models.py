@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalogs.product_language import QuerySpec
+
 ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
 PurposeCategory = Literal["public_good", "industry"]
 OutputFormat = Literal["parquet", "csv", "json", "html"]
@@ -352,6 +354,37 @@ class OutputsSpec(Strict):
         return v
 
 
+def _query_fits(spec: ProductSpec, q: QuerySpec) -> None:
+    """The query derives every dimension the tables use, and sums read its values with
+    the values' own bounds (one declared bound, no second place to disagree)."""
+    if spec.kind != "statistical_report":
+        raise ValueError("the query section belongs to kind statistical_report")
+    if spec.reference_period is None:
+        raise ValueError("a query needs a reference_period (the period the statistics cover)")
+    derived = {d.dimension for d in q.derive}
+    declared = {d.name for d in spec.dimensions}
+    if derived != declared:
+        raise ValueError(
+            "query.derive must cover exactly the declared dimensions "
+            f"(missing {sorted(declared - derived)}, undeclared {sorted(derived - declared)})"
+        )
+    values = {v.name: v for v in q.values}
+    for t in spec.tables:
+        if t.filter is not None:
+            raise ValueError(f"table {t.name}: use query.filters, not a builder filter")
+        for m in t.measures:
+            if m.aggregate != "sum":
+                continue
+            v = values.get(m.field or "")
+            if v is None:
+                raise ValueError(f"table {t.name}: measure {m.name} sums unknown value {m.field}")
+            if tuple(m.bounds or ()) != tuple(v.bounds):
+                raise ValueError(
+                    f"table {t.name}: measure {m.name} bounds {m.bounds} differ from value "
+                    f"{v.name} bounds {v.bounds}"
+                )
+
+
 class ProductSpec(Strict):
     id: str = Field(pattern=_ID)
     name: str
@@ -379,6 +412,7 @@ class ProductSpec(Strict):
     verification: VerificationSpec | None = None
     desensitize: DesensitizeSpec | None = None
     outputs: OutputsSpec = OutputsSpec()
+    query: QuerySpec | None = None  # the product language (catalogs/product_language.py)
     params: dict[str, str] = Field(
         default_factory=dict, description="builder parameters (documented per kind)"
     )
@@ -420,6 +454,8 @@ class ProductSpec(Strict):
                 raise ValueError(f"the {kind} section belongs to (and is required by) kind {kind}")
         if (self.kind == "desensitized_dataset") != (self.desensitize is not None):
             raise ValueError("the desensitize section belongs to kind desensitized_dataset")
+        if self.query is not None:
+            _query_fits(self, self.query)
         return self
 
     def input(self, code: str) -> InputSpec:

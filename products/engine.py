@@ -141,7 +141,12 @@ class BuildOutcome:
         return self.manifest.release_id
 
 
-def _builder(kind: str) -> Builder:
+def _builder(kind: str, spec: ProductSpec | None = None) -> Builder:
+    # Builders are imported here, not at module level: they import the engine's types.
+    if kind == "statistical_report" and spec is not None and spec.query is not None:
+        from products.language.builder import LanguageReportBuilder
+
+        return LanguageReportBuilder()
     if kind == "statistical_report":
         from products.stat_report import StatReportBuilder
 
@@ -256,7 +261,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
         id_rules.snapshot_id(sid)
     recovery.sweep(home)
     specs.check_against_catalog(spec, catalog)
-    builder = _builder(spec.kind)
+    builder = _builder(spec.kind, spec)
     action = "verify.query" if spec.kind == "verification" else "build"
     roles.require(home, action, spec.id, developer=spec.developer)
     at = opts.at or dt.date.today()

@@ -233,7 +233,8 @@ def require_match_rates(ctx: BuildContext) -> dict[str, float]:
     if low:
         raise ValidationError(
             f"product {ctx.spec.id}: join match rate too low: " + "; ".join(low),
-            hint="check the snapshots (same extraction date?) or lower min_match_rate in a new version",
+            hint="check the snapshots (same extraction date?), or lower min_match_rate "
+            "in a new version",
         )
     return rates
 

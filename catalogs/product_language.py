@@ -30,7 +30,10 @@ _NAME = r"^[a-z][a-z0-9_]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # ``as`` is a Python keyword: the field is ``as_``, read and written as ``as``.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True
+    )
 
 
 FilterOp = Literal["eq", "ne", "in", "not_in", "lt", "le", "gt", "ge", "not_null"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import polars as pl
 import pytest
-from products_testkit import frames, ingest_frames
+from products_testkit import frames, ingest_frames, with_changes
 
+from governance import audit
 from privacy.dp import ledger
 from products import engine, specs
 from products import release as rel
+from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
 NEW = ("medical_settlement_report", "market_entity_report", "si_monthly_contributions")
@@ -42,3 +46,131 @@ def test_new_products_build_from_specs_only(lang_home: Home, product: str) -> No
     for o in m.outputs:
         for c in o.columns:
             assert c.operator is not None, (o.path, c.name)
+
+
+MED = "medical_settlement_report"
+MARKET = "market_entity_report"
+
+
+def _with_query(spec_id: str, version: str, **changes: Any) -> Any:
+    spec = specs.get(spec_id)
+    assert spec.query is not None
+    query = spec.query.model_dump(mode="json", by_alias=True)
+    query.update(changes)
+    return with_changes(spec, version=version, query=query)
+
+
+def _refused_before_charge(home: Home, spec: Any, match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        engine.build(home, spec)
+    assert ledger.all_entries(home) == []  # nothing charged, nothing voided
+    last = [e for e in audit.entries(home) if e["action"] == "product.build"][-1]
+    # A spec error is audited as an error (exit 2), with the one-line reason.
+    assert last["outcome"] == "error" and last["object"] == spec.id
+    assert re.search(match, str(last["details"]["error"]))
+
+
+def test_unknown_field_is_refused_before_the_charge(lang_home: Home) -> None:
+    spec = specs.get(MED)
+    assert spec.query is not None
+    derive = [d.model_dump(by_alias=True) for d in spec.query.derive]
+    derive[1]["field"] = "诊断代码"  # not a YBJS field
+    _refused_before_charge(
+        lang_home, _with_query(MED, "1.0.1", derive=derive), "unknown field YBJS.诊断代码"
+    )
+
+
+def test_undeclared_column_is_refused_before_the_charge(lang_home: Home) -> None:
+    spec = specs.get(MED)
+    assert spec.query is not None
+    derive = [d.model_dump(by_alias=True) for d in spec.query.derive]
+    derive[0]["field"] = "RKJBXX.性别"  # catalogued, but not declared under inputs
+    _refused_before_charge(
+        lang_home, _with_query(MED, "1.0.2", derive=derive), "not declared under inputs"
+    )
+
+
+def test_bad_dimension_word_is_refused_before_the_charge(lang_home: Home) -> None:
+    spec = specs.get(MED)
+    assert spec.query is not None
+    derive = [d.model_dump(by_alias=True) for d in spec.query.derive]
+    derive[0] = {"dimension": "district", "field": "诊断编码", "as": "age_band"}
+    _refused_before_charge(
+        lang_home, _with_query(MED, "1.0.3", derive=derive), "needs bands as its key set"
+    )
+
+
+def test_join_off_the_unit_and_references_is_refused(lang_home: Home) -> None:
+    joins = [{"resource": "RKJBXX", "key": "诊断编码", "field": "户籍区划代码"}]
+    _refused_before_charge(
+        lang_home, _with_query(MED, "1.0.4", joins=joins), "neither on the privacy unit"
+    )
+
+
+def test_spec_level_mistakes_are_refused_at_validation() -> None:
+    spec = specs.get(MED)
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["tables"][0]["measures"][2]["bounds"] = [0, 50000]  # differs from value cost
+    with pytest.raises(ValidationError, match="differ from value"):
+        specs.parse(data)
+    data = spec.model_dump(mode="json", by_alias=True)
+    data["query"]["derive"] = data["query"]["derive"][:2]  # quarter not derived
+    with pytest.raises(ValidationError, match="cover exactly the declared dimensions"):
+        specs.parse(data)
+
+
+def test_join_below_its_match_rate_is_refused_before_the_charge(home: Home) -> None:
+    f = frames()
+    half = f["RKJBXX"].filter(pl.col("公民身份号码").hash(7) % 2 == 0)
+    ingest_frames(home, {"RKJBXX": half, "YBJS": f["YBJS"]}, ["RKJBXX", "YBJS"])
+    _refused_before_charge(home, specs.get(MED), "join match rate too low: RKJBXX matches")
+
+
+def _truth_market() -> pl.DataFrame:
+    from products.language.vocabulary import mapping
+
+    firms = frames()["SCZTDJ"].filter(
+        pl.col("登记状态").is_in(["存续", "在业"]),
+        pl.col("成立日期") <= pl.date(2025, 12, 31),
+        pl.col("统一社会信用代码").is_not_null(),
+    )
+    sections = {lo[0]: code for lo, _hi, code in mapping("gbt4754_section")}
+    return (
+        firms.with_columns(
+            section=pl.col("行业代码").str.slice(0, 1).replace_strict(sections, default=None),
+            district=pl.col("区划代码"),
+            capital=pl.col("注册资本").fill_null(0).clip(0, 1000).round(0),
+        )
+        .drop_nulls(["section", "district"])
+        .unique(subset=["统一社会信用代码"])
+        .group_by("section", "district")
+        .agg(true_entities=pl.len(), true_capital=pl.col("capital").sum())
+    )
+
+
+def test_market_report_noise_matches_the_declared_scale(lang_home: Home) -> None:
+    out = engine.build(lang_home, MARKET)
+    m = out.manifest
+    scale = {
+        n.column: n.scale
+        for mech in m.mechanisms
+        if mech.output == "by_section_district"
+        for n in mech.measures
+    }
+    df = pl.read_parquet(
+        rel.release_dir(lang_home, m.release_id) / "data/by_section_district.parquet"
+    )
+    got = df.join(_truth_market(), on=["section", "district"], how="left").fill_null(0)
+    # A cell of the public key set with no entity is released as noise around 0.
+    assert got.height == 20 * 6
+    shown = got.filter(~pl.col("suppressed"))
+    assert shown.height > 0
+    # |noise| ≤ 6σ for every shown cell: P(violation) < 120 · 2e-9 under the declared σ.
+    for measure, truth in (("entities", "true_entities"), ("capital", "true_capital")):
+        err = (shown[measure].cast(pl.Float64) - shown[truth].cast(pl.Float64)).abs()
+        assert float(err.max() or 0.0) <= 6 * scale[measure] + 1, measure
+    # The noise is not zero: over all released cells the errors are spread like N(0, σ).
+    err = shown["entities"].cast(pl.Float64) - shown["true_entities"].cast(pl.Float64)
+    if shown.height >= 20:
+        rms = math.sqrt(float((err**2).mean() or 0.0))
+        assert rms <= 3 * scale["entities"] + 1

@@ -29,6 +29,10 @@ DEMO_PRODUCTS = (
     "business_vitality_index",
     "identity_verification",
     "medical_desensitized_extract",
+    # Written only in the product language (no product-specific Python):
+    "medical_settlement_report",
+    "market_entity_report",
+    "si_monthly_contributions",
 )
 QUERIES = 300
 SEED = 20250607

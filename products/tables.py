@@ -108,6 +108,10 @@ def finish_table(
     reasons_any: list[list[str]] = [[r] if r else [] for r in cell_reason]
     titles = {m.name: (m.title, m.unit) for m in table.measures}
     titles.update({d.name: (d.title, d.unit) for d in table.derived})
+    # A derived value is withheld with any input it depends on: a published ratio and its
+    # published denominator would give a withheld numerator back.
+    inputs = {d.name: (d.numerator, d.denominator) for d in table.derived}
+    withheld: dict[str, np.ndarray] = {}
     for name in [*(m.name for m in table.measures), *(d.name for d in table.derived)]:
         val = values[name]
         rel = accuracy.relative_error(hw[name], val)
@@ -116,7 +120,11 @@ def finish_table(
             if sup.max_relative_error is None
             else ~(rel <= sup.max_relative_error)
         )
-        suppressed = cell_suppressed | own
+        upstream = np.zeros(n, dtype=bool)
+        for dep in inputs.get(name, ()):
+            upstream |= withheld[dep]
+        suppressed = cell_suppressed | own | upstream
+        withheld[name] = suppressed
         is_count = name in {m.name for m in counts}
         digits = 0 if is_count else 2
         # A mechanism's half-width is public (it depends on the spec only); a simulated one
@@ -132,7 +140,9 @@ def finish_table(
                 # Reasons carry no value of the cell: a relative error with the public
                 # half-width would give the withheld estimate back.
                 reason = cell_reason[i] or (
-                    f"{name}: relative error above target {sup.max_relative_error:g}"
+                    f"{name}: an input it depends on is withheld"
+                    if upstream[i]
+                    else f"{name}: relative error above target {sup.max_relative_error:g}"
                     if np.isfinite(val[i])
                     else f"{name}: undefined (denominator below 1)"
                 )

@@ -160,7 +160,8 @@ def finish_table(
                     measure=name,
                     estimate=None if suppressed[i] else float(val[i]),
                     ci_half_width=float(hw[name][i]) if shown_hw[i] else None,
-                    alpha=alpha,
+                    # a mechanism's exact level (1 − alpha), else the simulated one's
+                    alpha=float(noise[name]["alpha"]) if name in noise else alpha,
                     relative_error=None
                     if suppressed[i] or not np.isfinite(rel[i])
                     else float(rel[i]),
@@ -177,8 +178,9 @@ def finish_table(
             round(float(h), 2) if ok else None for h, ok in zip(hw[name], shown_hw, strict=True)
         ]
         result.descriptions[name] = f"{title}{f' ({unit})' if unit else ''}, DP estimate"
+        level = 1 - float(noise[name]["alpha"]) if name in noise else 1 - alpha
         result.descriptions[f"{name}_ci95"] = (
-            f"half-width of the {round((1 - alpha) * 100)}% confidence interval of {name}"
+            f"half-width of the {level:.1%} confidence interval of {name} (exact level)"
         )
     columns["suppressed"] = [bool(x) for x in cell_suppressed]
     columns["suppression_reason"] = pl.Series(

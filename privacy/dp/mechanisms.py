@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import polars as pl
 
+from privacy.dp import accuracy
+
 Aggregate = Literal["count", "sum"]
 
 _opendp_ready = False
@@ -137,6 +139,29 @@ def _calibrate(dp: Any, ctx: Any, plan: pl.LazyFrame, d_mid: float) -> Any:
     raise RuntimeError(f"could not calibrate the noise scale to ρ={d_mid}")  # pragma: no cover
 
 
+def _noise_info(row: dict[str, Any], alpha: float, share: float) -> NoiseInfo:
+    """The measure's noise with an interval whose stated level is its actual level.
+
+    For integer (discrete Gaussian) noise OpenDP's accuracy is a conservative tail bound (its
+    "95 %" covers 99.5–99.9 %); the exact discrete-Gaussian quantile replaces it, and ``alpha``
+    records 1 − the level the integer half-width really has (≥ the spec's 1 − α).
+    """
+    scale = float(row["scale"])
+    width, level = float(row["accuracy"]), 1.0 - alpha
+    if "Integer" in str(row["distribution"]):
+        h, level = accuracy.discrete_gaussian_half_width(scale, alpha)
+        width = float(h)
+    return NoiseInfo(
+        column=row["column"],
+        aggregate=row["aggregate"],
+        distribution=row["distribution"],
+        scale=scale,
+        accuracy=width,
+        alpha=1.0 - level,
+        rho=share,
+    )
+
+
 def release_tables(
     queries: list[TableQuery],
     rho: float,
@@ -173,17 +198,6 @@ def release_tables(
         # The join keeps the key set's order only loosely; fix it for deterministic outputs.
         frame = q.keys.join(released, on=q.by, how="left", nulls_equal=True, maintain_order="left")
         share = rho_q / max(len(q.measures), 1)
-        noise = [
-            NoiseInfo(
-                column=row["column"],
-                aggregate=row["aggregate"],
-                distribution=row["distribution"],
-                scale=float(row["scale"]),
-                accuracy=float(row["accuracy"]),
-                alpha=alpha,
-                rho=share,
-            )
-            for row in summary.iter_rows(named=True)
-        ]
+        noise = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
         draws.append(TableDraw(name=q.name, frame=frame, noise=noise, rho=rho_q))
     return draws

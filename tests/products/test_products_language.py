@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from products_testkit import frames, ingest_frames, with_changes
@@ -285,3 +286,26 @@ def test_index_components_are_withheld_with_any_withheld_input(data_home: Home) 
     assert d0_rows["new_rate"][1:].null_count() == len(quarters) - 1
     reasons = d0_rows["suppression_reason"].to_list()
     assert all(r is not None for r in reasons[1:])
+
+
+@pytest.mark.parametrize("sigma", [2.0, 7.5, 40.0])
+def test_stated_count_interval_level_is_the_actual_level(sigma: float) -> None:
+    """Correction 3: the half-width of integer noise covers exactly its stated level. Draws of
+    OpenDP's own discrete Gaussian sampler; tolerance 5 standard errors of a proportion."""
+    import opendp.prelude as dp
+
+    from privacy.dp.accuracy import discrete_gaussian_half_width
+
+    dp.enable_features("contrib")
+    h, level = discrete_gaussian_half_width(sigma, 0.05)
+    assert level >= 0.95
+    assert discrete_gaussian_half_width(sigma, 1 - level + 1e-9)[0] == h
+    runs = 40_000
+    meas = dp.m.make_gaussian(
+        dp.vector_domain(dp.atom_domain(T=int), size=runs), dp.l2_distance(T=int), scale=sigma
+    )
+    noise = np.asarray(meas([0] * runs))
+    covered = float(np.mean(np.abs(noise) <= h))
+    assert abs(covered - level) <= 5 * math.sqrt(level * (1 - level) / runs)
+    # The interval one integer narrower covers less than 95 %: h is the smallest.
+    assert float(np.mean(np.abs(noise) <= h - 1)) < 0.95 + 5 * math.sqrt(0.05 * 0.95 / runs)

@@ -263,6 +263,9 @@ def releases_show(
 def budget_show(
     code: str | None = typer.Argument(None, help="resource code (default: all)"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
+    period: str | None = typer.Option(
+        None, "--period", help="budget period, e.g. 2025 (default: the current one)"
+    ),
 ) -> None:
     """Total, spent and remaining privacy budget per resource and privacy unit."""
     from governance import roles
@@ -270,7 +273,7 @@ def budget_show(
 
     home = Home.from_env()
     roles.require(home, "budget.read", code or "budgets")
-    doc = ledger.show(home, code)
+    doc = ledger.show(home, code, period=period)
     if _fmt(fmt) == "json":
         typer.echo(json.dumps(doc, ensure_ascii=False))
         return

@@ -278,7 +278,11 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     extra = builder.extra_inputs(home, spec, opts)
     ids = {code: m.snapshot_id for code, m in inputs.items()}
     ids.update({f"{e.resource}": e.snapshot_id for e in extra})
-    release_id = rel.derive_release_id(spec.id, spec.version, ids)
+    # Keyed by content (the snapshots' SM3), not by snapshot id: re-ingesting a byte-identical
+    # export is the same release, so it is neither charged nor drawn again.
+    content = {code: f"sm3:{m.sm3}" for code, m in inputs.items()}
+    content.update({f"{e.resource}": e.snapshot_id for e in extra})
+    release_id = rel.derive_release_id(spec.id, spec.version, content)
     digest = specs.spec_sm3(spec)
     # Domain privacy floors (ρ/ε ceilings per release and per unit-year, k, masks, public
     # keys): refused here, before any charge or draw.
@@ -307,6 +311,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     delta=spec.budget.delta,
                     units=units,
                     snapshots=ids,
+                    data_at=spec.reference_period[1] if spec.reference_period else None,
                 ),
             )
         draw, resumed = _draw_once(ctx, builder, digest, charge)
@@ -518,10 +523,14 @@ def _store(
         budget = None
         if charge is not None and spec.budget is not None:
             rho = spec.budget.zcdp_rho
+            # One ε convention: the ledger's (its budget lines' δ), so release.json and
+            # `shuyu budget show` state the same ε for the same charge. With several lines the
+            # smallest δ is stated (the largest, most conservative ε of the entries).
+            delta = min(e.delta for e in charge.entries)
             budget = rel.BudgetCharge(
                 rho=rho,
-                epsilon=epsilon_from_rho(rho, spec.budget.delta),
-                delta=spec.budget.delta,
+                epsilon=epsilon_from_rho(rho, delta),
+                delta=delta,
                 entries=[
                     rel.LedgerRef(
                         resource=e.resource, unit=e.unit, period=e.period, entry_id=e.entry_id

@@ -46,13 +46,16 @@ def floors(home: Home) -> PrivacyFloors:
 def unit_year_spent(
     home: Home, units: set[str], year: int, exclude_release: str | None = None
 ) -> dict[str, float]:
-    """ρ charged per privacy unit in calendar ``year``: each release counted once (its
-    largest entry for the unit), over every resource sharing the unit."""
+    """ρ charged per privacy unit for calendar ``year`` (of the period paid): each release
+    counted once (its largest entry for the unit), over every resource sharing the unit."""
     from privacy.dp import ledger
 
     per_release: dict[tuple[str, str], float] = {}
     for e in ledger.all_entries(home):
-        if e.unit not in units or e.charged_at.year != year or e.release_id == exclude_release:
+        # The year of the budget period paid (the data's reference period, correction 6);
+        # a "total" budget has one period forever and counts in every year.
+        paid = e.period[:4] if e.period != "all" else str(year)
+        if e.unit not in units or paid != str(year) or e.release_id == exclude_release:
             continue
         key = (e.unit, e.release_id)
         per_release[key] = max(per_release.get(key, 0.0), e.rho)
@@ -89,7 +92,8 @@ def dp_problems(
         for i in spec.inputs
         if i.resource in catalog.resources
     } - {""}
-    when = year or dt.datetime.now(dt.UTC).year
+    data_year = spec.reference_period[1].year if spec.reference_period else None
+    when = year or data_year or dt.datetime.now(dt.UTC).year
     for unit, spent in sorted(unit_year_spent(home, units, when, exclude_release).items()):
         if spent + rho > fl.max_rho_per_unit_year * (1 + 1e-9):
             out.append(

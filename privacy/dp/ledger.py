@@ -133,6 +133,9 @@ class ChargeRequest:
     delta: float
     units: dict[str, str]  # resource code -> privacy unit field
     snapshots: dict[str, str]  # resource code -> snapshot id
+    # The day the data describes (the end of the spec's reference period): the budget period
+    # paid is the data's, not the build's (a 2025 report built in 2026 spends 2025's budget).
+    data_at: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,11 @@ def _raise_tampered(home: Home, exc: LedgerTampered, obj: str, during: str) -> N
     raise exc
 
 
+def data_time(day: dt.date) -> dt.datetime:
+    """A data date as the instant the budget period is computed from."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
 def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> ChargeResult:
     """Check every input resource's remaining budget and charge ``req.rho`` to each, atomically.
 
@@ -247,7 +255,7 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
         )
     policy = load_policy()
     at = now or dt.datetime.now(dt.UTC)
-    period = policy.period_key(at)
+    period = policy.period_key(data_time(req.data_at) if req.data_at else at)
     actor = current_actor()
     engine = state_engine(home)
     refusal: BudgetExceeded | None = None
@@ -539,8 +547,16 @@ def _amounts(rho: float, delta: float) -> dict[str, float]:
     return {"rho": rho, "epsilon": epsilon_from_rho(rho, delta), "delta": delta}
 
 
-def show(home: Home, code: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The ``shuyu budget show`` JSON document for the current period.
+def show(
+    home: Home,
+    code: str | None = None,
+    now: dt.datetime | None = None,
+    period: str | None = None,
+) -> dict[str, Any]:
+    """The ``shuyu budget show`` JSON document for ``period`` (default: the current one).
+
+    Charges are booked in the period of the data's reference period, so a report on 2025
+    built in 2026 shows under ``period="2025"``.
 
     ``{"budgets": [{"resource", "unit", "total", "spent", "remaining", "releases"}]}``; the
     amounts are ``{"rho", "epsilon", "delta"}`` (ε at the budget's δ; only ρ is additive) and
@@ -548,7 +564,7 @@ def show(home: Home, code: str | None = None, now: dt.datetime | None = None) ->
     """
     policy = load_policy()
     at = now or dt.datetime.now(dt.UTC)
-    period = policy.period_key(at)
+    period = period or policy.period_key(at)
     lines = [b for b in policy.budgets if code is None or b.resource == code]
     if code is not None and not lines:
         raise NotFoundError(

@@ -129,7 +129,7 @@ def test_same_build_twice_is_one_release_and_one_charge(data_home: Home) -> None
     assert _files(data_home, first.release_id) == before
     entries = ledger.all_entries(data_home)
     assert len(entries) == 2 and all(e.draws == 1 for e in entries)
-    assert ledger.show(data_home, "SBCBJF")["budgets"][0]["releases"] == 1
+    assert ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["releases"] == 1
 
 
 def test_new_version_and_new_snapshot_are_new_releases(data_home: Home) -> None:
@@ -137,17 +137,22 @@ def test_new_version_and_new_snapshot_are_new_releases(data_home: Home) -> None:
     a = engine.build(data_home, spec)
     b = engine.build(data_home, with_changes(spec, version="1.0.1"))
     assert b.release_id != a.release_id and not b.reused
-    ingest_frames(data_home, frames(), ["SBCBJF"])  # a new snapshot of one input
+    # Re-ingesting a byte-identical export: a new snapshot id, the same content (SM3), so
+    # the same release — not charged, not drawn again (correction 4).
+    first_snapshot = a.manifest.inputs[0].snapshot_id
+    ingest_frames(data_home, frames(), ["SBCBJF"])
+    again = engine.build(data_home, spec)
+    assert again.reused and again.release_id == a.release_id
+    changed = frames()["SBCBJF"].slice(1)  # a new snapshot with different content
+    ingest_frames(data_home, {"SBCBJF": changed}, ["SBCBJF"])
     c = engine.build(data_home, spec)
     assert c.release_id not in (a.release_id, b.release_id)
-    doc = {x["resource"]: x for x in ledger.show(data_home)["budgets"]}
+    doc = {x["resource"]: x for x in ledger.show(data_home, period="2025")["budgets"]}
     assert doc["SBCBJF"]["releases"] == 3
     assert doc["SBCBJF"]["spent"]["rho"] == pytest.approx(1.5)
     # Pinning the old snapshot finds the first release again.
     pinned = engine.build(
-        data_home,
-        spec,
-        engine.BuildOptions(snapshot_ids={"SBCBJF": a.manifest.inputs[0].snapshot_id}),
+        data_home, spec, engine.BuildOptions(snapshot_ids={"SBCBJF": first_snapshot})
     )
     assert pinned.reused and pinned.release_id == a.release_id
 
@@ -265,7 +270,7 @@ def test_eight_concurrent_builds_never_overspend(
     for t in threads:
         t.join()
     assert sorted(results.values()) == ["ok"] * 3 + ["refused"] * 5
-    spent = ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"]
+    spent = ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["spent"]["rho"]
     assert spent == pytest.approx(1.5) and spent <= 1.6
     built = {m.version for m in rel.list_releases(data_home, SI)}
     assert built == {v for v, r in results.items() if r == "ok"}
@@ -319,7 +324,7 @@ def test_eight_concurrent_builds_in_processes_never_overspend(
     assert [p.exitcode for p in procs] == [0] * 8
     ok = {v for v, r in results.items() if r != "refused"}
     assert len(ok) == 3  # 3 × 0.5 fits in 1.6, a fourth does not
-    spent = ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"]
+    spent = ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["spent"]["rho"]
     assert spent == pytest.approx(1.5) and spent <= 1.6
     assert {m.version for m in rel.list_releases(data_home, SI)} == ok
     assert {e.release_id for e in ledger.all_entries(data_home)} == {

@@ -36,7 +36,7 @@ def test_build_budget_and_release_commands(data_home: Home) -> None:
     doc = json.loads(res.stdout)
     assert doc["release"] == release_id and doc["reused"] is True
 
-    res = runner.invoke(app, ["budget", "show", "--format", "json"])
+    res = runner.invoke(app, ["budget", "show", "--format", "json", "--period", "2025"])
     assert res.exit_code == 0, res.output
     budgets = json.loads(res.stdout)
     assert set(budgets) == {"budgets"}

@@ -15,7 +15,7 @@ from governance import audit
 from privacy.dp import ledger
 from products import engine, specs
 from products import release as rel
-from shuyu_core.errors import ValidationError
+from shuyu_core.errors import PermissionDenied, ValidationError
 from shuyu_core.home import Home
 
 NEW = ("medical_settlement_report", "market_entity_report", "si_monthly_contributions")
@@ -309,3 +309,41 @@ def test_stated_count_interval_level_is_the_actual_level(sigma: float) -> None:
     assert abs(covered - level) <= 5 * math.sqrt(level * (1 - level) / runs)
     # The interval one integer narrower covers less than 95 %: h is the smallest.
     assert float(np.mean(np.abs(noise) <= h - 1)) < 0.95 + 5 * math.sqrt(0.05 * 0.95 / runs)
+
+
+def test_one_epsilon_convention_and_the_data_period_pays(lang_home: Home) -> None:
+    """Corrections 5 and 6: release.json states the ledger's ε (its δ), and the charge is
+    booked in the data's reference period (2025), whatever the build date."""
+    from catalogs.product_models import epsilon_from_rho
+
+    m = engine.build(lang_home, MED).manifest
+    assert m.budget is not None
+    entries = ledger.entries_for_release(lang_home, m.release_id)
+    assert {e.period for e in entries} == {"2025"}
+    assert {e.resource for e in entries} == {"YBJS", "RKJBXX"}
+    for e in entries:
+        assert m.budget.epsilon == pytest.approx(e.epsilon)
+        assert m.budget.delta == e.delta
+    assert m.budget.epsilon == pytest.approx(epsilon_from_rho(m.budget.rho, m.budget.delta))
+    assert ledger.show(lang_home, "YBJS", period="2025")["budgets"][0]["releases"] == 1
+
+
+def test_the_binding_limit_is_per_unit_across_resources(lang_home: Home) -> None:
+    """Correction 6: persons are one unit across YBJS, RKJBXX and SBCBJF; the domain's
+    per-unit ceiling (2.0 per year) binds over all of them, each release counted once."""
+    from catalogs.product_models import ProductSpec
+
+    builds: list[ProductSpec] = [
+        with_changes(specs.get(MED), version="2.0.0", budget={"rho": 0.9, "delta": 1e-7}),
+        with_changes(specs.get("si_monthly_contributions"), version="2.0.0", budget={"rho": 0.9}),
+    ]
+    for spec in builds:
+        engine.build(lang_home, spec)
+    third = with_changes(specs.get("si_enrolment_report"), version="2.0.0")  # ρ 0.5
+    # Each resource's own line has room (SBCBJF 1.1, RKJBXX 1.1 left); the person does not.
+    with pytest.raises(PermissionDenied, match=r"ρ per 公民身份号码 in 2025 would reach 2\.3"):
+        engine.build(lang_home, third)
+    last = [e for e in audit.entries(lang_home) if e["action"] == "product.build"][-1]
+    assert last["outcome"] == "refused" and last["details"]["check"] == "privacy_floors"
+    assert {e.version for e in ledger.all_entries(lang_home)} == {"2.0.0"}
+    assert len({e.release_id for e in ledger.all_entries(lang_home)}) == 2

@@ -147,7 +147,9 @@ def test_failure_between_charge_and_draw_voids_the_charge(
     after = ledger.entries_for_release(data_home, out.release_id)
     assert [(e.state, e.draws) for e in after] == [("stored", 1), ("stored", 1)]
     rho = specs.get(SI).budget.zcdp_rho  # type: ignore[union-attr]
-    assert ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"] == pytest.approx(rho)
+    assert ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["spent"][
+        "rho"
+    ] == pytest.approx(rho)
     assert integrity.verify(data_home).ok
 
 

@@ -29,6 +29,24 @@ def _fmt(value: str) -> str:
     return value
 
 
+def _confirm_charge(product: str, yes: bool, quiet: bool) -> bool:
+    """Show what the build charges; ask only when a person is at a terminal."""
+    import sys
+
+    from products import budget_preview, specs
+
+    home = Home.from_env().ensure()
+    lines = budget_preview.preview(home, specs.get(product))
+    if not lines:
+        return True
+    if not quiet:
+        for text in budget_preview.describe(lines):
+            console.print(text, highlight=False)
+    if yes or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return True
+    return bool(typer.confirm("继续并扣减预算? charge the budget and build?", default=False))
+
+
 def build(
     product: str = typer.Argument(..., help="product id, e.g. si_enrolment_report"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
@@ -45,9 +63,20 @@ def build(
         [], "--snapshot", help="pin an input snapshot as CODE=SNAPSHOT_ID (repeatable)"
     ),
     prefect: bool = typer.Option(False, "--prefect", help="run as a Prefect flow run"),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="do not ask before charging the privacy budget (scripts)"
+    ),
 ) -> None:
-    """Build one product (or return its stored release) and print the release id."""
+    """Build one product (or return its stored release) and print the release id.
+
+    Prints the ρ the build charges and the budget left first; in a terminal it asks before
+    charging (``--yes`` skips the question; without a terminal, e.g. in CI, it never waits).
+    A stored release (same spec version, same data) is returned without any charge.
+    """
     _fmt(fmt)
+    if not _confirm_charge(product, yes, quiet=fmt == "json"):
+        console.print("未构建 not built: the budget was not charged")
+        raise typer.Exit(1)
     pins: dict[str, str] = {}
     for item in snapshot:
         code, sep, sid = item.partition("=")

@@ -211,14 +211,31 @@ class MeasureSpec(Strict):
 
 
 class DerivedSpec(Strict):
-    """A value computed from released measures only (post-processing: no extra budget)."""
+    """A value computed from released measures only (post-processing: no extra budget).
+
+    ``ratio`` numerator / denominator (a mean is sum / count); ``difference`` numerator −
+    denominator; ``share`` the cell's numerator over the table's total of it (no
+    denominator). Intervals are simulated from the public noise scales.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
-    op: Literal["ratio"]
+    op: Literal["ratio", "difference", "share"]
     numerator: str
-    denominator: str
+    denominator: str | None = None
     unit: str = ""
+
+    @model_validator(mode="after")
+    def _operands(self) -> DerivedSpec:
+        if (self.op == "share") != (self.denominator is None):
+            raise ValueError(
+                f"derived {self.name}: share takes no denominator; ratio and difference need one"
+            )
+        return self
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        return (self.numerator,) if self.denominator is None else (self.numerator, self.denominator)
 
 
 class TableSpec(Strict):
@@ -241,7 +258,7 @@ class TableSpec(Strict):
         names = [m.name for m in self.measures]
         _unique([*names, *(d.name for d in self.derived)], f"table {self.name} measure(s)")
         for d in self.derived:
-            for ref in (d.numerator, d.denominator):
+            for ref in d.operands:
                 if ref not in names:
                     raise ValueError(f"table {self.name}: derived {d.name} uses unknown {ref}")
         return self

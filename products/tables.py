@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from catalogs.product_models import ProductSpec, TableSpec
+from catalogs.product_models import DerivedSpec, ProductSpec, TableSpec
 from privacy.dp import accuracy
 from products import outputs
 from products.release import AccuracyCell, SuppressedCell
@@ -40,6 +40,46 @@ def _seed(*parts: str) -> int:
 
 def _noise(meta: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
     return {n["column"]: n for n in meta["noise"][table]}
+
+
+SIMULATIONS = 4000
+
+
+def _derived(
+    d: DerivedSpec,
+    est: dict[str, np.ndarray],
+    noise: dict[str, dict[str, Any]],
+    alpha: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A derived value per cell and its simulated half-width (public scales, no budget)."""
+    num, s_num = est[d.numerator], float(noise[d.numerator]["scale"])
+    if d.op == "ratio":
+        assert d.denominator is not None
+        den = est[d.denominator]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(den >= 1.0, num / np.maximum(den, 1.0), np.nan)
+        hw = accuracy.ratio_half_width(
+            num, s_num, den, float(noise[d.denominator]["scale"]), alpha=alpha, seed=seed
+        )
+        return value, hw
+    rng = np.random.default_rng(seed)
+    sim_num = accuracy.simulate_noise(num, s_num, SIMULATIONS, rng)
+    if d.op == "difference":
+        assert d.denominator is not None
+        den = est[d.denominator]
+        sim_den = accuracy.simulate_noise(
+            den, float(noise[d.denominator]["scale"]), SIMULATIONS, rng
+        )
+        value, sims = num - den, sim_num - sim_den
+    else:  # share of the table's total
+        total = float(num.sum())
+        value = num / total if total >= 1.0 else np.full(num.shape, np.nan)
+        totals = sim_num.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims = np.where(totals >= 1.0, sim_num / totals, np.nan)
+    lo, hi = accuracy.interval(sims, alpha)
+    return value, (hi - lo) / 2.0
 
 
 def finish_table(
@@ -82,16 +122,8 @@ def finish_table(
     values: dict[str, np.ndarray] = dict(est)
     methods: dict[str, str] = {m.name: "analytic" for m in table.measures}
     for d in table.derived:
-        num, den = est[d.numerator], est[d.denominator]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values[d.name] = np.where(den >= 1.0, num / np.maximum(den, 1.0), np.nan)
-        hw[d.name] = accuracy.ratio_half_width(
-            num,
-            float(noise[d.numerator]["scale"]),
-            den,
-            float(noise[d.denominator]["scale"]),
-            alpha=alpha,
-            seed=_seed(release_id, table.name, d.name),
+        values[d.name], hw[d.name] = _derived(
+            d, est, noise, alpha, _seed(release_id, table.name, d.name)
         )
         methods[d.name] = "simulation"
 
@@ -110,7 +142,8 @@ def finish_table(
     titles.update({d.name: (d.title, d.unit) for d in table.derived})
     # A derived value is withheld with any input it depends on: a published ratio and its
     # published denominator would give a withheld numerator back.
-    inputs = {d.name: (d.numerator, d.denominator) for d in table.derived}
+    inputs = {d.name: d.operands for d in table.derived}
+    shares = {d.name: d.numerator for d in table.derived if d.op == "share"}
     withheld: dict[str, np.ndarray] = {}
     for name in [*(m.name for m in table.measures), *(d.name for d in table.derived)]:
         val = values[name]
@@ -123,6 +156,10 @@ def finish_table(
         upstream = np.zeros(n, dtype=bool)
         for dep in inputs.get(name, ()):
             upstream |= withheld[dep]
+        if name in shares and withheld[shares[name]].any():
+            # A share uses the table's total: one withheld cell would come back as the total
+            # (from any published share and count) minus the published cells.
+            upstream[:] = True
         suppressed = cell_suppressed | own | upstream
         withheld[name] = suppressed
         is_count = name in {m.name for m in counts}

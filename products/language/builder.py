@@ -196,11 +196,11 @@ def lineage(spec: ProductSpec, r: TableResult) -> dict[str, ColumnLineage]:
             out[c] = ColumnLineage(sources=src, operator="dp_aggregate", params=params)
         elif base in derived:
             d2 = derived[base]
-            src = sorted({*measure_sources(d2.numerator)[0], *measure_sources(d2.denominator)[0]})
+            src = sorted({s for op in d2.operands for s in measure_sources(op)[0]})
             out[c] = ColumnLineage(
                 sources=src,
                 operator="dp_aggregate",
-                params={"derived": d2.op, "of": [d2.numerator, d2.denominator]},
+                params={"derived": d2.op, "of": list(d2.operands)},
             )
         else:  # suppressed / suppression_reason: from the released values only
             out[c] = ColumnLineage(sources=[], operator="post_processing")

@@ -347,3 +347,48 @@ def test_the_binding_limit_is_per_unit_across_resources(lang_home: Home) -> None
     assert last["outcome"] == "refused" and last["details"]["check"] == "privacy_floors"
     assert {e.version for e in ledger.all_entries(lang_home)} == {"2.0.0"}
     assert len({e.release_id for e in ledger.all_entries(lang_home)}) == 2
+
+
+def test_difference_and_share_with_simulated_intervals_and_dependencies() -> None:
+    """Shares sum to 1 over the table and are withheld all together when one cell is;
+    a difference's simulated half-width matches z·sqrt(σ₁² + σ₂²) within simulation error."""
+    from catalogs.product_models import TableSpec
+    from products.tables import finish_table
+
+    spec = specs.get(MARKET)
+    table = TableSpec.model_validate(
+        {
+            "name": "t",
+            "title": "t",
+            "title_en": "t",
+            "by": ["section"],
+            "measures": [
+                {"name": "a", "title": "a", "aggregate": "count"},
+                {"name": "b", "title": "b", "aggregate": "count"},
+            ],
+            "derived": [
+                {"name": "a_share", "title": "s", "op": "share", "numerator": "a"},
+                {
+                    "name": "a_minus_b",
+                    "title": "d",
+                    "op": "difference",
+                    "numerator": "a",
+                    "denominator": "b",
+                },
+            ],
+        }
+    )
+    keys = specs.key_frame(spec, ["section"])
+    n = keys.height
+    meta = {"noise": {"t": [_noise("a", 3.0, 6.0), _noise("b", 4.0, 8.0)]}}
+    raw = keys.with_columns(a=pl.lit(1000, pl.Int64), b=pl.lit(400, pl.Int64))
+    out = finish_table(spec, table, raw, meta, "r").frame
+    assert out["a_share"].sum() == pytest.approx(1.0, abs=1e-6)
+    hw = out["a_minus_b_ci95"].to_numpy()
+    # 4000 simulations: the 95% half-width's relative standard error is about 2%.
+    assert np.all(np.abs(hw / (1.96 * 5.0) - 1) < 0.1)
+    small = raw.with_columns(a=pl.when(pl.int_range(n) == 0).then(1).otherwise(1000))
+    out = finish_table(spec, table, small, meta, "r").frame
+    assert out["a"][0] is None  # below the suppression threshold
+    assert out["a_share"].null_count() == n  # every share withheld with it
+    assert out["a_minus_b"][0] is None and out["a_minus_b"][1] is not None

@@ -74,7 +74,7 @@ def _baseline(home: Any) -> None:
     import polars as pl
 
     from products import specs
-    from products.stat_report import age_expr, band_expr
+    from products.language.vocabulary import age_at, banded
     from shuyu_core import snapshots
 
     spec = specs.get("si_enrolment_report")
@@ -98,7 +98,7 @@ def _baseline(home: Any) -> None:
         reg.unique(subset=["公民身份号码"], keep="any"), on="公民身份号码"
     ).select(
         pl.col("户籍区划代码").alias("district"),
-        band_expr(age_expr("出生日期", dt.date(2025, 12, 31)), bands).alias("age_band"),
+        banded(age_at(pl.col("出生日期"), dt.date(2025, 12, 31)), bands).alias("age_band"),
         pl.col("性别").alias("sex"),
         "base",
     )

@@ -473,6 +473,10 @@ class ProductSpec(Strict):
             raise ValueError("the desensitize section belongs to kind desensitized_dataset")
         if self.query is not None:
             _query_fits(self, self.query)
+        elif self.kind == "statistical_report":
+            raise ValueError(
+                "a statistical_report is written in the product language: add a query section"
+            )
         return self
 
     def input(self, code: str) -> InputSpec:

@@ -142,15 +142,12 @@ class BuildOutcome:
 
 
 def _builder(kind: str, spec: ProductSpec | None = None) -> Builder:
-    # Builders are imported here, not at module level: they import the engine's types.
-    if kind == "statistical_report" and spec is not None and spec.query is not None:
+    """One builder per kind; imported here, not at module level: builders import the
+    engine's types, so the registry never imports them in a circle."""
+    if kind == "statistical_report":
         from products.language.builder import LanguageReportBuilder
 
         return LanguageReportBuilder()
-    if kind == "statistical_report":
-        from products.stat_report import StatReportBuilder
-
-        return StatReportBuilder()
     if kind == "index":
         from products.vitality_index import VitalityIndexBuilder
 

@@ -55,73 +55,87 @@ class LanguageReportBuilder:
         qc.require_match_rates(ctx)
 
     def draw(self, ctx: BuildContext) -> Draw:
-        spec = ctx.spec
-        assert spec.budget is not None and spec.privacy_unit is not None
-        frames = {
-            name: bounding.sink_bounded(lf, qc.UNIT_COL, ctx.workdir / f"{name}.parquet")
-            for name, lf in _plans(ctx).items()
-        }
-        queries = [
-            TableQuery(
-                name=t.name,
-                frame=frames[t.name],
-                by=list(t.by),
-                keys=specs.key_frame(spec, list(t.by)),
-                measures=[Measure(m.name, m.aggregate, m.field, m.bounds) for m in t.measures],
-                weight=t.weight,
-            )
-            for t in spec.tables
-        ]
-        draws = release_tables(
-            queries,
-            rho=spec.budget.zcdp_rho,
-            contributions=spec.privacy_unit.contributions,
-            max_units=spec.privacy_unit.max_units,
-            alpha=spec.alpha,
-        )
-        return Draw(
-            tables={d.name: d.frame for d in draws},
-            meta={
-                "noise": {d.name: [n.to_dict() for n in d.noise] for d in draws},
-                "rho": {d.name: d.rho for d in draws},
-                "match_rates": qc.match_rates(ctx),
-            },
-        )
+        return measure(ctx, bounded_frames(ctx))
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
-        spec = ctx.spec
-        results = finish_tables(ctx, draw)
-        files: list[Any] = []
-        for r in results:
-            files += outputs.write_table(
-                stage,
-                r.name,
-                r.frame,
-                list(spec.outputs.formats),
-                "dp_aggregate",
-                r.descriptions,
-                lineage(spec, r),
-            )
-        accuracy = [c for r in results for c in r.accuracy]
-        suppressed = [c for r in results for c in r.suppressed]
-        if "html" in spec.outputs.formats:
-            html = report.render_stat_report(ctx, results, accuracy, draw.meta)
-            files.append(outputs.html_output(stage, "report", html, "dp_aggregate"))
-        derived = {"report": [r.name for r in results]} if "html" in spec.outputs.formats else {}
-        rates = draw.meta.get("match_rates", {})
-        notes = [f"{code} 匹配率 match rate {rate:.2%}" for code, rate in sorted(rates.items())]
-        notes.append(
-            "Rows whose keys are outside the public key sets are not counted; counts are "
-            "distinct units per cell."
+        return finish(ctx, draw, stage)
+
+
+def bounded_frames(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
+    """Each table's per-unit bounded cells, sunk with the streaming engine to the build's
+    work directory without the unit identifier, and scanned back."""
+    return {
+        name: bounding.sink_bounded(lf, qc.UNIT_COL, ctx.workdir / f"{name}.parquet")
+        for name, lf in _plans(ctx).items()
+    }
+
+
+def measure(ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
+    """One OpenDP measurement per table over its bounded frame and public key set."""
+    spec = ctx.spec
+    assert spec.budget is not None and spec.privacy_unit is not None
+    queries = [
+        TableQuery(
+            name=t.name,
+            frame=frames[t.name],
+            by=list(t.by),
+            keys=specs.key_frame(spec, list(t.by)),
+            measures=[Measure(m.name, m.aggregate, m.field, m.bounds) for m in t.measures],
+            weight=t.weight,
         )
-        return Finished(
-            outputs=files,
-            accuracy=accuracy,
-            suppressed=suppressed,
-            contribution_bounds=contribution_bounds(spec),
-            derived_from=derived,
-            notes=notes,
+        for t in spec.tables
+    ]
+    draws = release_tables(
+        queries,
+        rho=spec.budget.zcdp_rho,
+        contributions=spec.privacy_unit.contributions,
+        max_units=spec.privacy_unit.max_units,
+        alpha=spec.alpha,
+    )
+    return Draw(
+        tables={d.name: d.frame for d in draws},
+        meta={
+            "noise": {d.name: [n.to_dict() for n in d.noise] for d in draws},
+            "rho": {d.name: d.rho for d in draws},
+            "match_rates": qc.match_rates(ctx),
+        },
+    )
+
+
+def finish(ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
+    spec = ctx.spec
+    results = finish_tables(ctx, draw)
+    files: list[Any] = []
+    for r in results:
+        files += outputs.write_table(
+            stage,
+            r.name,
+            r.frame,
+            list(spec.outputs.formats),
+            "dp_aggregate",
+            r.descriptions,
+            lineage(spec, r),
         )
+    accuracy = [c for r in results for c in r.accuracy]
+    suppressed = [c for r in results for c in r.suppressed]
+    if "html" in spec.outputs.formats:
+        html = report.render_stat_report(ctx, results, accuracy, draw.meta)
+        files.append(outputs.html_output(stage, "report", html, "dp_aggregate"))
+    derived = {"report": [r.name for r in results]} if "html" in spec.outputs.formats else {}
+    rates = draw.meta.get("match_rates", {})
+    notes = [f"{code} 匹配率 match rate {rate:.2%}" for code, rate in sorted(rates.items())]
+    notes.append(
+        "Rows whose keys are outside the public key sets are not counted; counts are "
+        "distinct units per cell."
+    )
+    return Finished(
+        outputs=files,
+        accuracy=accuracy,
+        suppressed=suppressed,
+        contribution_bounds=contribution_bounds(spec),
+        derived_from=derived,
+        notes=notes,
+    )
 
 
 def contribution_bounds(spec: ProductSpec) -> list[ContributionBound]:

@@ -18,7 +18,7 @@ from governance.audit import audit_log
 from privacy.dp import ledger
 from products import engine, specs
 from products import release as rel
-from products.stat_report import StatReportBuilder
+from products.language.builder import LanguageReportBuilder
 from shuyu_core.db import reset_engines
 from shuyu_core.errors import BudgetExceeded, PermissionDenied, ValidationError
 from shuyu_core.hashing import sm3_file
@@ -30,7 +30,7 @@ SI = "si_enrolment_report"
 _ORIGINALS = {
     (engine, "save_pending"): engine.save_pending,
     (ledger, "mark"): ledger.mark,
-    (StatReportBuilder, "finish"): StatReportBuilder.finish,
+    (LanguageReportBuilder, "finish"): LanguageReportBuilder.finish,
 }
 
 
@@ -74,7 +74,7 @@ def test_report_outputs_manifest_and_accuracy(data_home: Home) -> None:
     m = out.manifest
     assert not out.reused
     root = rel.release_dir(data_home, m.release_id)
-    assert m.release_id.startswith(f"{SI}-v1.0.0-")
+    assert m.release_id.startswith(f"{SI}-v1.1.0-")
     assert m.kind == "statistical_report" and m.purpose_category == "public_good"
     assert {i.resource for i in m.inputs} == {"SBCBJF", "RKJBXX"}
     assert m.authorization is not None and m.authorization["ok"]
@@ -171,7 +171,7 @@ def test_crash_after_drawing_reuses_the_kept_draw(
     def crash(*_args: object, **_kw: object) -> None:
         raise RuntimeError("simulated crash after the draw")
 
-    monkeypatch.setattr(StatReportBuilder, "finish", crash)
+    monkeypatch.setattr(LanguageReportBuilder, "finish", crash)
     with pytest.raises(RuntimeError):
         engine.build(data_home, SI)
     [entry, _] = ledger.all_entries(data_home)
@@ -180,7 +180,9 @@ def test_crash_after_drawing_reuses_the_kept_draw(
     assert entry.state == "drawn" and entry.draws == 1
     assert not rel.exists(data_home, entry.release_id)
 
-    monkeypatch.setattr(StatReportBuilder, "finish", _ORIGINALS[(StatReportBuilder, "finish")])
+    monkeypatch.setattr(
+        LanguageReportBuilder, "finish", _ORIGINALS[(LanguageReportBuilder, "finish")]
+    )
     out = engine.build(data_home, SI)
     assert out.release_id == entry.release_id
     released = pl.read_parquet(
@@ -219,7 +221,7 @@ def test_budget_exhaustion_refuses_before_any_noise(
     budgets_file({"SBCBJF": 0.8, "RKJBXX": 2.0})
     spec = specs.get(SI)
     engine.build(data_home, spec)
-    v2 = with_changes(spec, version="1.1.0")
+    v2 = with_changes(spec, version="1.1.9")
     with pytest.raises(BudgetExceeded, match=r"remaining ρ=0\.3"):
         engine.build(data_home, v2)
     assert len(rel.list_releases(data_home, SI)) == 1
@@ -234,7 +236,7 @@ def test_undeclared_field_cannot_be_read(data_home: Home) -> None:
     data["version"] = "9.0.0"
     data["inputs"][1]["fields"] = ["公民身份号码", "出生日期", "户籍区划代码"]  # no 性别
     narrowed = specs.parse(data, "test")
-    with pytest.raises(ValidationError, match="does not declare"):
+    with pytest.raises(ValidationError, match="not declared under inputs"):
         engine.build(data_home, narrowed)
 
 
@@ -353,10 +355,12 @@ def test_lost_pending_draw_is_not_redrawn(data_home: Home, monkeypatch: pytest.M
     def crash(*_args: object, **_kw: object) -> None:
         raise RuntimeError("simulated crash after the draw was kept")
 
-    monkeypatch.setattr(StatReportBuilder, "finish", crash)
+    monkeypatch.setattr(LanguageReportBuilder, "finish", crash)
     with pytest.raises(RuntimeError):
         engine.build(data_home, SI)
-    monkeypatch.setattr(StatReportBuilder, "finish", _ORIGINALS[(StatReportBuilder, "finish")])
+    monkeypatch.setattr(
+        LanguageReportBuilder, "finish", _ORIGINALS[(LanguageReportBuilder, "finish")]
+    )
     [entry, _] = ledger.all_entries(data_home)
     shutil.rmtree(engine.pending_dir(data_home, entry.release_id))
     with pytest.raises(BudgetExceeded, match="drawing again would spend"):

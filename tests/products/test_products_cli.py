@@ -31,7 +31,7 @@ def test_build_budget_and_release_commands(data_home: Home) -> None:
     res = runner.invoke(app, ["build", "si_enrolment_report"])
     assert res.exit_code == 0, res.output
     release_id = res.stdout.strip().splitlines()[-1]
-    assert release_id.startswith("si_enrolment_report-v1.0.0-")
+    assert release_id.startswith("si_enrolment_report-v1.1.0-")
 
     res = runner.invoke(app, ["build", "si_enrolment_report", "--format", "json"])
     doc = json.loads(res.stdout)

@@ -15,7 +15,6 @@ from typing import Any
 import polars as pl
 
 from catalogs.product_models import ProductSpec
-from privacy.dp import bounding
 from privacy.dp.mechanisms import Measure, TableQuery, release_tables
 from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
@@ -28,10 +27,19 @@ from shuyu_core.home import Home
 
 def _plans(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
     rows = qc.rows(ctx)
-    return {t.name: qc.bounded(ctx.spec, rows, t) for t in ctx.spec.tables}
+    plans: dict[str, pl.LazyFrame] = {}
+    for t in ctx.spec.tables:
+        fast = qc.unit_first(ctx, t)
+        plans[t.name] = fast if fast is not None else qc.bounded(ctx.spec, rows, t)
+    return plans
 
 
 class LanguageReportBuilder:
+    def __init__(self) -> None:
+        # Join match rates computed by plan (before the charge), reused by the draw's notes:
+        # each rate is a pass over the base rows.
+        self._rates: dict[str, dict[str, float]] = {}
+
     def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
         return []
 
@@ -52,10 +60,11 @@ class LanguageReportBuilder:
                     f"product {spec.id}: table {name} lacks {', '.join(missing)}",
                     hint="derive every dimension and declare every summed value",
                 )
-        qc.require_match_rates(ctx)
+        self._rates[ctx.release_id] = qc.require_match_rates(ctx)
 
     def draw(self, ctx: BuildContext) -> Draw:
-        return measure(ctx, bounded_frames(ctx))
+        rates = self._rates.get(ctx.release_id)
+        return measure(ctx, bounded_frames(ctx), rates)
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
         return finish(ctx, draw, stage)
@@ -63,14 +72,24 @@ class LanguageReportBuilder:
 
 def bounded_frames(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
     """Each table's per-unit bounded cells, sunk with the streaming engine to the build's
-    work directory without the unit identifier, and scanned back."""
-    return {
-        name: bounding.sink_bounded(lf, qc.UNIT_COL, ctx.workdir / f"{name}.parquet")
+    work directory without the unit identifier, and scanned back.
+
+    All tables' sinks run in one ``collect_all``, so polars scans and joins the inputs once
+    for all of them (common sub-plan elimination) instead of once per table.
+    """
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    paths = {name: ctx.workdir / f"{name}.parquet" for name in (t.name for t in ctx.spec.tables)}
+    sinks = [
+        lf.drop(qc.UNIT_COL).sink_parquet(paths[name], lazy=True)
         for name, lf in _plans(ctx).items()
-    }
+    ]
+    pl.collect_all(sinks, engine="streaming")
+    return {name: pl.scan_parquet(path) for name, path in paths.items()}
 
 
-def measure(ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
+def measure(
+    ctx: BuildContext, frames: dict[str, pl.LazyFrame], rates: dict[str, float] | None = None
+) -> Draw:
     """One OpenDP measurement per table over its bounded frame and public key set."""
     spec = ctx.spec
     assert spec.budget is not None and spec.privacy_unit is not None
@@ -97,7 +116,7 @@ def measure(ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
         meta={
             "noise": {d.name: [n.to_dict() for n in d.noise] for d in draws},
             "rho": {d.name: d.rho for d in draws},
-            "match_rates": qc.match_rates(ctx),
+            "match_rates": qc.match_rates(ctx) if rates is None else rates,
         },
     )
 

@@ -124,6 +124,64 @@ def build(
     typer.echo(manifest.release_id)
 
 
+@products_app.command("plan")
+def products_plan(
+    product: str = typer.Argument(..., help="product id"),
+    target: list[str] = typer.Option(
+        [], "--target", help="MEASURE=HALF_WIDTH: the ρ that half-width needs (repeatable)"
+    ),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Expected interval half-width per measure, ρ for a target, budget left (no charge)."""
+    from dataclasses import asdict
+
+    from governance import roles
+    from products import budget_preview, planning, specs
+
+    home = Home.from_env().ensure()
+    roles.require(home, "budget.read", product)
+    targets: dict[str, float] = {}
+    for item in target:
+        name, sep, value = item.partition("=")
+        try:
+            targets[name] = float(value) if sep else float("nan")
+        except ValueError:
+            targets[name] = float("nan")
+        if not sep or not targets[name] > 0:
+            raise ValidationError(
+                f"--target {item!r} is not MEASURE=HALF_WIDTH", hint="e.g. --target insured=20"
+            )
+    spec = specs.get(product)
+    rows = planning.plan(spec, targets)
+    charges = budget_preview.preview(home, spec)
+    if _fmt(fmt) == "json":
+        doc = {
+            "product": spec.id,
+            "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
+            "measures": [asdict(r) for r in rows],
+            "budget": [asdict(c) for c in charges],
+        }
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    t = Table(title=f"{spec.id}: accuracy at ρ={spec.budget.zcdp_rho if spec.budget else 0:g}")
+    for c in ("table", "measure", "cells", "σ", "half-width", "level", "target", "ρ needed"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(
+            r.table,
+            r.measure,
+            str(r.cells),
+            f"{r.scale:.4g}",
+            f"±{r.half_width:.4g}",
+            f"{r.level:.2%}",
+            "-" if r.target is None else f"±{r.target:g}",
+            "-" if r.rho_needed is None else f"{r.rho_needed:.4g}",
+        )
+    console.print(t)
+    for text in budget_preview.describe(charges):
+        console.print(text, highlight=False)
+
+
 @products_app.command("list")
 def products_list(fmt: str = typer.Option("table", "--format", help="table | json")) -> None:
     """The product specs and their latest release."""

@@ -201,3 +201,58 @@ def release_tables(
         noise = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
         draws.append(TableDraw(name=q.name, frame=frame, noise=noise, rho=rho_q))
     return draws
+
+
+def plan_noise(
+    queries: list[TableQuery],
+    rho: float,
+    contributions: int = 1,
+    max_units: int = 50_000_000,
+    alpha: float = 0.05,
+) -> dict[str, list[NoiseInfo]]:
+    """The noise each table's measures *would* get under ``rho``, without any data.
+
+    The same calibration as ``release_tables`` over an empty frame of the bounded frames'
+    schema: nothing is read, nothing is drawn, nothing is charged (accuracy-first planning).
+    """
+    dp = _dp()
+    total_w = sum(q.weight for q in queries)
+    out: dict[str, list[NoiseInfo]] = {}
+    for q in queries:
+        rho_q = rho * q.weight / total_w
+        schema = _integer_sums(q).collect_schema()
+        empty = pl.LazyFrame(schema=schema)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx = dp.Context.compositor(
+                data=empty,
+                privacy_unit=dp.unit_of(contributions=contributions),
+                privacy_loss=dp.loss_of(rho=rho_q),
+                split_evenly_over=1,
+                margins=[dp.polars.Margin(by=[], max_length=max_units)],
+            )
+            meas = _calibrate(dp, ctx, _plan(schema, q), ctx.d_mids[0])
+            summary = dp.summarize_polars_measurement(meas, alpha)
+        share = rho_q / max(len(q.measures), 1)
+        out[q.name] = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
+    return out
+
+
+def rho_for_half_width(
+    rho: float, half_width_now: float, target: float, scale_now: float, alpha: float
+) -> float:
+    """A closed-form estimate of the release ρ at which a measure's half-width is ``target``.
+
+    For a continuous Gaussian ρ ∝ 1/σ², so σ(ρ') = σ·sqrt(ρ/ρ'); the largest σ whose integer
+    half-width is within target is found by bisection and converted to ρ. At small scales
+    OpenDP's discrete-Gaussian ρ departs from 1/σ²: ``products.planning`` starts its own
+    bisection over OpenDP's calibration from this estimate.
+    """
+    if target <= 0:
+        raise ValueError("target half-width must be positive")
+    lo, hi = 1e-9, scale_now * max(1.0, 2 * target / max(half_width_now, 1e-9)) + 1.0
+    for _ in range(200):  # largest σ whose half-width is within target
+        mid = (lo + hi) / 2
+        h, _level = accuracy.discrete_gaussian_half_width(mid, alpha)
+        lo, hi = (mid, hi) if h <= target else (lo, mid)
+    return rho * (scale_now / lo) ** 2

@@ -111,3 +111,22 @@ def test_build_prints_the_charge_and_asks_only_at_a_terminal(
     assert "will charge ρ=0.5" in text and "period 2025" in text
     assert "remaining ρ=2 → 1.5" in text
     assert len(ledger.all_entries(data_home)) == 2
+
+
+def test_products_plan_prints_half_widths_and_charges_nothing(data_home: Home) -> None:
+    from privacy.dp import ledger
+
+    res = CliRunner().invoke(
+        _app(),
+        ["products", "plan", "si_enrolment_report", "--target", "insured=5", "--format", "json"],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    rows = {(m["table"], m["measure"]): m for m in doc["measures"]}
+    insured = rows[("contribution_base_by_district", "insured")]
+    assert insured["half_width"] > 0 and 0.95 <= insured["level"] < 1
+    assert insured["target"] == 5 and insured["rho_needed"] > 0
+    assert {b["resource"] for b in doc["budget"]} == {"SBCBJF", "RKJBXX"}
+    assert ledger.all_entries(data_home) == []
+    bad = CliRunner().invoke(_app(), ["products", "plan", "si_enrolment_report", "--target", "x"])
+    assert bad.exit_code != 0

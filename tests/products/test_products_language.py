@@ -426,3 +426,28 @@ def test_unit_first_plan_equals_the_row_plan(lang_home: Home) -> None:
         [],
     )
     assert qc.unit_first(med_ctx, med.tables[0]) is None
+
+
+def test_plan_predicts_the_build_noise_and_the_rho_for_a_target(lang_home: Home) -> None:
+    """`shuyu products plan`: the planned σ and half-width are the ones the build records;
+    the ρ it names for a target half-width reaches it, and 2% less ρ does not."""
+    from products import planning
+
+    spec = specs.get(MARKET)
+    planned = {(p.table, p.measure): p for p in planning.plan(spec, {"entities": 2.0})}
+    assert ledger.all_entries(lang_home) == []  # planning charges nothing
+    m = engine.build(lang_home, spec).manifest
+    for mech in m.mechanisms:
+        for x in mech.measures:
+            p = planned[(mech.output, x.column)]
+            assert p.scale == pytest.approx(x.scale, rel=1e-6)
+            assert p.half_width == pytest.approx(x.ci_half_width)
+    p = planned[("by_section_district", "entities")]
+    assert spec.budget is not None
+    assert p.rho_needed is not None and p.half_width > 2 and p.rho_needed > spec.budget.zcdp_rho
+    at = {"rho": p.rho_needed, "delta": spec.budget.delta}
+    enough = planning.plan(with_changes(spec, budget=at))
+    assert next(x for x in enough if x.table == p.table and x.measure == "entities").half_width <= 2
+    short = {"rho": p.rho_needed * 0.98, "delta": spec.budget.delta}
+    less = planning.plan(with_changes(spec, budget=short))
+    assert next(x for x in less if x.table == p.table and x.measure == "entities").half_width > 2

@@ -177,13 +177,19 @@ def quarter_start(q: str) -> dt.date:
 
 
 class MeasureSpec(Strict):
-    """One noisy aggregate. ``count`` counts units; ``sum`` sums a bounded per-unit value."""
+    """One noisy aggregate. ``count`` counts units; ``sum`` sums a bounded per-unit value;
+    ``quantile`` picks, among ``candidates``, the DP ``quantile`` (0.5: the median) of a
+    per-unit value with OpenDP's quantile mechanism (report-noisy-max over the candidates)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
-    aggregate: Literal["count", "sum"]
-    field: str | None = Field(default=None, description="the bounded per-unit column (sum)")
+    aggregate: Literal["count", "sum", "quantile"]
+    field: str | None = Field(default=None, description="the bounded per-unit column")
     bounds: tuple[float, float] | None = None
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+    candidates: list[float] | None = Field(
+        default=None, description="public candidate values, ascending (quantile)"
+    )
     unit: str = ""
 
     @field_validator("aggregate", mode="before")
@@ -194,18 +200,29 @@ class MeasureSpec(Strict):
                 "a mean is released as a derived ratio of a sum and a count: declare both "
                 "measures and a derived {op: ratio} (no extra budget)"
             )
-        if v == "quantile":
-            raise ValueError("quantile measures are not supported yet (count and sum are)")
         return v
 
     @model_validator(mode="after")
     def _sum_has_bounds(self) -> MeasureSpec:
+        quantile_only = self.quantile is not None or self.candidates is not None
         if self.aggregate == "sum":
             if self.field is None or self.bounds is None:
                 raise ValueError(f"measure {self.name}: a sum needs field and bounds")
             if self.bounds[1] <= self.bounds[0]:
                 raise ValueError(f"measure {self.name}: bounds must be (lower, upper)")
-        elif self.field is not None or self.bounds is not None:
+            if quantile_only:
+                raise ValueError(f"measure {self.name}: quantile/candidates belong to quantiles")
+        elif self.aggregate == "quantile":
+            c = self.candidates or []
+            if self.field is None or self.quantile is None or len(c) < 2:
+                raise ValueError(
+                    f"measure {self.name}: a quantile needs field, quantile and ≥ 2 candidates"
+                )
+            if any(b <= a for a, b in itertools.pairwise(c)) or len(c) > 10_000:
+                raise ValueError(f"measure {self.name}: candidates must ascend (≤ 10 000)")
+            if self.bounds is not None:
+                raise ValueError(f"measure {self.name}: a quantile's range is its candidates")
+        elif self.field is not None or self.bounds is not None or quantile_only:
             raise ValueError(f"measure {self.name}: a count takes no field or bounds")
         return self
 
@@ -390,6 +407,8 @@ def _query_fits(spec: ProductSpec, q: QuerySpec) -> None:
         if t.filter is not None:
             raise ValueError(f"table {t.name}: use query.filters, not a builder filter")
         for m in t.measures:
+            if m.aggregate == "quantile" and m.field not in values:
+                raise ValueError(f"table {t.name}: quantile {m.name} of unknown value {m.field}")
             if m.aggregate != "sum":
                 continue
             v = values.get(m.field or "")

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import polars as pl
 
 from catalogs.product_models import ProductSpec
-from privacy.dp.mechanisms import Measure, NoiseInfo, TableQuery, plan_noise, rho_for_half_width
+from privacy.dp.mechanisms import (
+    NoiseInfo,
+    TableQuery,
+    mechanism_measure,
+    plan_noise,
+    rho_for_half_width,
+)
 from products import specs
 from shuyu_core.errors import ValidationError
 
@@ -91,7 +97,7 @@ def plan(spec: ProductSpec, targets: dict[str, float] | None = None) -> list[Mea
                 frame=pl.LazyFrame(schema=schema),
                 by=list(t.by),
                 keys=specs.key_frame(spec, list(t.by)),
-                measures=[Measure(m.name, m.aggregate, m.field, m.bounds) for m in t.measures],
+                measures=[mechanism_measure(m) for m in t.measures],
                 weight=t.weight,
             )
         )

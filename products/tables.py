@@ -144,13 +144,16 @@ def finish_table(
     # published denominator would give a withheld numerator back.
     inputs = {d.name: d.operands for d in table.derived}
     shares = {d.name: d.numerator for d in table.derived if d.op == "share"}
+    quantiles = {m.name for m in table.measures if m.aggregate == "quantile"}
     withheld: dict[str, np.ndarray] = {}
     for name in [*(m.name for m in table.measures), *(d.name for d in table.derived)]:
         val = values[name]
         rel = accuracy.relative_error(hw[name], val)
+        # A quantile has no interval on its value (it is a candidate chosen by rank error):
+        # only its count cell and an undefined value withhold it.
         own = ~np.isfinite(val) | (
             np.zeros(n, dtype=bool)
-            if sup.max_relative_error is None
+            if sup.max_relative_error is None or name in quantiles
             else ~(rel <= sup.max_relative_error)
         )
         upstream = np.zeros(n, dtype=bool)

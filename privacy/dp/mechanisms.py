@@ -24,7 +24,7 @@ import polars as pl
 
 from privacy.dp import accuracy
 
-Aggregate = Literal["count", "sum"]
+Aggregate = Literal["count", "sum", "quantile"]
 
 _opendp_ready = False
 
@@ -46,6 +46,20 @@ class Measure:
     aggregate: Aggregate
     field: str | None = None
     bounds: tuple[float, float] | None = None
+    quantile: float | None = None
+    candidates: tuple[float, ...] | None = None
+
+
+def mechanism_measure(m: Any) -> Measure:
+    """The mechanism's view of a spec measure (``catalogs.product_models.MeasureSpec``)."""
+    return Measure(
+        m.name,
+        m.aggregate,
+        m.field,
+        m.bounds,
+        m.quantile,
+        tuple(m.candidates) if m.candidates else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,18 @@ def _expr(m: Measure) -> pl.Expr:
     dp = _dp()
     if m.aggregate == "count":
         return dp.len(signed=True).alias(m.name)
+    if m.aggregate == "quantile":
+        assert m.field is not None and m.quantile is not None and m.candidates is not None
+        # OpenDP's quantile: a report-noisy-max (Gumbel) over the public candidates scored by
+        # rank error; the released value is always one of the candidates.
+        q: pl.Expr = (
+            pl.col(m.field)
+            .cast(pl.Float64)
+            .dp.quantile(  # type: ignore[attr-defined]
+                m.quantile, candidates=list(m.candidates)
+            )
+        )
+        return q.alias(m.name)
     assert m.field is not None and m.bounds is not None
     # Integer sums: a float sum's sensitivity must cover rounding error, which grows with the
     # square of the number of units; whole yuan (or 万元) per unit lose nothing that matters.
@@ -147,6 +173,16 @@ def _noise_info(row: dict[str, Any], alpha: float, share: float) -> NoiseInfo:
     records 1 − the level the integer half-width really has (≥ the spec's 1 − α).
     """
     scale = float(row["scale"])
+    if row.get("accuracy") is None:  # quantiles: no interval on the value (docs/products.md)
+        return NoiseInfo(
+            column=row["column"],
+            aggregate=row["aggregate"],
+            distribution=row["distribution"],
+            scale=scale,
+            accuracy=float("nan"),
+            alpha=alpha,
+            rho=share,
+        )
     width, level = float(row["accuracy"]), 1.0 - alpha
     if "Integer" in str(row["distribution"]):
         h, level = accuracy.discrete_gaussian_half_width(scale, alpha)

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from catalogs.product_models import ProductSpec
-from privacy.dp.mechanisms import Measure, TableQuery, release_tables
+from privacy.dp.mechanisms import TableQuery, mechanism_measure, release_tables
 from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.language import compile as qc
@@ -99,7 +99,7 @@ def measure(
             frame=frames[t.name],
             by=list(t.by),
             keys=specs.key_frame(spec, list(t.by)),
-            measures=[Measure(m.name, m.aggregate, m.field, m.bounds) for m in t.measures],
+            measures=[mechanism_measure(m) for m in t.measures],
             weight=t.weight,
         )
         for t in spec.tables
@@ -208,6 +208,11 @@ def lineage(spec: ProductSpec, r: TableResult) -> dict[str, ColumnLineage]:
             return [unit], {"aggregate": "count of distinct units"}
         v = q.value(m.field or "")
         src = [qc.col_name(q, v.field)] if v.field else [unit]
+        if m.aggregate == "quantile":
+            return src, {
+                "aggregate": f"DP {m.quantile:g}-quantile of per-unit {v.per_unit}",
+                "candidates": [min(m.candidates or [0]), max(m.candidates or [0])],
+            }
         return src, {"aggregate": f"sum of per-unit {v.per_unit}", "bounds": list(v.bounds)}
 
     out: dict[str, ColumnLineage] = {}

@@ -289,7 +289,7 @@ def unit_first(ctx: BuildContext, table: TableSpec) -> pl.LazyFrame | None:
     hand-written polars query would), instead of joining every row. None otherwise."""
     spec, q = ctx.spec, query_of(ctx.spec)
     assert spec.privacy_unit is not None and spec.reference_period is not None
-    summed = sorted({m.field for m in table.measures if m.aggregate == "sum" and m.field})
+    summed = sorted({m.field for m in table.measures if m.field})
     values = [q.value(n) for n in summed]
     if not one_cell_per_unit(spec, table) or any(
         v.field and qualify(q, v.field)[0] != q.base for v in values
@@ -335,7 +335,7 @@ def bounded(spec: ProductSpec, all_rows: pl.LazyFrame, table: TableSpec) -> pl.L
     assert spec.privacy_unit is not None
     by = list(table.by)
     inside = [pl.col(b).is_in(specs.dimension_keys(spec.dimension(b))) for b in by]
-    summed = sorted({m.field for m in table.measures if m.aggregate == "sum" and m.field})
+    summed = sorted({m.field for m in table.measures if m.field})
     aggs = [_per_unit(q, q.value(name)) for name in summed]
     cells = (
         all_rows.filter(*inside).group_by([UNIT_COL, *by]).agg(aggs or [pl.len().alias("__rows")])

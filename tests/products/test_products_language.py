@@ -498,3 +498,21 @@ def test_median_is_a_candidate_near_the_true_median(lang_home: Home) -> None:
         ).height
         == 0
     )
+
+
+def test_validate_lists_the_language_problems_without_building(lang_home: Home) -> None:
+    import datetime as dt
+
+    from catalogs.catalog import Catalog
+    from products import validate
+
+    assert validate.problems(lang_home, specs.get(MED), Catalog.load(), dt.date(2025, 6, 1)) == []
+    spec = specs.get(MED)
+    assert spec.query is not None
+    derive = [d.model_dump(by_alias=True) for d in spec.query.derive]
+    derive[0]["field"] = "RKJBXX.性别"
+    found = validate.problems(
+        lang_home, _with_query(MED, "1.0.9", derive=derive), Catalog.load(), dt.date(2025, 6, 1)
+    )
+    assert any("not declared under inputs" in p for p in found)
+    assert ledger.all_entries(lang_home) == []

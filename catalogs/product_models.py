@@ -133,16 +133,23 @@ class DimensionSpec(Strict):
     quarters: tuple[str, str] | None = Field(
         default=None, description="first and last quarter, e.g. [2023Q1, 2024Q4]"
     )
+    months: tuple[str, str] | None = Field(
+        default=None, description="first and last month, e.g. [2025-01, 2025-12]"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DimensionSpec:
-        given = [
-            x for x in (self.codelist, self.values, self.bands, self.quarters) if x is not None
-        ]
+        sources = (self.codelist, self.values, self.bands, self.quarters, self.months)
+        given = [x for x in sources if x is not None]
         if len(given) != 1:
             raise ValueError(
-                f"dimension {self.name}: give exactly one of codelist, values, bands, quarters"
+                f"dimension {self.name}: give exactly one of codelist, values, bands, "
+                "quarters, months"
             )
+        if self.months is not None:
+            first_m, last_m = (month_index(m) for m in self.months)
+            if last_m < first_m:
+                raise ValueError(f"dimension {self.name}: months end before they start")
         if self.values is not None:
             _unique(self.values, f"dimension {self.name} value(s)")
         if self.bands is not None:
@@ -165,6 +172,20 @@ def quarter_index(q: str) -> int:
     if not m:
         raise ValueError(f"{q!r} is not a quarter like 2024Q3")
     return int(m.group(1)) * 4 + int(m.group(2)) - 1
+
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def month_index(m: str) -> int:
+    found = _MONTH.match(m)
+    if not found:
+        raise ValueError(f"{m!r} is not a month like 2025-07")
+    return int(found.group(1)) * 12 + int(found.group(2)) - 1
+
+
+def month_label(index: int) -> str:
+    return f"{index // 12}-{index % 12 + 1:02d}"
 
 
 def quarter_label(index: int) -> str:

@@ -516,3 +516,52 @@ def test_validate_lists_the_language_problems_without_building(lang_home: Home) 
     )
     assert any("not declared under inputs" in p for p in found)
     assert ledger.all_entries(lang_home) == []
+
+
+def test_month_calendar_keys_and_vocabulary_words() -> None:
+    """Keys from a calendar, and each vocabulary word on a few values (nulls drop rows)."""
+    import datetime as dt
+
+    from catalogs.product_language import DeriveSpec
+    from catalogs.product_models import DimensionSpec
+    from products.language.vocabulary import derive
+
+    months = DimensionSpec(name="month", title="m", months=("2024-11", "2025-02"))
+    assert specs.dimension_keys(months) == ["2024-11", "2024-12", "2025-01", "2025-02"]
+    with pytest.raises(ValueError, match="end before they start"):
+        DimensionSpec(name="m", title="m", months=("2025-02", "2024-11"))
+    end = dt.date(2025, 12, 31)
+    df = pl.DataFrame(
+        {
+            "d": [dt.date(2025, 3, 31), dt.date(2025, 4, 1), dt.date(2026, 1, 2)],
+            "ym": ["202503", "202504", "2025-12"],
+            "icd": ["I10.x00", "j18.9", "ZZZ"],
+            "code": ["210804", "210811", "110101"],
+        }
+    )
+    bands = DimensionSpec.model_validate(
+        {
+            "name": "age",
+            "title": "a",
+            "bands": [
+                {"label": "0-17", "lower": 0, "upper": 17},
+                {"label": "18+", "lower": 18, "upper": 130},
+            ],
+        }
+    )
+    chap = DimensionSpec(name="c", title="c", codelist="icd10_chapters")
+
+    def run(word: str, col: str, dim: DimensionSpec, mapping: str | None = None) -> list[Any]:
+        d = DeriveSpec.model_validate(
+            {"dimension": dim.name, "field": col, "as": word, "mapping": mapping}
+        )
+        return df.select(derive(d, pl.col(col), df.schema[col], dim, end)).to_series().to_list()
+
+    assert run("quarter", "d", months) == ["2025Q1", "2025Q2", "2026Q1"]
+    assert run("month", "ym", months) == ["2025-03", "2025-04", "2025-12"]
+    assert run("year", "ym", months) == ["2025", "2025", "2025"]
+    # born 2026-01-02: after the period's end, no band (not a negative age)
+    assert run("age_band", "d", bands) == ["0-17", "0-17", None]
+    assert run("map", "icd", chap, "icd10_chapter") == ["IX", "X", None]
+    assert run("prefecture", "code", chap) == ["210800", "210800", "110100"]
+    assert run("province", "code", chap) == ["210000", "210000", "110000"]

@@ -295,10 +295,13 @@ class TableSpec(Strict):
         _unique(self.by, f"table {self.name} dimension(s)")
         names = [m.name for m in self.measures]
         _unique([*names, *(d.name for d in self.derived)], f"table {self.name} measure(s)")
+        quantiles = {m.name for m in self.measures if m.aggregate == "quantile"}
         for d in self.derived:
             for ref in d.operands:
                 if ref not in names:
                     raise ValueError(f"table {self.name}: derived {d.name} uses unknown {ref}")
+                if ref in quantiles:  # no Gaussian scale to simulate its interval from
+                    raise ValueError(f"table {self.name}: derived {d.name} uses quantile {ref}")
         return self
 
 

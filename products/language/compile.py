@@ -81,8 +81,12 @@ def check(spec: ProductSpec, catalog: Catalog) -> None:
     for j in q.joins:
         if j.resource not in declared:
             problems.append(f"joined resource {j.resource} is not a declared input")
+    reachable = {q.base, *(j.resource for j in q.joins)}
     for ref in referenced_fields(spec):
         code, name = ref.split(".", 1)
+        if code not in reachable:
+            problems.append(f"field {ref} is read but {code} is neither the base nor joined")
+            continue
         res = catalog.resources.get(code)
         if res is None or name not in res.field_names:
             problems.append(f"unknown field {ref} (not in the catalog)")

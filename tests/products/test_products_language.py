@@ -565,3 +565,9 @@ def test_month_calendar_keys_and_vocabulary_words() -> None:
     assert run("map", "icd", chap, "icd10_chapter") == ["IX", "X", None]
     assert run("prefecture", "code", chap) == ["210800", "210800", "110100"]
     assert run("province", "code", chap) == ["210000", "210000", "110000"]
+
+
+def test_a_field_of_a_resource_not_joined_is_refused(lang_home: Home) -> None:
+    filters = [{"field": "RKJBXX.性别", "op": "eq", "value": "男"}]
+    spec = _with_query(MED, "1.0.8", filters=filters, joins=[])
+    _refused_before_charge(lang_home, spec, "RKJBXX is neither the base nor joined")

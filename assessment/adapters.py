@@ -240,10 +240,10 @@ def ledger_entries(home: Home, release_id: str) -> list[dict[str, Any]]:
     return [e.model_dump(mode="json") for e in ledger.entries_for_release(home, release_id)]
 
 
-def budget_show(home: Home) -> dict[str, Any]:
+def budget_show(home: Home, period: str | None = None) -> dict[str, Any]:
     from privacy.dp import ledger
 
-    return ledger.show(home)
+    return ledger.show(home, period=period)
 
 
 def pseudonym_key(home: Home) -> bytes | None:

@@ -1045,7 +1045,10 @@ def dp_ceilings(ctx: Ctx) -> Check:
     if b.delta > fl.max_delta:
         problems.append(f"δ={b.delta:g} above the ceiling {fl.max_delta:g}")
     entries = ad.ledger_entries(ctx.home, ctx.manifest.release_id)
-    years = {str(e["charged_at"])[:4] for e in entries} or {str(ctx.manifest.created_at.year)}
+    # The year of the period paid (the data's reference period), as the ledger charged it.
+    years = {str(e["period"])[:4] for e in entries if e.get("period") not in (None, "all")} or {
+        str(ctx.manifest.created_at.year)
+    }
     units = {e.unit for e in b.entries}
     per_unit: list[str] = []
     for year in sorted(years):

@@ -120,9 +120,15 @@ def _context(ctx: ck.Ctx) -> dict[str, Any]:
     m = ctx.manifest
     budgets = []
     if m.budget is not None:
-        shown = {(b["resource"], b["unit"]): b for b in ad.budget_show(ctx.home)["budgets"]}
+        # Each entry's own budget period (the data's reference period it was charged to).
+        periods = {e.period for e in m.budget.entries}
+        shown = {
+            (b["resource"], b["unit"], p): b
+            for p in periods
+            for b in ad.budget_show(ctx.home, p)["budgets"]
+        }
         for e in m.budget.entries:
-            b = shown.get((e.resource, e.unit))
+            b = shown.get((e.resource, e.unit, e.period))
             budgets.append(
                 {
                     "resource": e.resource,

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,14 +155,13 @@ def _worker_peaks(backend: Any) -> list[float]:
 
 
 def _run(home: Any, inputs: dict[str, Any], backend: Any, tag: str, work: Path) -> dict[str, float]:
-    from products import stat_report
     from scaleout import driver
 
     times = {}
     t0 = time.perf_counter()
-    driver.bounded_frame(
-        _ctx(home, inputs, f"bench-{tag}"), backend, stat_report.bounded_plan, stat_report.UNIT
-    ).select("base").sum().collect()
+    frames = driver.report_bounded_frames(_ctx(home, inputs, f"bench-{tag}"), backend)
+    for frame in frames.values():
+        frame.select(pl.len()).collect()
     times["bounding"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     driver.quality_counts_of(home, "RKJBXX", backend, inputs["RKJBXX"].snapshot_id, AS_OF)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalogs.product_language import QuerySpec
+
 ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
 PurposeCategory = Literal["public_good", "industry"]
 OutputFormat = Literal["parquet", "csv", "json", "html"]
@@ -131,16 +133,23 @@ class DimensionSpec(Strict):
     quarters: tuple[str, str] | None = Field(
         default=None, description="first and last quarter, e.g. [2023Q1, 2024Q4]"
     )
+    months: tuple[str, str] | None = Field(
+        default=None, description="first and last month, e.g. [2025-01, 2025-12]"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DimensionSpec:
-        given = [
-            x for x in (self.codelist, self.values, self.bands, self.quarters) if x is not None
-        ]
+        sources = (self.codelist, self.values, self.bands, self.quarters, self.months)
+        given = [x for x in sources if x is not None]
         if len(given) != 1:
             raise ValueError(
-                f"dimension {self.name}: give exactly one of codelist, values, bands, quarters"
+                f"dimension {self.name}: give exactly one of codelist, values, bands, "
+                "quarters, months"
             )
+        if self.months is not None:
+            first_m, last_m = (month_index(m) for m in self.months)
+            if last_m < first_m:
+                raise ValueError(f"dimension {self.name}: months end before they start")
         if self.values is not None:
             _unique(self.values, f"dimension {self.name} value(s)")
         if self.bands is not None:
@@ -165,6 +174,20 @@ def quarter_index(q: str) -> int:
     return int(m.group(1)) * 4 + int(m.group(2)) - 1
 
 
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def month_index(m: str) -> int:
+    found = _MONTH.match(m)
+    if not found:
+        raise ValueError(f"{m!r} is not a month like 2025-07")
+    return int(found.group(1)) * 12 + int(found.group(2)) - 1
+
+
+def month_label(index: int) -> str:
+    return f"{index // 12}-{index % 12 + 1:02d}"
+
+
 def quarter_label(index: int) -> str:
     return f"{index // 4}Q{index % 4 + 1}"
 
@@ -175,13 +198,19 @@ def quarter_start(q: str) -> dt.date:
 
 
 class MeasureSpec(Strict):
-    """One noisy aggregate. ``count`` counts units; ``sum`` sums a bounded per-unit value."""
+    """One noisy aggregate. ``count`` counts units; ``sum`` sums a bounded per-unit value;
+    ``quantile`` picks, among ``candidates``, the DP ``quantile`` (0.5: the median) of a
+    per-unit value with OpenDP's quantile mechanism (report-noisy-max over the candidates)."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
-    aggregate: Literal["count", "sum"]
-    field: str | None = Field(default=None, description="the bounded per-unit column (sum)")
+    aggregate: Literal["count", "sum", "quantile"]
+    field: str | None = Field(default=None, description="the bounded per-unit column")
     bounds: tuple[float, float] | None = None
+    quantile: float | None = Field(default=None, gt=0, lt=1)
+    candidates: list[float] | None = Field(
+        default=None, description="public candidate values, ascending (quantile)"
+    )
     unit: str = ""
 
     @field_validator("aggregate", mode="before")
@@ -192,31 +221,59 @@ class MeasureSpec(Strict):
                 "a mean is released as a derived ratio of a sum and a count: declare both "
                 "measures and a derived {op: ratio} (no extra budget)"
             )
-        if v == "quantile":
-            raise ValueError("quantile measures are not supported yet (count and sum are)")
         return v
 
     @model_validator(mode="after")
     def _sum_has_bounds(self) -> MeasureSpec:
+        quantile_only = self.quantile is not None or self.candidates is not None
         if self.aggregate == "sum":
             if self.field is None or self.bounds is None:
                 raise ValueError(f"measure {self.name}: a sum needs field and bounds")
             if self.bounds[1] <= self.bounds[0]:
                 raise ValueError(f"measure {self.name}: bounds must be (lower, upper)")
-        elif self.field is not None or self.bounds is not None:
+            if quantile_only:
+                raise ValueError(f"measure {self.name}: quantile/candidates belong to quantiles")
+        elif self.aggregate == "quantile":
+            c = self.candidates or []
+            if self.field is None or self.quantile is None or len(c) < 2:
+                raise ValueError(
+                    f"measure {self.name}: a quantile needs field, quantile and ≥ 2 candidates"
+                )
+            if any(b <= a for a, b in itertools.pairwise(c)) or len(c) > 10_000:
+                raise ValueError(f"measure {self.name}: candidates must ascend (≤ 10 000)")
+            if self.bounds is not None:
+                raise ValueError(f"measure {self.name}: a quantile's range is its candidates")
+        elif self.field is not None or self.bounds is not None or quantile_only:
             raise ValueError(f"measure {self.name}: a count takes no field or bounds")
         return self
 
 
 class DerivedSpec(Strict):
-    """A value computed from released measures only (post-processing: no extra budget)."""
+    """A value computed from released measures only (post-processing: no extra budget).
+
+    ``ratio`` numerator / denominator (a mean is sum / count); ``difference`` numerator −
+    denominator; ``share`` the cell's numerator over the table's total of it (no
+    denominator). Intervals are simulated from the public noise scales.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     title: str
-    op: Literal["ratio"]
+    op: Literal["ratio", "difference", "share"]
     numerator: str
-    denominator: str
+    denominator: str | None = None
     unit: str = ""
+
+    @model_validator(mode="after")
+    def _operands(self) -> DerivedSpec:
+        if (self.op == "share") != (self.denominator is None):
+            raise ValueError(
+                f"derived {self.name}: share takes no denominator; ratio and difference need one"
+            )
+        return self
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        return (self.numerator,) if self.denominator is None else (self.numerator, self.denominator)
 
 
 class TableSpec(Strict):
@@ -238,10 +295,13 @@ class TableSpec(Strict):
         _unique(self.by, f"table {self.name} dimension(s)")
         names = [m.name for m in self.measures]
         _unique([*names, *(d.name for d in self.derived)], f"table {self.name} measure(s)")
+        quantiles = {m.name for m in self.measures if m.aggregate == "quantile"}
         for d in self.derived:
-            for ref in (d.numerator, d.denominator):
+            for ref in d.operands:
                 if ref not in names:
                     raise ValueError(f"table {self.name}: derived {d.name} uses unknown {ref}")
+                if ref in quantiles:  # no Gaussian scale to simulate its interval from
+                    raise ValueError(f"table {self.name}: derived {d.name} uses quantile {ref}")
         return self
 
 
@@ -352,6 +412,39 @@ class OutputsSpec(Strict):
         return v
 
 
+def _query_fits(spec: ProductSpec, q: QuerySpec) -> None:
+    """The query derives every dimension the tables use, and sums read its values with
+    the values' own bounds (one declared bound, no second place to disagree)."""
+    if spec.kind != "statistical_report":
+        raise ValueError("the query section belongs to kind statistical_report")
+    if spec.reference_period is None:
+        raise ValueError("a query needs a reference_period (the period the statistics cover)")
+    derived = {d.dimension for d in q.derive}
+    declared = {d.name for d in spec.dimensions}
+    if derived != declared:
+        raise ValueError(
+            "query.derive must cover exactly the declared dimensions "
+            f"(missing {sorted(declared - derived)}, undeclared {sorted(derived - declared)})"
+        )
+    values = {v.name: v for v in q.values}
+    for t in spec.tables:
+        if t.filter is not None:
+            raise ValueError(f"table {t.name}: use query.filters, not a builder filter")
+        for m in t.measures:
+            if m.aggregate == "quantile" and m.field not in values:
+                raise ValueError(f"table {t.name}: quantile {m.name} of unknown value {m.field}")
+            if m.aggregate != "sum":
+                continue
+            v = values.get(m.field or "")
+            if v is None:
+                raise ValueError(f"table {t.name}: measure {m.name} sums unknown value {m.field}")
+            if tuple(m.bounds or ()) != tuple(v.bounds):
+                raise ValueError(
+                    f"table {t.name}: measure {m.name} bounds {m.bounds} differ from value "
+                    f"{v.name} bounds {v.bounds}"
+                )
+
+
 class ProductSpec(Strict):
     id: str = Field(pattern=_ID)
     name: str
@@ -379,6 +472,7 @@ class ProductSpec(Strict):
     verification: VerificationSpec | None = None
     desensitize: DesensitizeSpec | None = None
     outputs: OutputsSpec = OutputsSpec()
+    query: QuerySpec | None = None  # the product language (catalogs/product_language.py)
     params: dict[str, str] = Field(
         default_factory=dict, description="builder parameters (documented per kind)"
     )
@@ -420,6 +514,12 @@ class ProductSpec(Strict):
                 raise ValueError(f"the {kind} section belongs to (and is required by) kind {kind}")
         if (self.kind == "desensitized_dataset") != (self.desensitize is not None):
             raise ValueError("the desensitize section belongs to kind desensitized_dataset")
+        if self.query is not None:
+            _query_fits(self, self.query)
+        elif self.kind == "statistical_report":
+            raise ValueError(
+                "a statistical_report is written in the product language: add a query section"
+            )
         return self
 
     def input(self, code: str) -> InputSpec:

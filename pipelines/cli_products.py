@@ -29,6 +29,24 @@ def _fmt(value: str) -> str:
     return value
 
 
+def _confirm_charge(product: str, yes: bool, quiet: bool) -> bool:
+    """Show what the build charges; ask only when a person is at a terminal."""
+    import sys
+
+    from products import budget_preview, specs
+
+    home = Home.from_env().ensure()
+    lines = budget_preview.preview(home, specs.get(product))
+    if not lines:
+        return True
+    if not quiet:
+        for text in budget_preview.describe(lines):
+            console.print(text, highlight=False)
+    if yes or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return True
+    return bool(typer.confirm("继续并扣减预算? charge the budget and build?", default=False))
+
+
 def build(
     product: str = typer.Argument(..., help="product id, e.g. si_enrolment_report"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
@@ -45,9 +63,20 @@ def build(
         [], "--snapshot", help="pin an input snapshot as CODE=SNAPSHOT_ID (repeatable)"
     ),
     prefect: bool = typer.Option(False, "--prefect", help="run as a Prefect flow run"),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="do not ask before charging the privacy budget (scripts)"
+    ),
 ) -> None:
-    """Build one product (or return its stored release) and print the release id."""
+    """Build one product (or return its stored release) and print the release id.
+
+    Prints the ρ the build charges and the budget left first; in a terminal it asks before
+    charging (``--yes`` skips the question; without a terminal, e.g. in CI, it never waits).
+    A stored release (same spec version, same data) is returned without any charge.
+    """
     _fmt(fmt)
+    if not _confirm_charge(product, yes, quiet=fmt == "json"):
+        console.print("未构建 not built: the budget was not charged")
+        raise typer.Exit(1)
     pins: dict[str, str] = {}
     for item in snapshot:
         code, sep, sid = item.partition("=")
@@ -93,6 +122,64 @@ def build(
     state = "stored release (no new charge, no new noise)" if reused else "new release"
     console.print(f"[green]{state}[/] {manifest.product_id} v{manifest.version}")
     typer.echo(manifest.release_id)
+
+
+@products_app.command("plan")
+def products_plan(
+    product: str = typer.Argument(..., help="product id"),
+    target: list[str] = typer.Option(
+        [], "--target", help="MEASURE=HALF_WIDTH: the ρ that half-width needs (repeatable)"
+    ),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Expected interval half-width per measure, ρ for a target, budget left (no charge)."""
+    from dataclasses import asdict
+
+    from governance import roles
+    from products import budget_preview, planning, specs
+
+    home = Home.from_env().ensure()
+    roles.require(home, "budget.read", product)
+    targets: dict[str, float] = {}
+    for item in target:
+        name, sep, value = item.partition("=")
+        try:
+            targets[name] = float(value) if sep else float("nan")
+        except ValueError:
+            targets[name] = float("nan")
+        if not sep or not targets[name] > 0:
+            raise ValidationError(
+                f"--target {item!r} is not MEASURE=HALF_WIDTH", hint="e.g. --target insured=20"
+            )
+    spec = specs.get(product)
+    rows = planning.plan(spec, targets)
+    charges = budget_preview.preview(home, spec)
+    if _fmt(fmt) == "json":
+        doc = {
+            "product": spec.id,
+            "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
+            "measures": [asdict(r) for r in rows],
+            "budget": [asdict(c) for c in charges],
+        }
+        typer.echo(json.dumps(doc, ensure_ascii=False))
+        return
+    t = Table(title=f"{spec.id}: accuracy at ρ={spec.budget.zcdp_rho if spec.budget else 0:g}")
+    for c in ("table", "measure", "cells", "σ", "half-width", "level", "target", "ρ needed"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(
+            r.table,
+            r.measure,
+            str(r.cells),
+            f"{r.scale:.4g}",
+            f"±{r.half_width:.4g}",
+            f"{r.level:.2%}",
+            "-" if r.target is None else f"±{r.target:g}",
+            "-" if r.rho_needed is None else f"{r.rho_needed:.4g}",
+        )
+    console.print(t)
+    for text in budget_preview.describe(charges):
+        console.print(text, highlight=False)
 
 
 @products_app.command("list")
@@ -263,6 +350,9 @@ def releases_show(
 def budget_show(
     code: str | None = typer.Argument(None, help="resource code (default: all)"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
+    period: str | None = typer.Option(
+        None, "--period", help="budget period, e.g. 2025 (default: the current one)"
+    ),
 ) -> None:
     """Total, spent and remaining privacy budget per resource and privacy unit."""
     from governance import roles
@@ -270,7 +360,7 @@ def budget_show(
 
     home = Home.from_env()
     roles.require(home, "budget.read", code or "budgets")
-    doc = ledger.show(home, code)
+    doc = ledger.show(home, code, period=period)
     if _fmt(fmt) == "json":
         typer.echo(json.dumps(doc, ensure_ascii=False))
         return

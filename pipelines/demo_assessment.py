@@ -18,14 +18,8 @@ from assessment import adapters as ad
 from assessment import engine, publish, review
 from governance.actors import Actor, current_actor, set_current
 from pipelines.demo_accounts import REVIEWER
+from pipelines.demo_products import DEMO_PRODUCTS
 from shuyu_core.home import Home
-
-DEMO_PRODUCTS = (
-    "si_enrolment_report",
-    "business_vitality_index",
-    "identity_verification",
-    "medical_desensitized_extract",
-)
 
 
 def _latest_release(home: Home, product: str) -> str | None:

@@ -29,6 +29,10 @@ DEMO_PRODUCTS = (
     "business_vitality_index",
     "identity_verification",
     "medical_desensitized_extract",
+    # Written only in the product language (no product-specific Python):
+    "medical_settlement_report",
+    "market_entity_report",
+    "si_monthly_contributions",
 )
 QUERIES = 300
 SEED = 20250607
@@ -148,10 +152,13 @@ def stage(home: Home, console: Console) -> dict[str, object]:
     console.print(table)
     ver = outcomes["identity_verification"].manifest.verification or {}
     console.print(f"verification results: {ver.get('results')}", highlight=False)
-    budgets = ledger.show(home)["budgets"]
+    # Charges are booked in the period of each product's data (its reference period).
+    periods = sorted({e.period for e in ledger.all_entries(home) if e.state != "void"})
+    budgets = [b for p in periods for b in ledger.show(home, period=p)["budgets"]]
     for b in budgets:
         console.print(
-            f"budget {b['resource']}/{b['unit']}: spent ρ={b['spent']['rho']:.3g} of "
+            f"budget {b['resource']}/{b['unit']} {b['total']['period']}: spent "
+            f"ρ={b['spent']['rho']:.3g} of "
             f"{b['total']['rho']:g} ({b['releases']} releases), remaining ε≈"
             f"{b['remaining']['epsilon']:.3g} at δ={b['total']['delta']:g}",
             highlight=False,
@@ -162,5 +169,7 @@ def stage(home: Home, console: Console) -> dict[str, object]:
         "reused": {p: o.reused for p, o in outcomes.items()},
         "seconds": {p: round(t, 2) for p, t in timings.items()},
         "verification": ver.get("results"),
-        "budget_spent_rho": {b["resource"]: b["spent"]["rho"] for b in budgets},
+        "budget_spent_rho": {
+            f"{b['resource']} {b['total']['period']}": b["spent"]["rho"] for b in budgets
+        },
     }

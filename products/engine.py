@@ -141,11 +141,13 @@ class BuildOutcome:
         return self.manifest.release_id
 
 
-def _builder(kind: str) -> Builder:
+def _builder(kind: str, spec: ProductSpec | None = None) -> Builder:
+    """One builder per kind; imported here, not at module level: builders import the
+    engine's types, so the registry never imports them in a circle."""
     if kind == "statistical_report":
-        from products.stat_report import StatReportBuilder
+        from products.language.builder import LanguageReportBuilder
 
-        return StatReportBuilder()
+        return LanguageReportBuilder()
     if kind == "index":
         from products.vitality_index import VitalityIndexBuilder
 
@@ -256,7 +258,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
         id_rules.snapshot_id(sid)
     recovery.sweep(home)
     specs.check_against_catalog(spec, catalog)
-    builder = _builder(spec.kind)
+    builder = _builder(spec.kind, spec)
     action = "verify.query" if spec.kind == "verification" else "build"
     roles.require(home, action, spec.id, developer=spec.developer)
     at = opts.at or dt.date.today()
@@ -273,7 +275,11 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     extra = builder.extra_inputs(home, spec, opts)
     ids = {code: m.snapshot_id for code, m in inputs.items()}
     ids.update({f"{e.resource}": e.snapshot_id for e in extra})
-    release_id = rel.derive_release_id(spec.id, spec.version, ids)
+    # Keyed by content (the snapshots' SM3), not by snapshot id: re-ingesting a byte-identical
+    # export is the same release, so it is neither charged nor drawn again.
+    content = {code: f"sm3:{m.sm3}" for code, m in inputs.items()}
+    content.update({f"{e.resource}": e.snapshot_id for e in extra})
+    release_id = rel.derive_release_id(spec.id, spec.version, content)
     digest = specs.spec_sm3(spec)
     # Domain privacy floors (ρ/ε ceilings per release and per unit-year, k, masks, public
     # keys): refused here, before any charge or draw.
@@ -303,6 +309,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     units=units,
                     snapshots=ids,
                     unit_year_ceiling=floors(home).max_rho_per_unit_year,
+                    data_at=spec.reference_period[1] if spec.reference_period else None,
                 ),
             )
         draw, resumed = _draw_once(ctx, builder, digest, charge)
@@ -514,10 +521,14 @@ def _store(
         budget = None
         if charge is not None and spec.budget is not None:
             rho = spec.budget.zcdp_rho
+            # One ε convention: the ledger's (its budget lines' δ), so release.json and
+            # `shuyu budget show` state the same ε for the same charge. With several lines the
+            # smallest δ is stated (the largest, most conservative ε of the entries).
+            delta = min(e.delta for e in charge.entries)
             budget = rel.BudgetCharge(
                 rho=rho,
-                epsilon=epsilon_from_rho(rho, spec.budget.delta),
-                delta=spec.budget.delta,
+                epsilon=epsilon_from_rho(rho, delta),
+                delta=delta,
                 entries=[
                     rel.LedgerRef(
                         resource=e.resource, unit=e.unit, period=e.period, entry_id=e.entry_id

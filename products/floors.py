@@ -46,9 +46,9 @@ def floors(home: Home) -> PrivacyFloors:
 def unit_year_spent(
     home: Home, units: set[str], year: int, exclude_release: str | None = None
 ) -> dict[str, float]:
-    """ρ charged per privacy unit in calendar ``year``: each release counted once (its
-    largest entry for the unit), over every resource sharing the unit; void charges spent
-    nothing. The charge itself re-checks this under the ledger lock."""
+    """ρ charged per privacy unit for calendar ``year`` (of the period paid): each release
+    counted once (its largest entry for the unit), over every resource sharing the unit;
+    void charges spent nothing. The charge itself re-checks this under the ledger lock."""
     from privacy.dp import ledger
     from shuyu_core.home import state_engine
 
@@ -83,7 +83,8 @@ def dp_problems(
         for i in spec.inputs
         if i.resource in catalog.resources
     } - {""}
-    when = year or dt.datetime.now(dt.UTC).year
+    data_year = spec.reference_period[1].year if spec.reference_period else None
+    when = year or data_year or dt.datetime.now(dt.UTC).year
     for unit, spent in sorted(unit_year_spent(home, units, when, exclude_release).items()):
         if spent + rho > fl.max_rho_per_unit_year * (1 + 1e-9):
             out.append(

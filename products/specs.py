@@ -16,7 +16,14 @@ import yaml
 from catalogs import codelists
 from catalogs.catalog import Catalog
 from catalogs.loading import load_model, parse_model
-from catalogs.product_models import DimensionSpec, ProductSpec, quarter_index, quarter_label
+from catalogs.product_models import (
+    DimensionSpec,
+    ProductSpec,
+    month_index,
+    month_label,
+    quarter_index,
+    quarter_label,
+)
 from shuyu_core import ids
 from shuyu_core.errors import NotFoundError, ValidationError
 from shuyu_core.hashing import sm3_hex
@@ -123,6 +130,9 @@ def dimension_keys(dim: DimensionSpec) -> list[str]:
         return list(dim.values)
     if dim.bands is not None:
         return [b.label for b in sorted(dim.bands, key=lambda b: b.lower)]
+    if dim.months is not None:
+        first_m, last_m = (month_index(m) for m in dim.months)
+        return [month_label(i) for i in range(first_m, last_m + 1)]
     assert dim.quarters is not None
     first, last = (quarter_index(q) for q in dim.quarters)
     return [quarter_label(i) for i in range(first, last + 1)]

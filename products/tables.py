@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from catalogs.product_models import ProductSpec, TableSpec
+from catalogs.product_models import DerivedSpec, ProductSpec, TableSpec
 from privacy.dp import accuracy
 from products import outputs
 from products.release import AccuracyCell, SuppressedCell
@@ -40,6 +40,46 @@ def _seed(*parts: str) -> int:
 
 def _noise(meta: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
     return {n["column"]: n for n in meta["noise"][table]}
+
+
+SIMULATIONS = 4000
+
+
+def _derived(
+    d: DerivedSpec,
+    est: dict[str, np.ndarray],
+    noise: dict[str, dict[str, Any]],
+    alpha: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A derived value per cell and its simulated half-width (public scales, no budget)."""
+    num, s_num = est[d.numerator], float(noise[d.numerator]["scale"])
+    if d.op == "ratio":
+        assert d.denominator is not None
+        den = est[d.denominator]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.where(den >= 1.0, num / np.maximum(den, 1.0), np.nan)
+        hw = accuracy.ratio_half_width(
+            num, s_num, den, float(noise[d.denominator]["scale"]), alpha=alpha, seed=seed
+        )
+        return value, hw
+    rng = np.random.default_rng(seed)
+    sim_num = accuracy.simulate_noise(num, s_num, SIMULATIONS, rng)
+    if d.op == "difference":
+        assert d.denominator is not None
+        den = est[d.denominator]
+        sim_den = accuracy.simulate_noise(
+            den, float(noise[d.denominator]["scale"]), SIMULATIONS, rng
+        )
+        value, sims = num - den, sim_num - sim_den
+    else:  # share of the table's total
+        total = float(num.sum())
+        value = num / total if total >= 1.0 else np.full(num.shape, np.nan)
+        totals = sim_num.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims = np.where(totals >= 1.0, sim_num / totals, np.nan)
+    lo, hi = accuracy.interval(sims, alpha)
+    return value, (hi - lo) / 2.0
 
 
 def finish_table(
@@ -82,16 +122,8 @@ def finish_table(
     values: dict[str, np.ndarray] = dict(est)
     methods: dict[str, str] = {m.name: "analytic" for m in table.measures}
     for d in table.derived:
-        num, den = est[d.numerator], est[d.denominator]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values[d.name] = np.where(den >= 1.0, num / np.maximum(den, 1.0), np.nan)
-        hw[d.name] = accuracy.ratio_half_width(
-            num,
-            float(noise[d.numerator]["scale"]),
-            den,
-            float(noise[d.denominator]["scale"]),
-            alpha=alpha,
-            seed=_seed(release_id, table.name, d.name),
+        values[d.name], hw[d.name] = _derived(
+            d, est, noise, alpha, _seed(release_id, table.name, d.name)
         )
         methods[d.name] = "simulation"
 
@@ -108,15 +140,31 @@ def finish_table(
     reasons_any: list[list[str]] = [[r] if r else [] for r in cell_reason]
     titles = {m.name: (m.title, m.unit) for m in table.measures}
     titles.update({d.name: (d.title, d.unit) for d in table.derived})
+    # A derived value is withheld with any input it depends on: a published ratio and its
+    # published denominator would give a withheld numerator back.
+    inputs = {d.name: d.operands for d in table.derived}
+    shares = {d.name: d.numerator for d in table.derived if d.op == "share"}
+    quantiles = {m.name for m in table.measures if m.aggregate == "quantile"}
+    withheld: dict[str, np.ndarray] = {}
     for name in [*(m.name for m in table.measures), *(d.name for d in table.derived)]:
         val = values[name]
         rel = accuracy.relative_error(hw[name], val)
+        # A quantile has no interval on its value (it is a candidate chosen by rank error):
+        # only its count cell and an undefined value withhold it.
         own = ~np.isfinite(val) | (
             np.zeros(n, dtype=bool)
-            if sup.max_relative_error is None
+            if sup.max_relative_error is None or name in quantiles
             else ~(rel <= sup.max_relative_error)
         )
-        suppressed = cell_suppressed | own
+        upstream = np.zeros(n, dtype=bool)
+        for dep in inputs.get(name, ()):
+            upstream |= withheld[dep]
+        if name in shares and withheld[shares[name]].any():
+            # A share uses the table's total: one withheld cell would come back as the total
+            # (from any published share and count) minus the published cells.
+            upstream[:] = True
+        suppressed = cell_suppressed | own | upstream
+        withheld[name] = suppressed
         is_count = name in {m.name for m in counts}
         digits = 0 if is_count else 2
         # A mechanism's half-width is public (it depends on the spec only); a simulated one
@@ -132,7 +180,9 @@ def finish_table(
                 # Reasons carry no value of the cell: a relative error with the public
                 # half-width would give the withheld estimate back.
                 reason = cell_reason[i] or (
-                    f"{name}: relative error above target {sup.max_relative_error:g}"
+                    f"{name}: an input it depends on is withheld"
+                    if upstream[i]
+                    else f"{name}: relative error above target {sup.max_relative_error:g}"
                     if np.isfinite(val[i])
                     else f"{name}: undefined (denominator below 1)"
                 )
@@ -150,7 +200,8 @@ def finish_table(
                     measure=name,
                     estimate=None if suppressed[i] else float(val[i]),
                     ci_half_width=float(hw[name][i]) if shown_hw[i] else None,
-                    alpha=alpha,
+                    # a mechanism's exact level (1 − alpha), else the simulated one's
+                    alpha=float(noise[name]["alpha"]) if name in noise else alpha,
                     relative_error=None
                     if suppressed[i] or not np.isfinite(rel[i])
                     else float(rel[i]),
@@ -167,8 +218,9 @@ def finish_table(
             round(float(h), 2) if ok else None for h, ok in zip(hw[name], shown_hw, strict=True)
         ]
         result.descriptions[name] = f"{title}{f' ({unit})' if unit else ''}, DP estimate"
+        level = 1 - float(noise[name]["alpha"]) if name in noise else 1 - alpha
         result.descriptions[f"{name}_ci95"] = (
-            f"half-width of the {round((1 - alpha) * 100)}% confidence interval of {name}"
+            f"half-width of the {level:.1%} confidence interval of {name} (exact level)"
         )
     columns["suppressed"] = [bool(x) for x in cell_suppressed]
     columns["suppression_reason"] = pl.Series(

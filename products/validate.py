@@ -26,6 +26,10 @@ def problems(home: Home, spec: ProductSpec, catalog: Catalog, at: dt.date) -> li
     found: list[str] = []
     try:
         specs.check_against_catalog(spec, catalog)
+        if spec.query is not None:  # the product language's static checks (fields, joins)
+            from products.language.compile import check as check_query
+
+            check_query(spec, catalog)
     except ShuyuError as exc:
         found.append(exc.message)
     result = authorize(home, request_for(spec, at), catalog)

@@ -36,7 +36,7 @@ from privacy.dp.mechanisms import Measure, TableQuery, release_tables
 from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import AccuracyCell, ContributionBound, InputRef, SuppressedCell
-from products.tables import finish_tables, write_tables
+from products.tables import TableResult, finish_tables, write_tables
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -171,7 +171,9 @@ class VitalityIndexBuilder:
         spec = ctx.spec
         assert spec.index is not None
         results = finish_tables(ctx, draw)
-        index_frame, cells, suppressed = compute_index(spec, draw, ctx.seed)
+        index_frame, cells, suppressed = compute_index(
+            spec, draw, ctx.seed, withheld_cells(results)
+        )
         files = write_tables(ctx, results, stage)
         files += outputs.write_table(
             stage,
@@ -280,9 +282,31 @@ def _scores(
     return 100.0 * score / total_w, comps, stock
 
 
+def withheld_cells(results: list[TableResult]) -> dict[str, pl.DataFrame]:
+    """Per released table, its keys and, per measure, whether the released value is withheld."""
+    out: dict[str, pl.DataFrame] = {}
+    for r in results:
+        keys = [c for c in ("district", "quarter") if c in r.frame.columns]
+        measures = [c for c in r.raw.columns if c not in keys]
+        out[r.name] = r.frame.select(*keys, *(pl.col(m).is_null().alias(m) for m in measures))
+    return out
+
+
+def _withheld_grid(
+    frame: pl.DataFrame, col: str, districts: list[str], quarters: list[str]
+) -> np.ndarray:
+    lookup = {(r["district"], r["quarter"]): r[col] for r in frame.iter_rows(named=True)}
+    return np.array([[bool(lookup.get((d, q), True)) for q in quarters] for d in districts])
+
+
 def compute_index(
-    spec: ProductSpec, draw: Draw, seed: int
+    spec: ProductSpec,
+    draw: Draw,
+    seed: int,
+    withheld: dict[str, pl.DataFrame] | None = None,
 ) -> tuple[pl.DataFrame, list[AccuracyCell], list[SuppressedCell]]:
+    """The index frame; with ``withheld`` (``withheld_cells`` of the released tables) every
+    component whose inputs include a withheld cell is withheld, and so is the score."""
     assert spec.index is not None
     names = _table_measures(spec)
     by_filter = {t.filter: t for t in spec.tables}
@@ -310,6 +334,23 @@ def compute_index(
     a0 = np.array([float(base_lookup.get(d) or 0.0) for d in districts])
 
     score, comps, stock = _scores(spec, n, cap, dr, a0)
+    # Dependencies of each component on released cells. The stock before quarter q uses the
+    # district's active_at_start and every earlier quarter's new and deregistered counts.
+    hidden_dep = {c: np.zeros(n.shape, dtype=bool) for c in COMPONENTS}
+    if withheld is not None:
+        w_n = _withheld_grid(withheld[new_t.name], n_col, districts, quarters)
+        w_cap = _withheld_grid(withheld[new_t.name], cap_col, districts, quarters)
+        w_dr = _withheld_grid(withheld[dereg_t.name], d_col, districts, quarters)
+        base_w = {r["district"]: r[a_col] for r in withheld[base_t.name].iter_rows(named=True)}
+        w_a0 = np.array([bool(base_w.get(d, True)) for d in districts])
+        earlier = (np.cumsum(w_n | w_dr, axis=-1) - (w_n | w_dr)) > 0
+        w_stock = w_a0[:, None] | earlier
+        hidden_dep = {
+            "new_rate": w_n | w_stock,
+            "dereg_rate": w_dr | w_stock,
+            "capital_per_new": w_n | w_cap,
+            "growth": w_n | w_dr | w_stock,
+        }
     rng = np.random.default_rng(seed)
     sims = spec.index.simulations
     shape = (sims, *n.shape)
@@ -334,6 +375,8 @@ def compute_index(
                 reason = f"noisy active stock below {spec.index.min_base:g}"
             elif not half[i, j] <= spec.index.max_band_half_width:  # NaN: no band at all
                 reason = f"band half-width above {spec.index.max_band_half_width:g}"
+            elif any(hidden_dep[c][i, j] for c in COMPONENTS):
+                reason = "an input cell it depends on is withheld"
             key = {"district": d, "quarter": q}
             hidden = reason is not None
             rows.append(

@@ -7,13 +7,14 @@ backend, combine the partial results.
   the parts in partition order (:func:`desensitize`);
 - DP products: each co-partition runs the builder's own bounding plan (one row per unit, no
   identifier), and the driver measures the union of the bounded parts with the same
-  mechanism, drawing the noise once (:func:`bounded_frame`, :func:`stat_report_draw`).
+  mechanism, drawing the noise once (:func:`bounded_frame`, :func:`report_draw`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,11 @@ def bounded_frame(
     backend: Backend,
     plan: Callable[[Any], pl.LazyFrame],
     unit: str,
+    name: str = "",
 ) -> pl.LazyFrame:
     """The builder's bounded frame (one row per unit, identifier dropped) computed per
     co-partition on the backend: a scan of the parts in partition order."""
-    out_dir = ctx.workdir / "bounded-parts"
+    out_dir = ctx.workdir / ("bounded-parts" + (f"-{name}" if name else ""))
     jobs = [
         BoundJob(ctx, i, parts, plan, unit, str(out_dir))
         for i, parts in enumerate(co_partitions(ctx.home, ctx.inputs))
@@ -159,10 +161,27 @@ def bounded_frame(
     return pl.scan_parquet(files)
 
 
-def stat_report_draw(ctx: Any, backend: Backend) -> Any:
-    """``StatReportBuilder.draw`` with the bounding on the backend: same ``dp_tables``, the
-    noise drawn once here."""
-    from products import stat_report
+def _table_plan(table: str, ctx: Any) -> pl.LazyFrame:
+    """One table's per-unit bounding plan of the product language (unit column kept)."""
+    from products.language.builder import _plans
 
-    frame = bounded_frame(ctx, backend, stat_report.bounded_plan, stat_report.UNIT)
-    return stat_report.dp_tables(ctx, frame)
+    return _plans(ctx)[table]
+
+
+def report_bounded_frames(ctx: Any, backend: Backend) -> dict[str, pl.LazyFrame]:
+    """Every table's bounded cells of a language report, computed per co-partition on the
+    backend (units are co-partitioned, so each unit's cap holds within its partition)."""
+    from products.language.compile import UNIT_COL
+
+    return {
+        t.name: bounded_frame(ctx, backend, partial(_table_plan, t.name), UNIT_COL, t.name)
+        for t in ctx.spec.tables
+    }
+
+
+def report_draw(ctx: Any, backend: Backend) -> Any:
+    """``LanguageReportBuilder.draw`` with the bounding on the backend: the same OpenDP
+    measurement, the noise drawn once here."""
+    from products.language.builder import measure
+
+    return measure(ctx, report_bounded_frames(ctx, backend))

@@ -136,6 +136,9 @@ class ChargeRequest:
     # The domain policy's ρ ceiling per privacy unit and calendar year, over every resource
     # sharing the unit (a person is one person across tables); checked under the ledger lock.
     unit_year_ceiling: float | None = None
+    # The day the data describes (the end of the spec's reference period): the budget period
+    # paid is the data's, not the build's (a 2025 report built in 2026 spends 2025's budget).
+    data_at: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -238,21 +241,20 @@ def _raise_tampered(home: Home, exc: LedgerTampered, obj: str, during: str) -> N
 def unit_year_spent(
     conn: Connection, units: set[str], year: int, exclude_release: str | None = None
 ) -> dict[str, float]:
-    """ρ charged per privacy unit in calendar ``year`` over every resource sharing the unit:
-    each release counted once per unit (its largest entry), void charges not at all."""
-    start = dt.datetime(year, 1, 1, tzinfo=dt.UTC)
-    end = dt.datetime(year + 1, 1, 1, tzinfo=dt.UTC)
+    """ρ charged per privacy unit for calendar ``year`` of the period paid (the data's
+    reference period), over every resource sharing the unit: each release counted once per
+    unit (its largest entry), void charges not at all; a "total" budget's single period
+    counts in every year."""
     rows = conn.execute(
-        select(dp_ledger.c.unit, dp_ledger.c.release_id, dp_ledger.c.rho).where(
+        select(dp_ledger.c.unit, dp_ledger.c.release_id, dp_ledger.c.rho, dp_ledger.c.period).where(
             dp_ledger.c.unit.in_(sorted(units)),
             dp_ledger.c.state != "void",
-            dp_ledger.c.charged_at >= start,
-            dp_ledger.c.charged_at < end,
         )
     ).all()
     per_release: dict[tuple[str, str], float] = {}
-    for unit, release_id, rho in rows:
-        if release_id == exclude_release:
+    for unit, release_id, rho, period in rows:
+        paid = str(period)[:4] if period != "all" else str(year)
+        if release_id == exclude_release or paid != str(year):
             continue
         per_release[(unit, release_id)] = max(per_release.get((unit, release_id), 0.0), rho)
     spent = dict.fromkeys(units, 0.0)
@@ -261,22 +263,25 @@ def unit_year_spent(
     return spent
 
 
-def _unit_year_refusal(
-    conn: Connection, req: ChargeRequest, at: dt.datetime
-) -> BudgetExceeded | None:
+def _unit_year_refusal(conn: Connection, req: ChargeRequest, year: int) -> BudgetExceeded | None:
     ceiling = req.unit_year_ceiling
     assert ceiling is not None
     units = set(req.units.values())
-    for unit, spent in sorted(unit_year_spent(conn, units, at.year, req.release_id).items()):
+    for unit, spent in sorted(unit_year_spent(conn, units, year, req.release_id).items()):
         if spent + req.rho > ceiling + _SLACK:
             return BudgetExceeded(
-                f"release {req.release_id} would bring ρ per {unit} in {at.year} to "
+                f"release {req.release_id} would bring ρ per {unit} in {year} to "
                 f"{spent + req.rho:.6g} ({spent:.6g} spent over every resource sharing the unit + "
                 f"{req.rho:g}), above the domain policy's ceiling {ceiling:g}",
                 hint="lower the spec's budget or wait for the next year; the ceiling is the "
                 "domain policy's (an admin changes it with 'shuyu policy apply')",
             )
     return None
+
+
+def data_time(day: dt.date) -> dt.datetime:
+    """A data date as the instant the budget period is computed from."""
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> ChargeResult:
@@ -294,7 +299,7 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
         )
     policy = load_policy()
     at = now or dt.datetime.now(dt.UTC)
-    period = policy.period_key(at)
+    period = policy.period_key(data_time(req.data_at) if req.data_at else at)
     actor = current_actor()
     engine = state_engine(home)
     refusal: BudgetExceeded | None = None
@@ -345,7 +350,8 @@ def charge(home: Home, req: ChargeRequest, now: dt.datetime | None = None) -> Ch
                         break
                     lines.append(line)
                 if refusal is None and req.unit_year_ceiling is not None:
-                    refusal = _unit_year_refusal(conn, req, at)
+                    paid_year = (req.data_at or at.date()).year
+                    refusal = _unit_year_refusal(conn, req, paid_year)
                 if refusal is not None:
                     conn.rollback()
                 else:
@@ -588,8 +594,16 @@ def _amounts(rho: float, delta: float) -> dict[str, float]:
     return {"rho": rho, "epsilon": epsilon_from_rho(rho, delta), "delta": delta}
 
 
-def show(home: Home, code: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The ``shuyu budget show`` JSON document for the current period.
+def show(
+    home: Home,
+    code: str | None = None,
+    now: dt.datetime | None = None,
+    period: str | None = None,
+) -> dict[str, Any]:
+    """The ``shuyu budget show`` JSON document for ``period`` (default: the current one).
+
+    Charges are booked in the period of the data's reference period, so a report on 2025
+    built in 2026 shows under ``period="2025"``.
 
     ``{"budgets": [{"resource", "unit", "total", "spent", "remaining", "releases"}]}``; the
     amounts are ``{"rho", "epsilon", "delta"}`` (ε at the budget's δ; only ρ is additive) and
@@ -597,7 +611,7 @@ def show(home: Home, code: str | None = None, now: dt.datetime | None = None) ->
     """
     policy = load_policy()
     at = now or dt.datetime.now(dt.UTC)
-    period = policy.period_key(at)
+    period = period or policy.period_key(at)
     lines = [b for b in policy.budgets if code is None or b.resource == code]
     if code is not None and not lines:
         raise NotFoundError(

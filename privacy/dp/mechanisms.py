@@ -22,7 +22,9 @@ from typing import Any, Literal
 
 import polars as pl
 
-Aggregate = Literal["count", "sum"]
+from privacy.dp import accuracy
+
+Aggregate = Literal["count", "sum", "quantile"]
 
 _opendp_ready = False
 
@@ -44,6 +46,20 @@ class Measure:
     aggregate: Aggregate
     field: str | None = None
     bounds: tuple[float, float] | None = None
+    quantile: float | None = None
+    candidates: tuple[float, ...] | None = None
+
+
+def mechanism_measure(m: Any) -> Measure:
+    """The mechanism's view of a spec measure (``catalogs.product_models.MeasureSpec``)."""
+    return Measure(
+        m.name,
+        m.aggregate,
+        m.field,
+        m.bounds,
+        m.quantile,
+        tuple(m.candidates) if m.candidates else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,18 @@ def _expr(m: Measure) -> pl.Expr:
     dp = _dp()
     if m.aggregate == "count":
         return dp.len(signed=True).alias(m.name)
+    if m.aggregate == "quantile":
+        assert m.field is not None and m.quantile is not None and m.candidates is not None
+        # OpenDP's quantile: a report-noisy-max (Gumbel) over the public candidates scored by
+        # rank error; the released value is always one of the candidates.
+        q: pl.Expr = (
+            pl.col(m.field)
+            .cast(pl.Float64)
+            .dp.quantile(  # type: ignore[attr-defined]
+                m.quantile, candidates=list(m.candidates)
+            )
+        )
+        return q.alias(m.name)
     assert m.field is not None and m.bounds is not None
     # Integer sums: a float sum's sensitivity must cover rounding error, which grows with the
     # square of the number of units; whole yuan (or 万元) per unit lose nothing that matters.
@@ -137,6 +165,39 @@ def _calibrate(dp: Any, ctx: Any, plan: pl.LazyFrame, d_mid: float) -> Any:
     raise RuntimeError(f"could not calibrate the noise scale to ρ={d_mid}")  # pragma: no cover
 
 
+def _noise_info(row: dict[str, Any], alpha: float, share: float) -> NoiseInfo:
+    """The measure's noise with an interval whose stated level is its actual level.
+
+    For integer (discrete Gaussian) noise OpenDP's accuracy is a conservative tail bound (its
+    "95 %" covers 99.5–99.9 %); the exact discrete-Gaussian quantile replaces it, and ``alpha``
+    records 1 − the level the integer half-width really has (≥ the spec's 1 − α).
+    """
+    scale = float(row["scale"])
+    if row.get("accuracy") is None:  # quantiles: no interval on the value (docs/products.md)
+        return NoiseInfo(
+            column=row["column"],
+            aggregate=row["aggregate"],
+            distribution=row["distribution"],
+            scale=scale,
+            accuracy=float("nan"),
+            alpha=alpha,
+            rho=share,
+        )
+    width, level = float(row["accuracy"]), 1.0 - alpha
+    if "Integer" in str(row["distribution"]):
+        h, level = accuracy.discrete_gaussian_half_width(scale, alpha)
+        width = float(h)
+    return NoiseInfo(
+        column=row["column"],
+        aggregate=row["aggregate"],
+        distribution=row["distribution"],
+        scale=scale,
+        accuracy=width,
+        alpha=1.0 - level,
+        rho=share,
+    )
+
+
 def release_tables(
     queries: list[TableQuery],
     rho: float,
@@ -173,17 +234,61 @@ def release_tables(
         # The join keeps the key set's order only loosely; fix it for deterministic outputs.
         frame = q.keys.join(released, on=q.by, how="left", nulls_equal=True, maintain_order="left")
         share = rho_q / max(len(q.measures), 1)
-        noise = [
-            NoiseInfo(
-                column=row["column"],
-                aggregate=row["aggregate"],
-                distribution=row["distribution"],
-                scale=float(row["scale"]),
-                accuracy=float(row["accuracy"]),
-                alpha=alpha,
-                rho=share,
-            )
-            for row in summary.iter_rows(named=True)
-        ]
+        noise = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
         draws.append(TableDraw(name=q.name, frame=frame, noise=noise, rho=rho_q))
     return draws
+
+
+def plan_noise(
+    queries: list[TableQuery],
+    rho: float,
+    contributions: int = 1,
+    max_units: int = 50_000_000,
+    alpha: float = 0.05,
+) -> dict[str, list[NoiseInfo]]:
+    """The noise each table's measures *would* get under ``rho``, without any data.
+
+    The same calibration as ``release_tables`` over an empty frame of the bounded frames'
+    schema: nothing is read, nothing is drawn, nothing is charged (accuracy-first planning).
+    """
+    dp = _dp()
+    total_w = sum(q.weight for q in queries)
+    out: dict[str, list[NoiseInfo]] = {}
+    for q in queries:
+        rho_q = rho * q.weight / total_w
+        schema = _integer_sums(q).collect_schema()
+        empty = pl.LazyFrame(schema=schema)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ctx = dp.Context.compositor(
+                data=empty,
+                privacy_unit=dp.unit_of(contributions=contributions),
+                privacy_loss=dp.loss_of(rho=rho_q),
+                split_evenly_over=1,
+                margins=[dp.polars.Margin(by=[], max_length=max_units)],
+            )
+            meas = _calibrate(dp, ctx, _plan(schema, q), ctx.d_mids[0])
+            summary = dp.summarize_polars_measurement(meas, alpha)
+        share = rho_q / max(len(q.measures), 1)
+        out[q.name] = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
+    return out
+
+
+def rho_for_half_width(
+    rho: float, half_width_now: float, target: float, scale_now: float, alpha: float
+) -> float:
+    """A closed-form estimate of the release ρ at which a measure's half-width is ``target``.
+
+    For a continuous Gaussian ρ ∝ 1/σ², so σ(ρ') = σ·sqrt(ρ/ρ'); the largest σ whose integer
+    half-width is within target is found by bisection and converted to ρ. At small scales
+    OpenDP's discrete-Gaussian ρ departs from 1/σ²: ``products.planning`` starts its own
+    bisection over OpenDP's calibration from this estimate.
+    """
+    if target <= 0:
+        raise ValueError("target half-width must be positive")
+    lo, hi = 1e-9, scale_now * max(1.0, 2 * target / max(half_width_now, 1e-9)) + 1.0
+    for _ in range(200):  # largest σ whose half-width is within target
+        mid = (lo + hi) / 2
+        h, _level = accuracy.discrete_gaussian_half_width(mid, alpha)
+        lo, hi = (mid, hi) if h <= target else (lo, mid)
+    return rho * (scale_now / lo) ** 2

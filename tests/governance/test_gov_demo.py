@@ -52,7 +52,8 @@ def test_stage_records_consents_and_verifies(home: Home) -> None:
     ids = _snapshot(home)
     summary = stage(home, Console(file=io.StringIO()))
     assert summary["agreements"] == ["DA-2025-001", "OA-2025-001"]
-    assert summary["scenarios_authorized"] == summary["scenarios_checked"] == 8
+    # 7 scenarios in each of the two agreements (3 for the reports written only as specs)
+    assert summary["scenarios_authorized"] == summary["scenarios_checked"] == 14
     assert summary["consents_imported"] == int(PERSONS * 0.8)
     assert summary["consents_revoked"] == 20
     assert (home.root / "keys" / "pseudonym.key").exists()

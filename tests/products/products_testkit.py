@@ -49,7 +49,7 @@ PRELOAD = [
     "products_testkit",
     "privacy.dp.ledger",
     "products.engine",
-    "products.stat_report",
+    "products.language.builder",
     "opendp.prelude",
 ]
 

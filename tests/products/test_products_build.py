@@ -18,7 +18,7 @@ from governance.audit import audit_log
 from privacy.dp import ledger
 from products import engine, specs
 from products import release as rel
-from products.stat_report import StatReportBuilder
+from products.language.builder import LanguageReportBuilder
 from shuyu_core.db import reset_engines
 from shuyu_core.errors import BudgetExceeded, PermissionDenied, ValidationError
 from shuyu_core.hashing import sm3_file
@@ -30,7 +30,7 @@ SI = "si_enrolment_report"
 _ORIGINALS = {
     (engine, "save_pending"): engine.save_pending,
     (ledger, "mark"): ledger.mark,
-    (StatReportBuilder, "finish"): StatReportBuilder.finish,
+    (LanguageReportBuilder, "finish"): LanguageReportBuilder.finish,
 }
 
 
@@ -74,7 +74,7 @@ def test_report_outputs_manifest_and_accuracy(data_home: Home) -> None:
     m = out.manifest
     assert not out.reused
     root = rel.release_dir(data_home, m.release_id)
-    assert m.release_id.startswith(f"{SI}-v1.0.0-")
+    assert m.release_id.startswith(f"{SI}-v1.1.0-")
     assert m.kind == "statistical_report" and m.purpose_category == "public_good"
     assert {i.resource for i in m.inputs} == {"SBCBJF", "RKJBXX"}
     assert m.authorization is not None and m.authorization["ok"]
@@ -129,7 +129,7 @@ def test_same_build_twice_is_one_release_and_one_charge(data_home: Home) -> None
     assert _files(data_home, first.release_id) == before
     entries = ledger.all_entries(data_home)
     assert len(entries) == 2 and all(e.draws == 1 for e in entries)
-    assert ledger.show(data_home, "SBCBJF")["budgets"][0]["releases"] == 1
+    assert ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["releases"] == 1
 
 
 def test_new_version_and_new_snapshot_are_new_releases(data_home: Home) -> None:
@@ -137,17 +137,22 @@ def test_new_version_and_new_snapshot_are_new_releases(data_home: Home) -> None:
     a = engine.build(data_home, spec)
     b = engine.build(data_home, with_changes(spec, version="1.0.1"))
     assert b.release_id != a.release_id and not b.reused
-    ingest_frames(data_home, frames(), ["SBCBJF"])  # a new snapshot of one input
+    # Re-ingesting a byte-identical export: a new snapshot id, the same content (SM3), so
+    # the same release — not charged, not drawn again (correction 4).
+    first_snapshot = a.manifest.inputs[0].snapshot_id
+    ingest_frames(data_home, frames(), ["SBCBJF"])
+    again = engine.build(data_home, spec)
+    assert again.reused and again.release_id == a.release_id
+    changed = frames()["SBCBJF"].slice(1)  # a new snapshot with different content
+    ingest_frames(data_home, {"SBCBJF": changed}, ["SBCBJF"])
     c = engine.build(data_home, spec)
     assert c.release_id not in (a.release_id, b.release_id)
-    doc = {x["resource"]: x for x in ledger.show(data_home)["budgets"]}
+    doc = {x["resource"]: x for x in ledger.show(data_home, period="2025")["budgets"]}
     assert doc["SBCBJF"]["releases"] == 3
     assert doc["SBCBJF"]["spent"]["rho"] == pytest.approx(1.5)
     # Pinning the old snapshot finds the first release again.
     pinned = engine.build(
-        data_home,
-        spec,
-        engine.BuildOptions(snapshot_ids={"SBCBJF": a.manifest.inputs[0].snapshot_id}),
+        data_home, spec, engine.BuildOptions(snapshot_ids={"SBCBJF": first_snapshot})
     )
     assert pinned.reused and pinned.release_id == a.release_id
 
@@ -166,7 +171,7 @@ def test_crash_after_drawing_reuses_the_kept_draw(
     def crash(*_args: object, **_kw: object) -> None:
         raise RuntimeError("simulated crash after the draw")
 
-    monkeypatch.setattr(StatReportBuilder, "finish", crash)
+    monkeypatch.setattr(LanguageReportBuilder, "finish", crash)
     with pytest.raises(RuntimeError):
         engine.build(data_home, SI)
     [entry, _] = ledger.all_entries(data_home)
@@ -175,7 +180,9 @@ def test_crash_after_drawing_reuses_the_kept_draw(
     assert entry.state == "drawn" and entry.draws == 1
     assert not rel.exists(data_home, entry.release_id)
 
-    monkeypatch.setattr(StatReportBuilder, "finish", _ORIGINALS[(StatReportBuilder, "finish")])
+    monkeypatch.setattr(
+        LanguageReportBuilder, "finish", _ORIGINALS[(LanguageReportBuilder, "finish")]
+    )
     out = engine.build(data_home, SI)
     assert out.release_id == entry.release_id
     released = pl.read_parquet(
@@ -214,7 +221,7 @@ def test_budget_exhaustion_refuses_before_any_noise(
     budgets_file({"SBCBJF": 0.8, "RKJBXX": 2.0})
     spec = specs.get(SI)
     engine.build(data_home, spec)
-    v2 = with_changes(spec, version="1.1.0")
+    v2 = with_changes(spec, version="1.1.9")
     with pytest.raises(BudgetExceeded, match=r"remaining ρ=0\.3"):
         engine.build(data_home, v2)
     assert len(rel.list_releases(data_home, SI)) == 1
@@ -229,7 +236,7 @@ def test_undeclared_field_cannot_be_read(data_home: Home) -> None:
     data["version"] = "9.0.0"
     data["inputs"][1]["fields"] = ["公民身份号码", "出生日期", "户籍区划代码"]  # no 性别
     narrowed = specs.parse(data, "test")
-    with pytest.raises(ValidationError, match="does not declare"):
+    with pytest.raises(ValidationError, match="not declared under inputs"):
         engine.build(data_home, narrowed)
 
 
@@ -265,7 +272,7 @@ def test_eight_concurrent_builds_never_overspend(
     for t in threads:
         t.join()
     assert sorted(results.values()) == ["ok"] * 3 + ["refused"] * 5
-    spent = ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"]
+    spent = ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["spent"]["rho"]
     assert spent == pytest.approx(1.5) and spent <= 1.6
     built = {m.version for m in rel.list_releases(data_home, SI)}
     assert built == {v for v, r in results.items() if r == "ok"}
@@ -319,7 +326,7 @@ def test_eight_concurrent_builds_in_processes_never_overspend(
     assert [p.exitcode for p in procs] == [0] * 8
     ok = {v for v, r in results.items() if r != "refused"}
     assert len(ok) == 3  # 3 × 0.5 fits in 1.6, a fourth does not
-    spent = ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"]
+    spent = ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["spent"]["rho"]
     assert spent == pytest.approx(1.5) and spent <= 1.6
     assert {m.version for m in rel.list_releases(data_home, SI)} == ok
     assert {e.release_id for e in ledger.all_entries(data_home)} == {
@@ -348,10 +355,12 @@ def test_lost_pending_draw_is_not_redrawn(data_home: Home, monkeypatch: pytest.M
     def crash(*_args: object, **_kw: object) -> None:
         raise RuntimeError("simulated crash after the draw was kept")
 
-    monkeypatch.setattr(StatReportBuilder, "finish", crash)
+    monkeypatch.setattr(LanguageReportBuilder, "finish", crash)
     with pytest.raises(RuntimeError):
         engine.build(data_home, SI)
-    monkeypatch.setattr(StatReportBuilder, "finish", _ORIGINALS[(StatReportBuilder, "finish")])
+    monkeypatch.setattr(
+        LanguageReportBuilder, "finish", _ORIGINALS[(LanguageReportBuilder, "finish")]
+    )
     [entry, _] = ledger.all_entries(data_home)
     shutil.rmtree(engine.pending_dir(data_home, entry.release_id))
     with pytest.raises(BudgetExceeded, match="drawing again would spend"):
@@ -399,6 +408,7 @@ def test_withheld_values_do_not_leak_through_reasons_or_intervals(data_home: Hom
         "base_sum: relative error above target 0.06",
         "avg_base: relative error above target 0.06",
         "avg_base: undefined (denominator below 1)",
+        "avg_base: an input it depends on is withheld",  # its base_sum is withheld
     }
     assert reasons <= allowed
     assert {"noisy count below 40", "relative error above target 0.06"} <= reasons

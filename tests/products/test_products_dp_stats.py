@@ -16,7 +16,8 @@ from scipy import stats
 
 from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec
-from products import engine, specs, stat_report, vitality_index
+from products import engine, specs, vitality_index
+from products.language import builder as language
 from products.tables import finish_table
 from shuyu_core import snapshots
 from shuyu_core.home import Home
@@ -63,8 +64,8 @@ def test_report_noise_matches_declared_scale_and_cis_cover(data_home: Home) -> N
     spec = specs.get("si_enrolment_report")
     assert spec.budget is not None
     ctx = _ctx(data_home, spec, "stats-si")
-    frame = stat_report.bounded_frame(ctx)
-    truths = {t.name: _truth(spec, frame, t.name) for t in spec.tables}
+    bounded = language.bounded_frames(ctx)
+    truths = {t.name: _truth(spec, bounded[t.name], t.name) for t in spec.tables}
 
     errors: dict[str, list[np.ndarray]] = {}
     scales: dict[str, float] = {}
@@ -72,7 +73,7 @@ def test_report_noise_matches_declared_scale_and_cis_cover(data_home: Home) -> N
     n_cells: dict[str, int] = {}
     avg_miss, avg_n = 0, 0
     for r in range(REPS):
-        draw = stat_report.dp_tables(ctx, frame)
+        draw = language.measure(ctx, bounded)
         for t in spec.tables:
             noisy = draw.tables[t.name]
             noise = {n["column"]: n for n in draw.meta["noise"][t.name]}

@@ -69,9 +69,9 @@ def test_per_unit_year_ceiling_counts_every_release_once(
     engine.build(data_home, with_changes(base, version="2.0.0", budget={"rho": 1.0}))
     engine.build(data_home, with_changes(base, version="2.0.1", budget={"rho": 0.9}))
     # Two resources were charged per release: counted once per release, 1.9 spent.
-    spent = floors.unit_year_spent(
-        data_home, {"公民身份号码"}, ledger.all_entries(data_home)[0].charged_at.year
-    )
+    entry = ledger.all_entries(data_home)[0]
+    assert entry.period == "2025"  # the data's reference period pays, not the build's year
+    spent = floors.unit_year_spent(data_home, {"公民身份号码"}, 2025)
     assert spent["公民身份号码"] == pytest.approx(1.9)
     third = with_changes(base, version="2.0.2", budget={"rho": 0.2})
     _refused(data_home, third, "ρ per 公民身份号码")

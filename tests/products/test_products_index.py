@@ -22,7 +22,8 @@ def test_index_release(home: Home) -> None:
     idx = pl.read_parquet(root / "data/vitality_index.parquet")
     assert idx.height == 6 * 8
     shown = idx.filter(~pl.col("suppressed"))
-    assert shown.height > 24
+    # Since a score is withheld with any withheld cell it depends on (the active stock uses
+    # every earlier quarter), few or no scores show at this small population.
     assert (
         shown.select(
             (pl.col("score").is_between(0, 100))
@@ -39,6 +40,7 @@ def test_index_release(home: Home) -> None:
     assert set(hidden["suppression_reason"]) <= {
         "noisy active stock below 20",
         "band half-width above 25",
+        "an input cell it depends on is withheld",
     }
     assert set(m.derived_from["vitality_index"]) == {x.output for x in m.mechanisms}
     # The components follow from the released noisy tables (post-processing only).

@@ -161,15 +161,15 @@ def test_rho_set_to_zero_cannot_buy_an_overspend(
     engine.build(data_home, spec)
     _sql(data_home, "UPDATE dp_ledger SET rho = 0")
     with pytest.raises(LedgerTampered) as info:
-        engine.build(data_home, with_changes(spec, version="1.1.0"))
+        engine.build(data_home, with_changes(spec, version="1.1.9"))
     assert info.value.exit_code == 8
     assert "rho 0.5→0.0" in info.value.message
     assert len(ledger.all_entries(data_home)) == 2  # the second build charged nothing
     brk = _entries(data_home, integrity.BREAK)[-1]
-    assert brk["object"].startswith("si_enrolment_report-v1.1.0-")  # the refusal, audited
+    assert brk["object"].startswith("si_enrolment_report-v1.1.9-")  # the refusal, audited
     _resolve(data_home)
     with pytest.raises(BudgetExceeded):
-        engine.build(data_home, with_changes(spec, version="1.1.0"))
+        engine.build(data_home, with_changes(spec, version="1.1.9"))
 
 
 def test_a_state_change_never_launders_an_edited_row(

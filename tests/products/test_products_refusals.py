@@ -15,11 +15,11 @@ from governance import audit
 from privacy.dp import ledger
 from privacy.dp import ledger_integrity as integrity
 from products import engine, specs
-from products.stat_report import StatReportBuilder
+from products.language.builder import LanguageReportBuilder
 from shuyu_core.errors import BudgetExceeded, PermissionDenied, ValidationError
 from shuyu_core.home import Home
 
-_FINISH = StatReportBuilder.finish
+_FINISH = LanguageReportBuilder.finish
 
 SI = "si_enrolment_report"
 
@@ -77,8 +77,19 @@ def test_unknown_dimension_is_refused_before_the_charge(data_home: Home) -> None
         tables[0]["by"] = [*tables[0]["by"], "education"]
         return tables
 
-    with pytest.raises(ValidationError, match="knows dimensions") as info:
-        engine.build(data_home, _spec(dimensions=add_dimension, tables=group_by_it))
+    # A dimension without a derivation is refused when the spec is read.
+    with pytest.raises(ValidationError, match="cover exactly the declared dimensions"):
+        _spec(dimensions=add_dimension, tables=group_by_it)
+
+    def derive_badly(query: dict[str, Any]) -> dict[str, Any]:
+        # 学历 from a field and a word that cannot give its keys: refused at plan time.
+        word = {"dimension": "education", "field": "RKJBXX.性别", "as": "age_band"}
+        return {**query, "derive": [*query["derive"], word]}
+
+    with pytest.raises(ValidationError, match="needs bands as its key set") as info:
+        engine.build(
+            data_home, _spec(dimensions=add_dimension, tables=group_by_it, query=derive_badly)
+        )
     assert info.value.audited
     assert _last(data_home, "product.build")["outcome"] == "error"
     _no_charge_left(data_home)
@@ -89,7 +100,7 @@ def test_undeclared_column_is_refused_before_the_charge(data_home: Home) -> None
         inputs[1]["fields"] = ["公民身份号码", "出生日期", "户籍区划代码"]  # no 性别
         return inputs
 
-    with pytest.raises(ValidationError, match="does not declare"):
+    with pytest.raises(ValidationError, match="not declared under inputs"):
         engine.build(data_home, _spec(inputs=narrow))
     _no_charge_left(data_home)
 
@@ -147,7 +158,9 @@ def test_failure_between_charge_and_draw_voids_the_charge(
     after = ledger.entries_for_release(data_home, out.release_id)
     assert [(e.state, e.draws) for e in after] == [("stored", 1), ("stored", 1)]
     rho = specs.get(SI).budget.zcdp_rho  # type: ignore[union-attr]
-    assert ledger.show(data_home, "SBCBJF")["budgets"][0]["spent"]["rho"] == pytest.approx(rho)
+    assert ledger.show(data_home, "SBCBJF", period="2025")["budgets"][0]["spent"][
+        "rho"
+    ] == pytest.approx(rho)
     assert integrity.verify(data_home).ok
 
 
@@ -157,7 +170,7 @@ def test_refusal_inside_the_builder_draw_voids_the_charge(
     def refuse(_self: object, _ctx: object) -> None:
         raise ValidationError("the builder refused late")
 
-    monkeypatch.setattr(StatReportBuilder, "draw", refuse)
+    monkeypatch.setattr(LanguageReportBuilder, "draw", refuse)
     with pytest.raises(ValidationError, match="refused late"):
         engine.build(data_home, SI)
     assert {e.state for e in ledger.all_entries(data_home)} == {"void"}
@@ -169,7 +182,7 @@ def test_failure_after_the_draw_does_not_void(
     def crash(*_args: object, **_kw: object) -> None:
         raise RuntimeError("injected failure after the draw")
 
-    monkeypatch.setattr(StatReportBuilder, "finish", crash)
+    monkeypatch.setattr(LanguageReportBuilder, "finish", crash)
     with pytest.raises(RuntimeError):
         engine.build(data_home, SI)
     entries = ledger.all_entries(data_home)
@@ -177,7 +190,7 @@ def test_failure_after_the_draw_does_not_void(
     assert not [e for e in audit.entries(data_home) if e["action"] == "budget.void"]
     # Losing the kept draw now is refused without voiding and without a second draw.
     shutil.rmtree(engine.pending_dir(data_home, entries[0].release_id))
-    monkeypatch.setattr(StatReportBuilder, "finish", _FINISH)
+    monkeypatch.setattr(LanguageReportBuilder, "finish", _FINISH)
     with pytest.raises(BudgetExceeded, match="already drew"):
         engine.build(data_home, SI)
     assert [(e.state, e.draws) for e in ledger.all_entries(data_home)] == [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
@@ -15,8 +14,9 @@ from products_testkit import AS_OF
 
 from catalogs.catalog import Catalog
 from pipelines.ingest import ingest_path
-from privacy.dp import mechanisms
-from products import engine, specs, stat_report
+from products import engine, specs
+from products.language.builder import bounded_frames, measure
+from products.language.compile import UNIT_COL
 from quality.engine import check_snapshot
 from scaleout import driver
 from scaleout.backends import DaskBackend, LocalBackend, open_backend
@@ -109,43 +109,19 @@ def _ctx(home: Home, name: str) -> engine.BuildContext:
     return engine.BuildContext(home, spec, Catalog.load(), inputs, name, engine.BuildOptions(), [])
 
 
-def _pre_noise(ctx: engine.BuildContext, frame: pl.LazyFrame) -> dict[str, pl.DataFrame]:
-    """What the mechanism measures, per table: the integer sums OpenDP adds noise to."""
-    out = {}
-    for t in ctx.spec.tables:
-        q = mechanisms.TableQuery(
-            name=t.name,
-            frame=frame,
-            by=list(t.by),
-            keys=specs.key_frame(ctx.spec, list(t.by)),
-            measures=[
-                mechanisms.Measure(m.name, m.aggregate, m.field, m.bounds) for m in t.measures
-            ],
-            weight=t.weight,
-        )
-        data = mechanisms._integer_sums(q).collect()
-        aggs: list[Any] = [pl.len().alias("n")]
-        # The summed fields, as OpenDP receives them (whole units, so order-independent).
-        summed = sorted({m.field for m in t.measures if m.aggregate == "sum" and m.field})
-        assert all(data.schema[c] == pl.Int64 for c in summed)
-        aggs += [pl.col(c).sum().alias(f"sum_{c}") for c in summed]
-        out[t.name] = data.group_by(t.by).agg(aggs).sort(t.by)
-    return out
+def _collected(frames: dict[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
+    return {name: _sorted(lf.collect()) for name, lf in frames.items()}
 
 
 def test_bounded_aggregates_identical_before_noise(parted: Home, dask_backend: DaskBackend) -> None:
-    ctx = _ctx(parted, "scale-local")
-    local = stat_report.bounded_frame(ctx).collect()
-    dctx = _ctx(parted, "scale-dask")
-    dist_lf = driver.bounded_frame(dctx, dask_backend, stat_report.bounded_plan, stat_report.UNIT)
-    dist = dist_lf.collect()
-    assert stat_report.UNIT not in dist.columns
-    assert dist.height == local.height > 100
-    assert _sorted(dist).equals(_sorted(local))
-    a, b = _pre_noise(ctx, local.lazy()), _pre_noise(dctx, dist.lazy())
-    assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].equals(b[name]), name
+    """Every table's per-unit bounded cells, what OpenDP measures, are the same rows."""
+    local = _collected(bounded_frames(_ctx(parted, "scale-local")))
+    dist = _collected(driver.report_bounded_frames(_ctx(parted, "scale-dask"), dask_backend))
+    assert local.keys() == dist.keys() and local
+    for name, frame in local.items():
+        assert UNIT_COL not in dist[name].columns
+        assert dist[name].height == frame.height > 0, name
+        assert dist[name].equals(frame), name
 
 
 def test_release_mechanism_identical(parted: Home, dask_backend: DaskBackend) -> None:
@@ -153,8 +129,8 @@ def test_release_mechanism_identical(parted: Home, dask_backend: DaskBackend) ->
     comparison is of everything the draw depends on: the same bounded input (above), and the
     same mechanism, noise scales, ρ split and accuracy in the draw's metadata."""
     ctx = _ctx(parted, "scale-rel-local")
-    local = stat_report.dp_tables(ctx, stat_report.bounded_frame(ctx))
-    dist = driver.stat_report_draw(_ctx(parted, "scale-rel-dask"), dask_backend)
+    local = measure(ctx, bounded_frames(ctx))
+    dist = driver.report_draw(_ctx(parted, "scale-rel-dask"), dask_backend)
     assert dist.meta == local.meta
     for name, table in local.tables.items():
         other = dist.tables[name]
@@ -173,9 +149,7 @@ def test_inputs_not_co_partitioned_are_refused(
         data[code].write_parquet(src)
         ingest_path(home, code, src, partitions=n)
     with pytest.raises(ValidationError, match="not co-partitioned"):
-        driver.bounded_frame(
-            _ctx(home, "mixed"), dask_backend, stat_report.bounded_plan, stat_report.UNIT
-        )
+        driver.report_bounded_frames(_ctx(home, "mixed"), dask_backend)
 
 
 def test_worker_killed_mid_task_corrupts_nothing(
@@ -184,21 +158,22 @@ def test_worker_killed_mid_task_corrupts_nothing(
     once = tmp_path / "fault-fired"
     env = {"SHUYU_FAULT": "scaleout.part_staged", "SHUYU_FAULT_ONCE": str(once)}
     ctx = _ctx(parted, "scale-kill")
-    local = stat_report.bounded_frame(_ctx(parted, "scale-kill-ref")).collect()
+    local = _collected(bounded_frames(_ctx(parted, "scale-kill-ref")))
     manifests = {c: snapshots.latest(parted, c) for c in CODES}
     with (
         dask_cluster(tmp_path_factory.mktemp("dask-kill-logs"), env=env) as address,
         open_backend(address) as backend,
     ):
-        frame = driver.bounded_frame(ctx, backend, stat_report.bounded_plan, stat_report.UNIT)
-        dist = frame.collect()
+        dist = _collected(driver.report_bounded_frames(ctx, backend))
         out = tmp_path / "desens"
         files = driver.desensitize(parted, "RKJBXX", backend, out)
     assert once.exists(), "no worker was killed"
-    assert _sorted(dist).equals(_sorted(local))
-    parts_dir = ctx.workdir / "bounded-parts"
-    finals = sorted(p.name for p in parts_dir.glob("bounded-*.parquet"))
-    assert finals == [f"bounded-{i:05d}.parquet" for i in range(PARTS)]
+    assert dist.keys() == local.keys()
+    for name, frame in local.items():
+        assert dist[name].equals(frame), name
+        parts_dir = ctx.workdir / f"bounded-parts-{name}"
+        finals = sorted(p.name for p in parts_dir.glob("bounded-*.parquet"))
+        assert finals == [f"bounded-{i:05d}.parquet" for i in range(PARTS)]
     assert pl.read_parquet(files).height == manifests["RKJBXX"].rows
     # The snapshots are untouched: each still verifies against its manifest and record.
     for code, m in manifests.items():

@@ -1,0 +1,1 @@
+"""The product language compiler (spec ``query`` → polars plans → OpenDP measurement)."""

@@ -64,15 +64,18 @@ def _distinct_hits(values: pl.Series) -> pl.DataFrame:
 def _validated(
     frame: pl.DataFrame, candidates: pl.Expr, types: tuple[PiiType, ...]
 ) -> pl.DataFrame:
-    tokens = frame.select("v", candidates.alias("t")).explode("t").drop_nulls("t").unique()
+    # Tokens carry the value's row index, not the value: a long value (an HTML line holding
+    # an SVG path) with thousands of tokens would otherwise be copied once per token.
+    indexed = frame.with_row_index("i")
+    tokens = indexed.select("i", candidates.alias("t")).explode("t").drop_nulls("t").unique()
     entity = pl.coalesce(
         [
             pl.when(E.FULL_MATCH[e](pl.col("t")).fill_null(False)).then(pl.lit(e.value))
             for e in types
         ]
     )
-    found = tokens.select("v", entity.alias("entity"))
-    return found.drop_nulls("entity").unique()
+    found = tokens.select("i", entity.alias("entity")).drop_nulls("entity").unique()
+    return found.join(indexed, on="i").select("v", "entity")
 
 
 def identifier_hits(s: pl.Series) -> pl.DataFrame:

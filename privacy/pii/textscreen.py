@@ -140,6 +140,9 @@ def redact_valid_identifiers(expr: pl.Expr) -> pl.Expr:
     )
 
 
+HAN_WINDOW = 64
+
+
 def han_ngrams(s: pl.Series) -> pl.DataFrame:
     """Distinct (cell index ``r``, ``g``) for every 2–4 character substring of a Han run."""
     runs = (
@@ -150,6 +153,17 @@ def han_ngrams(s: pl.Series) -> pl.DataFrame:
         .explode("run")
         .drop_nulls("run")
         .with_columns(pl.col("run").str.len_chars().alias("n"))
+        # Long runs are cut into overlapping windows first: exploding every offset of a run
+        # copies the run once per offset (quadratic memory: a 100 000-character run would
+        # take 10 GB). A window of W characters starting every W - 3 characters still holds
+        # each 2–4 character substring whole, and `unique()` drops the overlap's repeats.
+        .with_columns(pl.int_ranges(0, pl.col("n"), HAN_WINDOW - 3).alias("w"))
+        .explode("w")
+        .select(
+            "r",
+            pl.col("run").str.slice(pl.col("w"), HAN_WINDOW).alias("run"),
+            (pl.col("n") - pl.col("w")).clip(upper_bound=HAN_WINDOW).alias("n"),
+        )
     )
     parts: list[pl.DataFrame] = []
     for length in NAME_LENGTHS:

@@ -74,3 +74,23 @@ def test_han_ngrams_cover_names_inside_sentences() -> None:
     grams = han_ngrams(pl.Series(["陪同家属王小明签字", "ok"]))
     assert {"王小明", "小明", "王小"} <= set(grams["g"].to_list())
     assert set(grams["r"].to_list()) == {0}
+
+
+def test_han_ngrams_of_long_runs_match_every_substring_across_window_edges() -> None:
+    """Long Han runs are cut into overlapping windows; no 2–4 gram may be lost at an edge."""
+    import random
+    import re
+
+    from privacy.pii.textscreen import HAN_WINDOW
+
+    rng = random.Random(7)
+    alphabet = [chr(0x4E00 + i) for i in range(3000)]
+    lengths = [2, 3, HAN_WINDOW - 4, HAN_WINDOW - 1, HAN_WINDOW, HAN_WINDOW + 1, 3 * HAN_WINDOW + 5]
+    values = ["x" + "".join(rng.choice(alphabet) for _ in range(n)) + "1李四" for n in lengths]
+    expected = set()
+    for r, value in enumerate(values):
+        for run in re.findall("[\u4e00-\u9fff]{2,}", value):
+            for size in (2, 3, 4):
+                expected |= {(r, run[o : o + size]) for o in range(len(run) - size + 1)}
+    got = {tuple(row) for row in han_ngrams(pl.Series(values)).rows()}
+    assert got == expected

@@ -187,15 +187,20 @@ def _base(ctx: BuildContext) -> pl.LazyFrame:
     return lf.filter(*conds) if conds else lf
 
 
-def _joined(ctx: BuildContext, code: str, field: str) -> pl.LazyFrame:
-    """The joined resource reduced to one row per join key (duplicates reduced to one)."""
+def _joined(ctx: BuildContext, code: str, field: str, filtered: bool = True) -> pl.LazyFrame:
+    """The joined resource reduced to one row per join key (duplicates reduced to one).
+
+    ``filtered=False`` skips the spec's filters on it: the match rate measures whether the
+    base's keys are found at all, and a filter on the joined resource (e.g. 性别 eq 女) is a
+    selection, not a failed match.
+    """
     q = query_of(ctx.spec)
     lf = _scan(ctx, code)
     schema = lf.collect_schema()
     conds = [
         _filter(f, pl.col(col_name(q, f.field)), schema[col_name(q, f.field)])
         for f in q.filters
-        if qualify(q, f.field)[0] == code
+        if filtered and qualify(q, f.field)[0] == code
     ]
     lf = lf.filter(*conds) if conds else lf
     key = f"{code}.{field}"
@@ -203,7 +208,8 @@ def _joined(ctx: BuildContext, code: str, field: str) -> pl.LazyFrame:
 
 
 def match_rates(ctx: BuildContext) -> dict[str, float]:
-    """Share of base rows (after filters and period) whose join key finds a row, per join.
+    """Share of base rows (after the base's filters and period) whose join key finds a row of
+    the joined resource (before its own filters), per join.
 
     Reads the join keys only; a base without rows has nothing to lose (rate 1).
     """
@@ -213,7 +219,7 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
     out: dict[str, float] = {}
     for j in q.joins:
         field = j.field or j.key
-        keys = _joined(ctx, j.resource, field).select(pl.col(f"{j.resource}.{field}"))
+        keys = _joined(ctx, j.resource, field, filtered=False).select(pl.col(f"{j.resource}.{field}"))
         found = (
             base.select(pl.col(f"{q.base}.{j.key}"))
             .join(keys, left_on=f"{q.base}.{j.key}", right_on=f"{j.resource}.{field}", how="semi")
@@ -272,7 +278,8 @@ def rows(ctx: BuildContext) -> pl.LazyFrame:
         ).alias(d.dimension)
         for d in q.derive
     ]
-    values = [pl.col(col_name(q, v.field)) for v in q.values if v.field]
+    # Two values may read one field (its sum and its max): select each column once.
+    values = [pl.col(c) for c in dict.fromkeys(col_name(q, v.field) for v in q.values if v.field)]
     return lf.select(pl.col(unit).alias(UNIT_COL), *keys, *values)
 
 

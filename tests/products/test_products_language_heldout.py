@@ -528,3 +528,208 @@ def test_held_out_spec_builds(ho: tuple[Home, Path], make: Any) -> None:
     assert {e.resource for e in entries} == {i.resource for i in specs.get(product).inputs}
     period = str(specs.get(product).reference_period[1].year)  # type: ignore[index]
     assert {e.period for e in entries} == {period}
+
+
+# --- what the compiled plans compute, against plain polars on the same frames -----------------
+
+
+def _ctx(home: Home, product: str) -> engine.BuildContext:
+    from catalogs.catalog import Catalog
+    from shuyu_core import snapshots
+
+    sp = specs.get(product)
+    inputs = {i.resource: snapshots.get(home, i.resource, None) for i in sp.inputs}
+    return engine.BuildContext(home, sp, Catalog.load(), inputs, "t", engine.BuildOptions(), [])
+
+
+def _cells(home: Home, product: str, table: str) -> pl.DataFrame:
+    """Per cell of ``table``: distinct units of the compiled, bounded plan (with the unit)."""
+    from products.language import compile as qc
+
+    ctx = _ctx(home, product)
+    t = next(t for t in ctx.spec.tables if t.name == table)
+    fast = qc.unit_first(ctx, t)
+    lf = fast if fast is not None else qc.bounded(ctx.spec, qc.rows(ctx), t)
+    return lf.collect()
+
+
+def _counts(cells: pl.DataFrame, by: list[str]) -> dict[tuple[str, ...], int]:
+    got = cells.group_by(by).agg(pl.col("__unit").n_unique().alias("n"))
+    return {tuple(r[:-1]): r[-1] for r in got.iter_rows()}
+
+
+def test_persons_born_after_the_period_end_are_excluded(ho: tuple[Home, Path]) -> None:
+    home, spec_dir = ho
+    product = write(spec_dir, ho_ages_at_mid_year())
+    end = pl.date(2025, 6, 30)
+    people = frames()["RKJBXX"]
+    assert people.filter(pl.col("出生日期") > end).height > 0  # the case exists
+    born = pl.col("出生日期")
+    age = (
+        2025
+        - born.dt.year().cast(pl.Int32)
+        - ((born.dt.month().cast(pl.Int32) * 100 + born.dt.day().cast(pl.Int32)) > 630).cast(
+            pl.Int32
+        )
+    )
+    truth = (
+        people.filter(born <= end)
+        .with_columns(
+            band=pl.when(age == 0).then(pl.lit("0")).when(age <= 17).then(pl.lit("1-17"))
+            .otherwise(pl.lit("18+"))
+        )
+        .group_by("band")
+        .len()
+    )
+    want = {(b,): n for b, n in truth.iter_rows()}
+    assert _counts(_cells(home, product, "by_age"), ["age_band"]) == want
+
+
+def test_numeric_bands_hold_every_amount_between_whole_numbers(ho: tuple[Home, Path]) -> None:
+    """99.5 belongs to 0-99: a band covers [lower, upper + 1). Counted in settlement rows."""
+    home, spec_dir = ho
+    product = write(spec_dir, ho_costs_in_bands())
+    visits = frames()["YBJS"].filter(pl.col("就诊日期").dt.year() == 2025)
+    gaps = pl.lit(False)
+    for upper in (99, 499, 1999):
+        gaps = gaps | pl.col("医疗总费用").is_between(upper, upper + 1, closed="none")
+    assert visits.filter(gaps).height > 0  # amounts between two whole-number bands exist
+    cells = _cells(home, product, "by_band")
+    # Per (unit, band): rows, bounded to 20; summed per band it is the settlements in it.
+    got = cells.group_by("cost_band").agg(pl.col("settlements").sum())
+    cost = pl.col("医疗总费用")
+    truth = visits.with_columns(
+        band=pl.when(cost < 100).then(pl.lit("0-99")).when(cost < 500).then(pl.lit("100-499"))
+        .when(cost < 2000).then(pl.lit("500-1999")).otherwise(pl.lit("2000+"))
+    ).group_by("公民身份号码", "band").len().with_columns(pl.col("len").clip(0, 20))
+    want = dict(truth.group_by("band").agg(pl.col("len").sum()).iter_rows())
+    assert dict(got.iter_rows()) == pytest.approx(want)
+    assert sum(want.values()) == pytest.approx(
+        visits.group_by("公民身份号码").len()["len"].clip(0, 80).sum(), rel=0.05
+    )
+
+
+def test_a_filter_on_the_joined_resource_selects_rows(ho: tuple[Home, Path]) -> None:
+    """Women only; the join's match rate is about the keys, not the filter (100 %)."""
+    from products.language import compile as qc
+
+    home, spec_dir = ho
+    product = write(spec_dir, ho_women_contributors())
+    assert qc.match_rates(_ctx(home, product)) == {"RKJBXX": 1.0}
+    f = frames()
+    women = f["RKJBXX"].filter(pl.col("性别") == "女").select("公民身份号码", "户籍区划代码")
+    rows = (
+        f["SBCBJF"]
+        .filter(pl.col("参保状态") == "正常参保", pl.col("缴费月份").str.slice(0, 4) == "2025")
+        .join(women, on="公民身份号码")
+        .with_columns(
+            quarter=pl.col("缴费月份").str.slice(0, 4)
+            + "Q"
+            + ((pl.col("缴费月份").str.slice(4, 2).cast(pl.Int32) - 1) // 3 + 1).cast(pl.String)
+        )
+        .unique(["公民身份号码", "户籍区划代码", "quarter"])
+    )
+    want = {
+        (d, q): n
+        for d, q, n in rows.group_by("户籍区划代码", "quarter").len().iter_rows()
+    }
+    cells = _cells(home, product, "by_district_quarter")
+    assert cells.group_by("__unit").len()["len"].max() <= 4  # contributions: 4 cells
+    assert _counts(cells, ["district", "quarter"]) == want  # ≤ 4 quarters: nothing capped
+
+
+def test_cells_per_unit_and_rows_per_unit_are_capped(ho: tuple[Home, Path]) -> None:
+    home, spec_dir = ho
+    product = write(spec_dir, ho_fund_share_by_quarter_district())
+    cells = _cells(home, product, "by_district_quarter")
+    per_unit = cells.group_by("__unit").len()["len"]
+    assert per_unit.max() == 2  # contributions: 2 (persons with visits in 3+ quarters exist)
+    assert cells["cost"].max() <= 6000 and cells["cost"].min() >= 0
+
+
+def test_weights_split_the_release_rho_and_epsilon_converts(ho: tuple[Home, Path]) -> None:
+    from catalogs.product_models import rho_from_epsilon
+
+    home, spec_dir = ho
+    m, _ = _built(home, write(spec_dir, ho_three_weights()))
+    assert m.budget is not None
+    shares = {mech.output: mech.rho for mech in m.mechanisms}
+    assert shares == pytest.approx({"t1": 0.01, "t2": 0.02, "t5": 0.05})
+    sigma = {mech.output: mech.measures[0].scale for mech in m.mechanisms}
+    # ρ ∝ 1/σ² for one count per table (sensitivity 1): σ(t1)/σ(t5) = sqrt(5).
+    assert sigma["t1"] / sigma["t5"] == pytest.approx(5**0.5, rel=0.02)
+    m2, _ = _built(home, write(spec_dir, ho_women_contributors()))
+    assert m2.budget is not None
+    assert m2.budget.rho == pytest.approx(rho_from_epsilon(1.0, 1e-7))
+
+
+def test_released_counts_sit_within_their_noise_of_the_truth(ho: tuple[Home, Path]) -> None:
+    """Province/prefecture of the registry: 210000/210800 hold every adult, the other keys
+    none; |noise| ≤ 6σ + 1 (P(failure) < 1e-8 per cell)."""
+    home, spec_dir = ho
+    m, tables = _built(home, write(spec_dir, ho_residents_by_region()))
+    adults = frames()["RKJBXX"].filter(pl.col("出生日期") <= pl.date(2007, 12, 31))
+    sigma = {
+        (mech.output, x.column): x.scale for mech in m.mechanisms for x in mech.measures
+    }
+    df = tables["by_province_sex"]
+    for prov, sex, n in df.select("province", "sex", "persons").iter_rows():
+        if n is None:
+            continue
+        want = adults.filter(pl.col("性别") == sex).height if prov == "210000" else 0
+        assert abs(n - want) <= 6 * sigma[("by_province_sex", "persons")] + 1
+    pref = tables["by_prefecture"]
+    got = dict(pref.select("prefecture", "persons").iter_rows())
+    assert got["210800"] is not None
+    assert abs(got["210800"] - adults.height) <= 6 * sigma[("by_prefecture", "persons")] + 1
+
+
+# --- shuyu products plan and shuyu build --yes ---------------------------------------------------
+
+
+def test_plan_then_build_from_the_command_line(
+    ho: tuple[Home, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from products import planning
+
+    home, spec_dir = ho
+    product = write(spec_dir, ho_visits_by_age_quarter())
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "products", "plan", product, "--target", "patients=6",
+                   "--format", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {(r["table"], r["measure"]): r for r in doc["measures"]}
+    assert set(rows) == {
+        ("by_age_quarter", "patients"), ("by_age_quarter", "visits"),
+        ("by_age_quarter", "cost"), ("by_age", "patients"),
+    }
+    assert rows[("by_age_quarter", "patients")]["cells"] == 16
+    before = {b["resource"]: b["remaining_rho"] for b in doc["budget"]}
+    assert before == {"YBJS": 1.0, "RKJBXX": 2.0}
+    # The ρ the plan names for ±6 reaches ±6, and 2 % less does not.
+    need = rows[("by_age_quarter", "patients")]["rho_needed"]
+    sp = specs.get(product)
+    for rho, ok in ((need, True), (need * 0.98, False)):
+        again = sp.model_copy(update={"budget": sp.budget.model_copy(update={"rho": rho})})
+        hw = next(
+            r.half_width for r in planning.plan(again)
+            if (r.table, r.measure) == ("by_age_quarter", "patients")
+        )
+        assert (hw <= 6) is ok, (rho, hw)
+
+    assert run_cli(monkeypatch, "build", product, "--yes") == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any("将扣减 will charge ρ=0.05" in line for line in out)
+    release_id = out[-1]
+    m = rel.load(home, release_id)
+    # What the plan promised is what the release states, per measure.
+    for mech in m.mechanisms:
+        for x in mech.measures:
+            assert x.ci_half_width == pytest.approx(rows[(mech.output, x.column)]["half_width"])
+    assert run_cli(monkeypatch, "products", "plan", product, "--format", "json") == 0
+    after = {b["resource"]: b["remaining_rho"] for b in json.loads(capsys.readouterr().out)["budget"]}
+    assert after == pytest.approx({"YBJS": 0.95, "RKJBXX": 1.95})
+    # Built again: the stored release, no second charge.
+    assert run_cli(monkeypatch, "build", product, "--yes", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reused"] is True
+    assert len(ledger.all_entries(home)) == 2

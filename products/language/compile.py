@@ -12,13 +12,16 @@ clipped. Columns are named ``CODE.field`` inside the plan so joined fields never
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from catalogs.catalog import Catalog
+from catalogs.models import FieldSpec
 from catalogs.product_language import FilterSpec, QuerySpec, ValueSpec
 from catalogs.product_models import ProductSpec, TableSpec
+from catalogs.vocabulary import PiiType
 from products import specs
 from products.language import vocabulary
 from shuyu_core.errors import NotFoundError, ValidationError
@@ -109,7 +112,158 @@ def check(spec: ProductSpec, catalog: Catalog) -> None:
                 vocabulary.mapping(d.mapping)
             except NotFoundError as exc:
                 problems.append(exc.message)
+    if not problems:  # the fields exist: their catalogued types and roles can be judged
+        problems += typing_problems(spec, catalog)
+        problems += key_problems(spec)
     _refuse(spec, problems)
+
+
+def _field(catalog: Catalog, q: QuerySpec, ref: str) -> FieldSpec:
+    code, name = qualify(q, ref)
+    return catalog.get(code).field(name)
+
+
+_DATES = ("date", "datetime")
+_NUMBERS = ("int", "float")
+# What each vocabulary word reads (catalogued field types).
+_WORD_TYPES: dict[str, tuple[str, ...]] = {
+    "year": (*_DATES, "string"),
+    "quarter": (*_DATES, "string"),
+    "month": (*_DATES, "string"),
+    "age_band": _DATES,
+    "province": ("string", "int"),
+    "prefecture": ("string", "int"),
+    "county": ("string", "int"),
+    "map": ("string",),
+    "band": _NUMBERS,
+}
+# A date of birth may be generalized (age band, year, quarter, month); no other personal
+# identifier may become a key, and none through ``value``.
+_BIRTH_WORDS = ("age_band", "year", "quarter", "month")
+
+
+def _literal_problem(f: FilterSpec, ftype: str, value: Any) -> str | None:
+    if ftype in _NUMBERS:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif ftype in _DATES:
+        if not isinstance(value, str):
+            ok = False
+        else:
+            try:
+                dt.date.fromisoformat(value)
+                ok = True
+            except ValueError:
+                return f"filter on {f.field}: {value!r} is not a date (YYYY-MM-DD)"
+    elif ftype == "bool":
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if ok:
+        return None
+    return f"filter on {f.field}: {f.op} compares a {ftype} field with {value!r}"
+
+
+def typing_problems(spec: ProductSpec, catalog: Catalog) -> list[str]:
+    """Each field fits its use (catalogued type), and no personal identifier becomes a key.
+
+    Without this a mismatch fails only when the data is read, i.e. after the charge.
+    """
+    q = query_of(spec)
+    out: list[str] = []
+    for d in q.derive:
+        fs = _field(catalog, q, d.field)
+        ref = col_name(q, d.field)
+        wanted = _WORD_TYPES.get(d.as_)
+        if wanted is not None and fs.type not in wanted:
+            kind = "a number" if wanted == _NUMBERS else " or ".join(wanted)
+            out.append(f"dimension {d.dimension}: as {d.as_} needs {kind}, {ref} is {fs.type}")
+        if fs.pii_type is not None and not (
+            fs.pii_type == PiiType.DATE_OF_BIRTH and d.as_ in _BIRTH_WORDS
+        ):
+            out.append(
+                f"dimension {d.dimension}: derived from {ref}, a personal identifier "
+                f"({fs.pii_type.value}) — identifiers are counted, never keys"
+            )
+    for v in q.values:
+        if v.field is None:
+            continue
+        fs = _field(catalog, q, v.field)
+        if fs.type not in _NUMBERS:
+            out.append(
+                f"value {v.name}: {v.per_unit} needs a number, {col_name(q, v.field)} is {fs.type}"
+            )
+    if q.period_field is not None:
+        fs = _field(catalog, q, q.period_field)
+        if fs.type not in (*_DATES, "string"):
+            out.append(
+                f"period_field {col_name(q, q.period_field)} is {fs.type}: give a date or "
+                "YYYYMM text field"
+            )
+    for f in q.filters:
+        if f.op == "not_null":
+            continue
+        ftype = _field(catalog, q, f.field).type
+        literals = f.value if isinstance(f.value, list) else [f.value]
+        out += [p for p in (_literal_problem(f, ftype, x) for x in literals) if p]
+    return out
+
+
+_KEY_SHAPES: dict[str, re.Pattern[str]] = {
+    "year": re.compile(r"^\d{4}$"),
+    "quarter": re.compile(r"^\d{4}Q[1-4]$"),
+    "month": re.compile(r"^\d{4}-(0[1-9]|1[0-2])$"),
+    "province": re.compile(r"^\d{2}0000$"),
+    "prefecture": re.compile(r"^\d{4}00$"),
+    "county": re.compile(r"^\d{6}$"),
+}
+
+
+def _period_key(word: str, day: dt.date) -> str:
+    if word == "year":
+        return f"{day.year}"
+    if word == "quarter":
+        return f"{day.year}Q{(day.month - 1) // 3 + 1}"
+    return f"{day.year}-{day.month:02d}"
+
+
+def key_problems(spec: ProductSpec) -> list[str]:
+    """Every public key can come out of its derivation. A key the word never produces (a
+    county code under ``as: province``, a section under the ICD-10 mapping, a quarter
+    outside the reference period of the period field) would be a cell of pure noise: a spec
+    mistake, refused rather than released."""
+    q = query_of(spec)
+    out: list[str] = []
+    for d in q.derive:
+        dim = spec.dimension(d.dimension)
+        if dim.bands is not None or d.as_ in ("value", "age_band", "band"):
+            continue
+        keys = specs.dimension_keys(dim)
+        if d.as_ == "map":
+            assert d.mapping is not None
+            produced = {code for _lo, _hi, code in vocabulary.mapping(d.mapping)}
+            never = [k for k in keys if k not in produced]
+        else:
+            never = [k for k in keys if not _KEY_SHAPES[d.as_].match(k)]
+        if never:
+            shown = ", ".join(never[:5]) + (" …" if len(never) > 5 else "")
+            how = f"mapping {d.mapping}" if d.as_ == "map" else f"as {d.as_}"
+            out.append(f"dimension {d.dimension}: {how} can never produce key(s) {shown}")
+            continue
+        if (
+            q.period_field is not None
+            and d.as_ in ("year", "quarter", "month")
+            and (col_name(q, d.field) == col_name(q, q.period_field))
+        ):
+            assert spec.reference_period is not None
+            first, last = (_period_key(d.as_, day) for day in spec.reference_period)
+            outside = [k for k in keys if not first <= k <= last]
+            if outside:
+                shown = ", ".join(outside[:5]) + (" …" if len(outside) > 5 else "")
+                out.append(
+                    f"dimension {d.dimension}: key(s) {shown} lie outside the reference_period "
+                    f"({first}..{last}) that {col_name(q, d.field)} is kept inside"
+                )
+    return out
 
 
 def _join_problems(
@@ -122,12 +276,27 @@ def _join_problems(
     on_unit = on == base.privacy_unit == unit and field == other.privacy_unit
     ref = next((f.rules.references for f in base.fields if f.name == on), None)
     on_reference = ref is not None and ref.resource == code and ref.field == field
-    if on_unit or on_reference:
-        return []
-    return [
-        f"join {q.base}.{on} = {code}.{field} is neither on the privacy unit nor on a catalog "
-        "references field"
-    ]
+    if not (on_unit or on_reference):
+        return [
+            f"join {q.base}.{on} = {code}.{field} is neither on the privacy unit nor on a "
+            "catalog references field"
+        ]
+    # A reference to another privacy unit (an employee's employer, an enterprise's legal
+    # representative) puts one unit of the joined resource behind many units of the base:
+    # its contribution is bounded by nothing, and the ρ charged to it would not hold. So is
+    # a reference from another field than the base's unit (its rows are not that unit's).
+    if other.privacy_unit != unit:
+        return [
+            f"join {q.base}.{on} = {code}.{field}: {code} is protected per "
+            f"{other.privacy_unit}, not per {unit} (the spec's privacy unit), so one of its "
+            f"units would add to many {unit} cells unbounded"
+        ]
+    if on != unit:
+        return [
+            f"join {q.base}.{on} = {code}.{field}: the key is not the privacy unit {unit}, so "
+            f"one {code} row would add to many units' cells unbounded"
+        ]
+    return []
 
 
 def _lit(value: Any, dtype: pl.DataType) -> Any:
@@ -219,7 +388,9 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
     out: dict[str, float] = {}
     for j in q.joins:
         field = j.field or j.key
-        keys = _joined(ctx, j.resource, field, filtered=False).select(pl.col(f"{j.resource}.{field}"))
+        keys = _joined(ctx, j.resource, field, filtered=False).select(
+            pl.col(f"{j.resource}.{field}")
+        )
         found = (
             base.select(pl.col(f"{q.base}.{j.key}"))
             .join(keys, left_on=f"{q.base}.{j.key}", right_on=f"{j.resource}.{field}", how="semi")

@@ -136,6 +136,8 @@ _WORD_TYPES: dict[str, tuple[str, ...]] = {
     "county": ("string", "int"),
     "map": ("string",),
     "band": _NUMBERS,
+    # A float's text ("3000.0") is no key anyone writes: amounts are grouped with bands.
+    "value": ("string", "int", "bool", *_DATES),
 }
 # A date of birth may be generalized (age band, year, quarter, month); no other personal
 # identifier may become a key, and none through ``value``.
@@ -175,7 +177,7 @@ def typing_problems(spec: ProductSpec, catalog: Catalog) -> list[str]:
         ref = col_name(q, d.field)
         wanted = _WORD_TYPES.get(d.as_)
         if wanted is not None and fs.type not in wanted:
-            kind = "a number" if wanted == _NUMBERS else " or ".join(wanted)
+            kind = "a number" if wanted == _NUMBERS else ", ".join(wanted)
             out.append(f"dimension {d.dimension}: as {d.as_} needs {kind}, {ref} is {fs.type}")
         if fs.pii_type is not None and not (
             fs.pii_type == PiiType.DATE_OF_BIRTH and d.as_ in _BIRTH_WORDS
@@ -192,7 +194,12 @@ def typing_problems(spec: ProductSpec, catalog: Catalog) -> list[str]:
             out.append(
                 f"value {v.name}: {v.per_unit} needs a number, {col_name(q, v.field)} is {fs.type}"
             )
-    if q.period_field is not None:
+    if q.period_field is not None and qualify(q, q.period_field)[0] != q.base:
+        out.append(
+            f"period_field {col_name(q, q.period_field)} is not a field of the base {q.base}: "
+            "the reference period selects the rows measured"
+        )
+    elif q.period_field is not None:
         fs = _field(catalog, q, q.period_field)
         if fs.type not in (*_DATES, "string"):
             out.append(

@@ -290,7 +290,7 @@ WRONG: list[tuple[str, Callable[[], Doc], str]] = [
     (
         "age_band_of_a_text_field",
         _edit(VISITS, _set(["query", "derive", 0, "field"], "YBJS.医疗总费用")),
-        r"dimension age_band: as age_band needs date or datetime, YBJS\.医疗总费用 is float",
+        r"dimension age_band: as age_band needs date, datetime, YBJS\.医疗总费用 is float",
     ),
     (
         "sum_of_a_text_field",
@@ -314,6 +314,34 @@ WRONG: list[tuple[str, Callable[[], Doc], str]] = [
         "period_field_not_a_date",
         _edit(MED, _set(["query", "period_field"], "统筹支付金额")),
         r"period_field YBJS\.统筹支付金额 is float",
+    ),
+    (
+        "period_field_of_a_joined_resource",
+        _edit(
+            WOMEN,
+            lambda d: (
+                d["inputs"][1]["fields"].append("出生日期"),
+                _set(["query", "period_field"], "RKJBXX.出生日期")(d),
+            ),
+        ),
+        r"period_field RKJBXX\.出生日期 is not a field of the base SBCBJF",
+    ),
+    (
+        "value_of_an_amount",
+        _edit(
+            SI,
+            lambda d: (
+                _set(["dimensions", 1, "values"], ["3000", "4000"])(d),
+                _set(["query", "derive", 1, "field"], "缴费基数")(d),
+            ),
+        ),
+        r"dimension insurance: as value needs string, int, bool, date, datetime, "
+        r"SBCBJF\.缴费基数 is float",
+    ),
+    (
+        "empty_key_set",
+        _edit(VISITS, _set(["dimensions", 1], {"name": "quarter", "title": "季度", "values": []})),
+        r"dimension quarter: an empty key set has no cell to release",
     ),
     (
         "band_of_a_text_field",

@@ -554,3 +554,24 @@ def test_spec_validation_is_audited_when_the_engine_loads_it(ho: tuple[Home, Pat
     assert (last["action"], last["object"], last["outcome"]) == ("product.build", product, "error")
     assert ledger.all_entries(home) == []
     assert specs.products_dir() == spec_dir
+
+
+@pytest.mark.parametrize(
+    "case", ["typo_in_derive_field", "mapping_onto_another_key_set", "join_across_privacy_units"]
+)
+def test_plan_refuses_what_the_build_would_refuse(
+    ho: tuple[Home, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    """``shuyu products plan`` never shows half-widths for a spec that cannot be built."""
+    home, spec_dir = ho
+    _case, make, says = next(w for w in WRONG if w[0] == case)
+    product = write(spec_dir, make())
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "products", "plan", product, "--format", "json") != 0
+    out = capsys.readouterr()
+    assert out.out == "" and re.search(says, out.err)
+    last = audit.tail(home, 1)[0]
+    assert last["action"] == "cli.error" and re.search(says, str(last["details"]))

@@ -186,7 +186,15 @@ def typing_problems(spec: ProductSpec, catalog: Catalog) -> list[str]:
                 f"dimension {d.dimension}: derived from {ref}, a personal identifier "
                 f"({fs.pii_type.value}) — identifiers are counted, never keys"
             )
+    summed = {m.field for t in spec.tables for m in t.measures if m.aggregate == "sum"}
     for v in q.values:
+        if v.name in summed and any(b != int(b) for b in v.bounds):
+            # Sums are released in whole units (each unit's value is rounded before the sum):
+            # within fractional bounds the rounding would be most of the value.
+            out.append(
+                f"value {v.name}: bounds {list(v.bounds)} are not whole numbers, and sums are "
+                "released in whole units (bound a finer unit, e.g. 元 not 万元)"
+            )
         if v.field is None:
             continue
         fs = _field(catalog, q, v.field)

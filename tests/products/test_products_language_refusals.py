@@ -190,6 +190,17 @@ WRONG: list[tuple[str, Callable[[], Doc], str]] = [
         r"value fund: bounds must be \(lower, upper\)",
     ),
     (
+        "fractional_sum_bounds",
+        _edit(
+            MED,
+            lambda d: (
+                _set(["query", "values", 0, "bounds"], [0, 0.5])(d),
+                _set(["tables", 0, "measures", 1, "bounds"], [0, 0.5])(d),
+            ),
+        ),
+        r"value fund: bounds \[0\.0, 0\.5\] are not whole numbers",
+    ),
+    (
         "sum_bounds_differ_from_value",
         _edit(MED, _set(["tables", 0, "measures", 1, "bounds"], [0, 50000])),
         r"measure fund bounds .* differ from value fund",

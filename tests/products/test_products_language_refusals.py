@@ -586,3 +586,30 @@ def test_plan_refuses_what_the_build_would_refuse(
     assert out.out == "" and re.search(says, out.err)
     last = audit.tail(home, 1)[0]
     assert last["action"] == "cli.error" and re.search(says, str(last["details"]))
+
+
+def test_rows_that_do_not_fit_the_plan_void_the_charge(
+    ho: tuple[Home, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the static checks cannot foresee (here: a bounded plan that fails when the rows
+    are read) stops the build before any noise: one line, and the charge is void, not kept
+    charged for a draw that will never come."""
+    from products.language import compile as qc
+    from shuyu_core.errors import ValidationError
+
+    home, spec_dir = ho
+    product = write(spec_dir, ho_contributors_by_month())
+    real = qc.bounded
+
+    def failing(spec: Any, rows: pl.LazyFrame, table: Any) -> pl.LazyFrame:
+        # Resolves its schema (the plan passes) but fails on the first row read.
+        return real(spec, rows, table).with_columns(
+            pl.col("month").cast(pl.Int64, strict=True).cast(pl.String).alias("month")
+        )
+
+    monkeypatch.setattr(qc, "bounded", failing)
+    with pytest.raises(ValidationError, match="the rows do not fit the query"):
+        engine.build(home, product)
+    entries = ledger.all_entries(home)
+    assert entries and {e.state for e in entries} == {"void"}
+    assert {e["action"] for e in audit.tail(home, 6)} >= {"budget.void", "product.build"}

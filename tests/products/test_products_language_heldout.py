@@ -11,6 +11,7 @@ and ``shuyu build --yes``. Wrong specs and attempted leaks are in
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -992,3 +993,28 @@ def test_plan_then_build_from_the_command_line(
     assert run_cli(monkeypatch, "build", product, "--yes", "--format", "json") == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["reused"] is True
     assert len(ledger.all_entries(home)) == 2
+
+
+def test_match_rate_floor_below_and_above(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry holding about 70 % of the patients: the spec with a 0.99 floor is refused
+    before any charge (audited, one line), the one with a 0.5 floor builds and notes its rate."""
+    from governance import audit
+    from shuyu_core.errors import ValidationError
+
+    f = frames()
+    part = f["RKJBXX"].filter(pl.col("公民身份号码").hash(3) % 10 < 7)
+    ingest_frames(home, {"RKJBXX": part, "YBJS": f["YBJS"]}, ["RKJBXX", "YBJS"])
+    monkeypatch.setenv("SHUYU_AGREEMENTS", str(agreements(tmp_path / "agreements")))
+    spec_dir = tmp_path / "heldout_specs"
+    spec_dir.mkdir()
+    monkeypatch.setenv("SHUYU_PRODUCTS", str(spec_dir))
+    strict = write(spec_dir, ho_settlements_by_chapter_county())
+    with pytest.raises(ValidationError, match=r"RKJBXX matches [67]\d\.\d% .* below the floor 99%"):
+        engine.build(home, strict)
+    last = audit.tail(home, 1)[0]
+    assert (last["action"], last["object"], last["outcome"]) == ("product.build", strict, "error")
+    assert ledger.all_entries(home) == []
+    m, _ = _built(home, write(spec_dir, ho_fund_share_by_quarter_district()))
+    assert any(re.match(r"RKJBXX 匹配率 match rate [67]\d\.\d\d%", n) for n in m.notes)

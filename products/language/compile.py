@@ -2,11 +2,13 @@
 
 ``check`` refuses (before any charge) an unknown or undeclared field, a join that is neither on
 the privacy unit nor on a catalog ``references`` field, a dimension word without what it needs,
-and an unknown code-list mapping. ``match_rates`` reads the join keys (and nothing else) so the
-engine can refuse a join below its floor before the charge. ``rows`` is the filtered, joined
-row plan with one key column per dimension; ``bounded`` reduces it, per table, to at most
-``privacy_unit.contributions`` cells per unit with each value pre-aggregated per unit and
-clipped. Columns are named ``CODE.field`` inside the plan so joined fields never collide.
+an unknown code-list mapping, field types that do not fit their use, keys a word cannot
+produce, identifiers as keys or selectors. ``match_rates`` reads the join keys of the whole
+snapshots (and nothing else) so the engine can refuse a join below its floor before the
+charge. ``rows`` is the filtered, joined row plan with one key column per dimension;
+``bounded`` reduces it, per table, to at most ``privacy_unit.contributions`` cells per unit
+with each value pre-aggregated per unit and clipped. Columns are named ``CODE.field`` inside
+the plan so joined fields never collide.
 """
 
 from __future__ import annotations
@@ -217,7 +219,19 @@ def typing_problems(spec: ProductSpec, catalog: Catalog) -> list[str]:
     for f in q.filters:
         if f.op == "not_null":
             continue
-        ftype = _field(catalog, q, f.field).type
+        fs = _field(catalog, q, f.field)
+        if fs.pii_type is not None and not (
+            fs.pii_type == PiiType.DATE_OF_BIRTH and f.op in ("lt", "le", "gt", "ge")
+        ):
+            # ``公民身份号码 eq …`` would make the release about one person (and its free,
+            # pre-charge checks an oracle about them); a birth date selects only by range.
+            out.append(
+                f"filter on {col_name(q, f.field)}: a personal identifier "
+                f"({fs.pii_type.value}) may not select rows ({f.op}); only not_null, or a "
+                "range (lt/le/gt/ge) on a birth date"
+            )
+            continue
+        ftype = fs.type
         literals = f.value if isinstance(f.value, list) else [f.value]
         out += [p for p in (_literal_problem(f, ftype, x) for x in literals) if p]
     return out
@@ -374,9 +388,9 @@ def _base(ctx: BuildContext) -> pl.LazyFrame:
 def _joined(ctx: BuildContext, code: str, field: str, filtered: bool = True) -> pl.LazyFrame:
     """The joined resource reduced to one row per join key (duplicates reduced to one).
 
-    ``filtered=False`` skips the spec's filters on it: the match rate measures whether the
-    base's keys are found at all, and a filter on the joined resource (e.g. 性别 eq 女) is a
-    selection, not a failed match.
+    ``filtered=False`` skips the spec's filters on it: the match rate is about the snapshots
+    (are the base's keys found at all), and a filter on the joined resource (e.g. 性别 eq 女)
+    is a selection, not a failed match.
     """
     q = query_of(ctx.spec)
     lf = _scan(ctx, code)
@@ -392,13 +406,16 @@ def _joined(ctx: BuildContext, code: str, field: str, filtered: bool = True) -> 
 
 
 def match_rates(ctx: BuildContext) -> dict[str, float]:
-    """Share of base rows (after the base's filters and period) whose join key finds a row of
-    the joined resource (before its own filters), per join.
+    """Share of the base snapshot's rows whose join key finds a row of the joined snapshot,
+    per join: a property of the two snapshots, never of the spec's selection.
 
-    Reads the join keys only; a base without rows has nothing to lose (rate 1).
+    Neither the filters nor the period enter it. It is computed and can refuse before any
+    charge, for free: over rows a spec selects (a few settlements picked by amount and day)
+    it would answer, exactly and for nothing, whether those persons are in the registry.
+    Reads the join keys only; an empty base has nothing to lose (rate 1).
     """
     q = query_of(ctx.spec)
-    base = _base(ctx)
+    base = _scan(ctx, q.base)
     total = base.select(pl.len()).collect().item()
     out: dict[str, float] = {}
     for j in q.joins:

@@ -1018,3 +1018,44 @@ def test_match_rate_floor_below_and_above(
     assert ledger.all_entries(home) == []
     m, _ = _built(home, write(spec_dir, ho_fund_share_by_quarter_district()))
     assert any(re.match(r"RKJBXX 匹配率 match rate [67]\d\.\d\d%", n) for n in m.notes)
+
+
+def test_the_match_rate_is_the_snapshots_not_the_selection(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rate is computed (and can refuse) before any charge, for free, so it must not
+    answer questions about the rows a spec selects: one settlement picked by amount and day,
+    whose patient is missing from the registry, gives the same rate as all of them."""
+    from products.language import compile as qc
+
+    f = frames()
+    part = f["RKJBXX"].filter(pl.col("公民身份号码").hash(3) % 10 < 7)
+    ingest_frames(home, {"RKJBXX": part, "YBJS": f["YBJS"]}, ["RKJBXX", "YBJS"])
+    monkeypatch.setenv("SHUYU_AGREEMENTS", str(agreements(tmp_path / "agreements")))
+    spec_dir = tmp_path / "heldout_specs"
+    spec_dir.mkdir()
+    monkeypatch.setenv("SHUYU_PRODUCTS", str(spec_dir))
+    missing = f["YBJS"].filter(
+        ~pl.col("公民身份号码").is_in(part["公民身份号码"].implode()),
+        pl.col("就诊日期").dt.year() == 2025,
+    )
+    target = missing.row(0, named=True)
+    assert (
+        f["YBJS"]
+        .filter(
+            pl.col("医疗总费用") == target["医疗总费用"], pl.col("就诊日期") == target["就诊日期"]
+        )
+        .height
+        == 1
+    )  # this selection is one settlement of one person
+    everyone = write(spec_dir, ho_fund_share_by_quarter_district())
+    doc = ho_fund_share_by_quarter_district()
+    doc["id"] = "ho_one_settlement"
+    doc["query"]["filters"] = [
+        {"field": "医疗总费用", "op": "eq", "value": target["医疗总费用"]},
+        {"field": "就诊日期", "op": "eq", "value": target["就诊日期"].isoformat()},
+    ]
+    one = write(spec_dir, doc)
+    rates = {p: qc.match_rates(_ctx(home, p)) for p in (everyone, one)}
+    assert rates[one] == rates[everyone]
+    assert 0.6 < rates[one]["RKJBXX"] < 0.8

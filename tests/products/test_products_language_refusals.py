@@ -375,6 +375,29 @@ WRONG: list[tuple[str, Callable[[], Doc], str]] = [
         ),
         r"dimension district: as band needs a number, RKJBXX\.户籍区划代码 is string",
     ),
+    # identifiers never become keys, nor select rows
+    (
+        "filter_on_the_privacy_unit",
+        _edit(
+            MED,
+            lambda d: _q(d)["filters"].append(
+                {"field": "公民身份号码", "op": "eq", "value": "132126198505144904"}
+            ),
+        ),
+        r"filter on YBJS\.公民身份号码: a personal identifier \(CN_RESIDENT_ID\) may not "
+        r"select rows \(eq\)",
+    ),
+    (
+        "filter_on_one_birth_date",
+        _edit(
+            VISITS,
+            lambda d: _q(d)["filters"].append(
+                {"field": "RKJBXX.出生日期", "op": "eq", "value": "1985-05-14"}
+            ),
+        ),
+        r"filter on RKJBXX\.出生日期: a personal identifier \(DATE_OF_BIRTH\) may not "
+        r"select rows \(eq\)",
+    ),
     # identifiers never become keys
     (
         "name_as_a_key",

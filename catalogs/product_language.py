@@ -155,6 +155,9 @@ class QuerySpec(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"query: {what}(s) {', '.join(dupes)} derived twice")
+        clash = sorted(set(dims) & set(vals))
+        if clash:
+            raise ValueError(f"query: {', '.join(clash)} named both as dimension and value")
         joined = [j.resource for j in self.joins]
         if self.base in joined or len(set(joined)) != len(joined):
             raise ValueError("query: each resource is joined once and never to itself")

@@ -146,6 +146,8 @@ class DimensionSpec(Strict):
                 f"dimension {self.name}: give exactly one of codelist, values, bands, "
                 "quarters, months"
             )
+        if self.values == [] or self.bands == []:  # no cell at all: budget spent on nothing
+            raise ValueError(f"dimension {self.name}: an empty key set has no cell to release")
         if self.months is not None:
             first_m, last_m = (month_index(m) for m in self.months)
             if last_m < first_m:

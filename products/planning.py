@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from catalogs.catalog import Catalog
 from catalogs.product_models import ProductSpec
 from privacy.dp.mechanisms import (
     NoiseInfo,
@@ -19,6 +20,7 @@ from privacy.dp.mechanisms import (
     rho_for_half_width,
 )
 from products import specs
+from products.language import compile as qc
 from shuyu_core.errors import ValidationError
 
 
@@ -78,6 +80,12 @@ def plan(spec: ProductSpec, targets: dict[str, float] | None = None) -> list[Mea
             f"product {spec.id} draws no noise: nothing to plan",
             hint="plan statistical reports and indices",
         )
+    # The refusals a build would meet before its charge, so a plan never promises a spec
+    # that cannot be built (a typo, a key set its derivation cannot produce, a bad join).
+    catalog = Catalog.load()
+    specs.check_against_catalog(spec, catalog)
+    if spec.query is not None:
+        qc.check(spec, catalog)
     wanted = targets or {}
     known = {m.name for t in spec.tables for m in t.measures}
     unknown = sorted(set(wanted) - known)

@@ -64,7 +64,20 @@ class LanguageReportBuilder:
 
     def draw(self, ctx: BuildContext) -> Draw:
         rates = self._rates.get(ctx.release_id)
-        return measure(ctx, bounded_frames(ctx), rates)
+        try:
+            frames = bounded_frames(ctx)
+        except pl.exceptions.PolarsError as exc:
+            # The data did not fit the plan (a value the static checks could not foresee).
+            # No noise has been drawn yet: a refusal, so the engine voids the charge instead
+            # of keeping a charge that no draw will ever use.
+            first = str(exc).splitlines()[0][:200]
+            raise ValidationError(
+                f"product {ctx.spec.id}: the rows do not fit the query ({type(exc).__name__}: "
+                f"{first})",
+                hint="check the field types and values the query reads; nothing was drawn and "
+                "the charge is void",
+            ) from exc
+        return measure(ctx, frames, rates)
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
         return finish(ctx, draw, stage)

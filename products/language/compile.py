@@ -2,23 +2,28 @@
 
 ``check`` refuses (before any charge) an unknown or undeclared field, a join that is neither on
 the privacy unit nor on a catalog ``references`` field, a dimension word without what it needs,
-and an unknown code-list mapping. ``match_rates`` reads the join keys (and nothing else) so the
-engine can refuse a join below its floor before the charge. ``rows`` is the filtered, joined
-row plan with one key column per dimension; ``bounded`` reduces it, per table, to at most
-``privacy_unit.contributions`` cells per unit with each value pre-aggregated per unit and
-clipped. Columns are named ``CODE.field`` inside the plan so joined fields never collide.
+an unknown code-list mapping, field types that do not fit their use, keys a word cannot
+produce, identifiers as keys or selectors. ``match_rates`` reads the join keys of the whole
+snapshots (and nothing else) so the engine can refuse a join below its floor before the
+charge. ``rows`` is the filtered, joined row plan with one key column per dimension;
+``bounded`` reduces it, per table, to at most ``privacy_unit.contributions`` cells per unit
+with each value pre-aggregated per unit and clipped. Columns are named ``CODE.field`` inside
+the plan so joined fields never collide.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from catalogs.catalog import Catalog
+from catalogs.models import FieldSpec
 from catalogs.product_language import FilterSpec, QuerySpec, ValueSpec
 from catalogs.product_models import ProductSpec, TableSpec
+from catalogs.vocabulary import PiiType
 from products import specs
 from products.language import vocabulary
 from shuyu_core.errors import NotFoundError, ValidationError
@@ -109,7 +114,185 @@ def check(spec: ProductSpec, catalog: Catalog) -> None:
                 vocabulary.mapping(d.mapping)
             except NotFoundError as exc:
                 problems.append(exc.message)
+    if not problems:  # the fields exist: their catalogued types and roles can be judged
+        problems += typing_problems(spec, catalog)
+        problems += key_problems(spec)
     _refuse(spec, problems)
+
+
+def _field(catalog: Catalog, q: QuerySpec, ref: str) -> FieldSpec:
+    code, name = qualify(q, ref)
+    return catalog.get(code).field(name)
+
+
+_DATES = ("date", "datetime")
+_NUMBERS = ("int", "float")
+# What each vocabulary word reads (catalogued field types).
+_WORD_TYPES: dict[str, tuple[str, ...]] = {
+    "year": (*_DATES, "string"),
+    "quarter": (*_DATES, "string"),
+    "month": (*_DATES, "string"),
+    "age_band": _DATES,
+    "province": ("string", "int"),
+    "prefecture": ("string", "int"),
+    "county": ("string", "int"),
+    "map": ("string",),
+    "band": _NUMBERS,
+    # A float's text ("3000.0") is no key anyone writes: amounts are grouped with bands.
+    "value": ("string", "int", "bool", *_DATES),
+}
+# A date of birth may be generalized (age band, year, quarter, month); no other personal
+# identifier may become a key, and none through ``value``.
+_BIRTH_WORDS = ("age_band", "year", "quarter", "month")
+
+
+def _literal_problem(f: FilterSpec, ftype: str, value: Any) -> str | None:
+    if ftype in _NUMBERS:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif ftype in _DATES:
+        if not isinstance(value, str):
+            ok = False
+        else:
+            try:
+                dt.date.fromisoformat(value)
+                ok = True
+            except ValueError:
+                return f"filter on {f.field}: {value!r} is not a date (YYYY-MM-DD)"
+    elif ftype == "bool":
+        ok = isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if ok:
+        return None
+    return f"filter on {f.field}: {f.op} compares a {ftype} field with {value!r}"
+
+
+def typing_problems(spec: ProductSpec, catalog: Catalog) -> list[str]:
+    """Each field fits its use (catalogued type), and no personal identifier becomes a key.
+
+    Without this a mismatch fails only when the data is read, i.e. after the charge.
+    """
+    q = query_of(spec)
+    out: list[str] = []
+    for d in q.derive:
+        fs = _field(catalog, q, d.field)
+        ref = col_name(q, d.field)
+        wanted = _WORD_TYPES.get(d.as_)
+        if wanted is not None and fs.type not in wanted:
+            kind = "a number" if wanted == _NUMBERS else ", ".join(wanted)
+            out.append(f"dimension {d.dimension}: as {d.as_} needs {kind}, {ref} is {fs.type}")
+        if fs.pii_type is not None and not (
+            fs.pii_type == PiiType.DATE_OF_BIRTH and d.as_ in _BIRTH_WORDS
+        ):
+            out.append(
+                f"dimension {d.dimension}: derived from {ref}, a personal identifier "
+                f"({fs.pii_type.value}) — identifiers are counted, never keys"
+            )
+    summed = {m.field for t in spec.tables for m in t.measures if m.aggregate == "sum"}
+    for v in q.values:
+        if v.name in summed and any(b != int(b) for b in v.bounds):
+            # Sums are released in whole units (each unit's value is rounded before the sum):
+            # within fractional bounds the rounding would be most of the value.
+            out.append(
+                f"value {v.name}: bounds {list(v.bounds)} are not whole numbers, and sums are "
+                "released in whole units (bound a finer unit, e.g. 元 not 万元)"
+            )
+        if v.field is None:
+            continue
+        fs = _field(catalog, q, v.field)
+        if fs.type not in _NUMBERS:
+            out.append(
+                f"value {v.name}: {v.per_unit} needs a number, {col_name(q, v.field)} is {fs.type}"
+            )
+    if q.period_field is not None and qualify(q, q.period_field)[0] != q.base:
+        out.append(
+            f"period_field {col_name(q, q.period_field)} is not a field of the base {q.base}: "
+            "the reference period selects the rows measured"
+        )
+    elif q.period_field is not None:
+        fs = _field(catalog, q, q.period_field)
+        if fs.type not in (*_DATES, "string"):
+            out.append(
+                f"period_field {col_name(q, q.period_field)} is {fs.type}: give a date or "
+                "YYYYMM text field"
+            )
+    for f in q.filters:
+        if f.op == "not_null":
+            continue
+        fs = _field(catalog, q, f.field)
+        if fs.pii_type is not None and not (
+            fs.pii_type == PiiType.DATE_OF_BIRTH and f.op in ("lt", "le", "gt", "ge")
+        ):
+            # ``公民身份号码 eq …`` would make the release about one person (and its free,
+            # pre-charge checks an oracle about them); a birth date selects only by range.
+            out.append(
+                f"filter on {col_name(q, f.field)}: a personal identifier "
+                f"({fs.pii_type.value}) may not select rows ({f.op}); only not_null, or a "
+                "range (lt/le/gt/ge) on a birth date"
+            )
+            continue
+        ftype = fs.type
+        literals = f.value if isinstance(f.value, list) else [f.value]
+        out += [p for p in (_literal_problem(f, ftype, x) for x in literals) if p]
+    return out
+
+
+_KEY_SHAPES: dict[str, re.Pattern[str]] = {
+    "year": re.compile(r"^\d{4}$"),
+    "quarter": re.compile(r"^\d{4}Q[1-4]$"),
+    "month": re.compile(r"^\d{4}-(0[1-9]|1[0-2])$"),
+    "province": re.compile(r"^\d{2}0000$"),
+    "prefecture": re.compile(r"^\d{4}00$"),
+    "county": re.compile(r"^\d{6}$"),
+}
+
+
+def _period_key(word: str, day: dt.date) -> str:
+    if word == "year":
+        return f"{day.year}"
+    if word == "quarter":
+        return f"{day.year}Q{(day.month - 1) // 3 + 1}"
+    return f"{day.year}-{day.month:02d}"
+
+
+def key_problems(spec: ProductSpec) -> list[str]:
+    """Every public key can come out of its derivation. A key the word never produces (a
+    county code under ``as: province``, a section under the ICD-10 mapping, a quarter
+    outside the reference period of the period field) would be a cell of pure noise: a spec
+    mistake, refused rather than released."""
+    q = query_of(spec)
+    out: list[str] = []
+    for d in q.derive:
+        dim = spec.dimension(d.dimension)
+        if dim.bands is not None or d.as_ in ("value", "age_band", "band"):
+            continue
+        keys = specs.dimension_keys(dim)
+        if d.as_ == "map":
+            assert d.mapping is not None
+            produced = {code for _lo, _hi, code in vocabulary.mapping(d.mapping)}
+            never = [k for k in keys if k not in produced]
+        else:
+            never = [k for k in keys if not _KEY_SHAPES[d.as_].match(k)]
+        if never:
+            shown = ", ".join(never[:5]) + (" …" if len(never) > 5 else "")
+            how = f"mapping {d.mapping}" if d.as_ == "map" else f"as {d.as_}"
+            out.append(f"dimension {d.dimension}: {how} can never produce key(s) {shown}")
+            continue
+        if (
+            q.period_field is not None
+            and d.as_ in ("year", "quarter", "month")
+            and (col_name(q, d.field) == col_name(q, q.period_field))
+        ):
+            assert spec.reference_period is not None
+            first, last = (_period_key(d.as_, day) for day in spec.reference_period)
+            outside = [k for k in keys if not first <= k <= last]
+            if outside:
+                shown = ", ".join(outside[:5]) + (" …" if len(outside) > 5 else "")
+                out.append(
+                    f"dimension {d.dimension}: key(s) {shown} lie outside the reference_period "
+                    f"({first}..{last}) that {col_name(q, d.field)} is kept inside"
+                )
+    return out
 
 
 def _join_problems(
@@ -122,12 +305,27 @@ def _join_problems(
     on_unit = on == base.privacy_unit == unit and field == other.privacy_unit
     ref = next((f.rules.references for f in base.fields if f.name == on), None)
     on_reference = ref is not None and ref.resource == code and ref.field == field
-    if on_unit or on_reference:
-        return []
-    return [
-        f"join {q.base}.{on} = {code}.{field} is neither on the privacy unit nor on a catalog "
-        "references field"
-    ]
+    if not (on_unit or on_reference):
+        return [
+            f"join {q.base}.{on} = {code}.{field} is neither on the privacy unit nor on a "
+            "catalog references field"
+        ]
+    # A reference to another privacy unit (an employee's employer, an enterprise's legal
+    # representative) puts one unit of the joined resource behind many units of the base:
+    # its contribution is bounded by nothing, and the ρ charged to it would not hold. So is
+    # a reference from another field than the base's unit (its rows are not that unit's).
+    if other.privacy_unit != unit:
+        return [
+            f"join {q.base}.{on} = {code}.{field}: {code} is protected per "
+            f"{other.privacy_unit}, not per {unit} (the spec's privacy unit), so one of its "
+            f"units would add to many {unit} cells unbounded"
+        ]
+    if on != unit:
+        return [
+            f"join {q.base}.{on} = {code}.{field}: the key is not the privacy unit {unit}, so "
+            f"one {code} row would add to many units' cells unbounded"
+        ]
+    return []
 
 
 def _lit(value: Any, dtype: pl.DataType) -> Any:
@@ -187,15 +385,20 @@ def _base(ctx: BuildContext) -> pl.LazyFrame:
     return lf.filter(*conds) if conds else lf
 
 
-def _joined(ctx: BuildContext, code: str, field: str) -> pl.LazyFrame:
-    """The joined resource reduced to one row per join key (duplicates reduced to one)."""
+def _joined(ctx: BuildContext, code: str, field: str, filtered: bool = True) -> pl.LazyFrame:
+    """The joined resource reduced to one row per join key (duplicates reduced to one).
+
+    ``filtered=False`` skips the spec's filters on it: the match rate is about the snapshots
+    (are the base's keys found at all), and a filter on the joined resource (e.g. 性别 eq 女)
+    is a selection, not a failed match.
+    """
     q = query_of(ctx.spec)
     lf = _scan(ctx, code)
     schema = lf.collect_schema()
     conds = [
         _filter(f, pl.col(col_name(q, f.field)), schema[col_name(q, f.field)])
         for f in q.filters
-        if qualify(q, f.field)[0] == code
+        if filtered and qualify(q, f.field)[0] == code
     ]
     lf = lf.filter(*conds) if conds else lf
     key = f"{code}.{field}"
@@ -203,17 +406,23 @@ def _joined(ctx: BuildContext, code: str, field: str) -> pl.LazyFrame:
 
 
 def match_rates(ctx: BuildContext) -> dict[str, float]:
-    """Share of base rows (after filters and period) whose join key finds a row, per join.
+    """Share of the base snapshot's rows whose join key finds a row of the joined snapshot,
+    per join: a property of the two snapshots, never of the spec's selection.
 
-    Reads the join keys only; a base without rows has nothing to lose (rate 1).
+    Neither the filters nor the period enter it. It is computed and can refuse before any
+    charge, for free: over rows a spec selects (a few settlements picked by amount and day)
+    it would answer, exactly and for nothing, whether those persons are in the registry.
+    Reads the join keys only; an empty base has nothing to lose (rate 1).
     """
     q = query_of(ctx.spec)
-    base = _base(ctx)
+    base = _scan(ctx, q.base)
     total = base.select(pl.len()).collect().item()
     out: dict[str, float] = {}
     for j in q.joins:
         field = j.field or j.key
-        keys = _joined(ctx, j.resource, field).select(pl.col(f"{j.resource}.{field}"))
+        keys = _joined(ctx, j.resource, field, filtered=False).select(
+            pl.col(f"{j.resource}.{field}")
+        )
         found = (
             base.select(pl.col(f"{q.base}.{j.key}"))
             .join(keys, left_on=f"{q.base}.{j.key}", right_on=f"{j.resource}.{field}", how="semi")
@@ -272,7 +481,8 @@ def rows(ctx: BuildContext) -> pl.LazyFrame:
         ).alias(d.dimension)
         for d in q.derive
     ]
-    values = [pl.col(col_name(q, v.field)) for v in q.values if v.field]
+    # Two values may read one field (its sum and its max): select each column once.
+    values = [pl.col(c) for c in dict.fromkeys(col_name(q, v.field) for v in q.values if v.field)]
     return lf.select(pl.col(unit).alias(UNIT_COL), *keys, *values)
 
 

@@ -99,7 +99,9 @@ def derive(
         return pl.concat_str([code.str.slice(0, keep), pl.lit("0" * (6 - keep))])
     if word == "band":
         assert dim.bands is not None
-        return banded(col, dim.bands)
+        # Bands have whole-number bounds (upper inclusive): a band covers [lower, upper + 1),
+        # so 99.5 falls in 0-99 instead of between 0-99 and 100-499 (no gaps for amounts).
+        return banded(col.cast(pl.Float64).floor(), dim.bands)
     assert word == "map" and d.mapping is not None
     code = col.cast(pl.String).str.to_uppercase()
     out: pl.Expr = pl.lit(None, dtype=pl.String)

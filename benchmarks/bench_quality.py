@@ -85,13 +85,30 @@ def _parts(rows: int, rate: float, seed: int) -> Iterator[pl.DataFrame]:
         yield f
 
 
-def _make(home: Path, rows: int, rate: float, seed: int) -> None:
+def _identity(root: Path) -> None:
+    """A domain policy naming this login as a service account, read by the child processes:
+    the snapshot's ingest record needs an actor with an account (see docs/identity)."""
+    from governance.identity import login_name
+
+    policy = root / "domain_policy.yaml"
+    policy.write_text(
+        f"service_accounts:\n  - {{name: {login_name()}, purpose: benchmark}}\n",
+        encoding="utf-8",
+    )
+    os.environ["SHUYU_DOMAIN_POLICY"] = str(policy)
+    os.environ["SHUYU_ACTOR"] = "bench"
+
+
+def _make(home_dir: Path, rows: int, rate: float, seed: int) -> None:
+    from governance import accounts
+    from governance.actors import Actor, set_current
     from quality.testing import catalog_resource, write_snapshot_parts
     from shuyu_core.home import Home
 
-    m = write_snapshot_parts(
-        Home.from_env(home).ensure(), catalog_resource("RKJBXX"), _parts(rows, rate, seed)
-    )
+    home = Home.from_env(home_dir).ensure()
+    accounts.ensure(home, "bench", ["operator"], Actor("bench-admin", "admin"))
+    set_current(Actor("bench", "operator"))
+    m = write_snapshot_parts(home, catalog_resource("RKJBXX"), _parts(rows, rate, seed))
     print(json.dumps({"rows": m.rows, "files": len(m.files)}))
 
 
@@ -168,6 +185,7 @@ def main() -> None:
         return
 
     root = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    _identity(root)
     try:
         t0 = time.perf_counter()
         info = _child(

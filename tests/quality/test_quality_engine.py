@@ -309,3 +309,18 @@ def test_check_digits_of_repeated_foreign_keys_are_judged_per_row(
     assert (ref.failed, ref.total) == (0, f.height - expected_ids)
     ref = r.rule("references:单位统一社会信用代码")
     assert (ref.failed, ref.total) == (0, f.height - expected_codes)
+
+
+def test_blank_is_whitespace_only_as_strip_chars_says() -> None:
+    # ``missing`` tests blankness with one regex (\s, the White_Space property); it must agree
+    # with stripping (what it replaced) on Unicode spaces, zero-width and control characters.
+    from quality.rules import missing
+
+    values = ["", " ", "\t\n", "\u3000", "\u00a0", "\u200b", "\u2028", "\x1c", "\x85"]
+    values += ["a", " a ", None, "\ufeff", "\u180e", "　x"]
+    spec = Catalog.load().get("RKJBXX").field("姓名")
+    frame = pl.DataFrame({"姓名": values}, schema={"姓名": pl.String})
+    got = frame.select(missing(pl.col("姓名"), spec))["姓名"].to_list()
+    want = [v is None or v.strip(" \t\n\r\x0b\x0c\u3000\u00a0\u2028\x85") == "" for v in values]
+    stripped = frame.select(pl.col("姓名").is_null() | (pl.col("姓名").str.strip_chars() == ""))
+    assert got == stripped["姓名"].to_list() == want

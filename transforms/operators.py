@@ -129,9 +129,11 @@ def mask_address(expr: pl.Expr) -> pl.Expr:
     county-level city (…市) does; an address with neither is hidden entirely.
     """
     s = expr.cast(pl.String).str.strip_chars()
-    county = s.str.extract(rf"^([^{_STREET_CHARS}]*?(?:区|县|旗))", 1)
-    city = s.str.extract(rf"^([^{_STREET_CHARS}]*市)", 1)
-    return pl.when(s.is_null()).then(None).otherwise(pl.coalesce(county, city, pl.lit(MASK * 3)))
+    # One anchored regex, county-level first: leftmost-first alternation takes the second
+    # branch (a county-level city) only where the first cannot match, which is what
+    # coalescing two separate extracts gave, at one regex scan per value instead of two.
+    kept = s.str.extract(rf"^([^{_STREET_CHARS}]*?(?:区|县|旗)|[^{_STREET_CHARS}]*市)", 1)
+    return pl.when(s.is_null()).then(None).otherwise(pl.coalesce(kept, pl.lit(MASK * 3)))
 
 
 def mask_email(expr: pl.Expr) -> pl.Expr:

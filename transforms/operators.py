@@ -79,14 +79,33 @@ def mask_resident_id(
     return pl.when(s.str.len_chars() == 18).then(masked).otherwise(_stars(s))
 
 
+def _on_base(
+    expr: pl.Expr, base: Callable[[pl.Expr], pl.Expr], result: Callable[[pl.Expr], pl.Expr]
+) -> pl.Expr:
+    """``result(base(expr))`` with ``base`` computed once per batch.
+
+    polars does not eliminate a common subexpression used several times inside one
+    expression of a streaming query: a normalization read by four branches runs four
+    times. Here each batch is materialized once as a column and the branches read it."""
+
+    def run(col: pl.Series) -> pl.Series:
+        frame = col.to_frame("v").select(base(pl.col("v")).alias("s"))
+        return frame.select(result(pl.col("s")).alias(col.name)).to_series()
+
+    return expr.map_batches(run, return_dtype=pl.String, is_elementwise=True)
+
+
 def mask_mobile(expr: pl.Expr, head: int = 3, tail: int = 4) -> pl.Expr:
     """``138****5678``: network prefix and last four (``head`` / ``tail`` digits kept)."""
-    s = normalize_mobile(expr.cast(pl.String).str.strip_chars())
     head, tail = min(head, 11), min(tail, 11 - min(head, 11))
-    masked = pl.concat_str(
-        [s.str.slice(0, head), pl.lit(MASK * (11 - head - tail)), s.str.slice(11 - tail, tail)]
-    )
-    return pl.when(s.str.len_chars() == 11).then(masked).otherwise(_stars(s))
+
+    def masked(s: pl.Expr) -> pl.Expr:
+        kept = pl.concat_str(
+            [s.str.slice(0, head), pl.lit(MASK * (11 - head - tail)), s.str.slice(11 - tail, tail)]
+        )
+        return pl.when(s.str.len_chars() == 11).then(kept).otherwise(_stars(s))
+
+    return _on_base(expr, lambda e: normalize_mobile(e.cast(pl.String).str.strip_chars()), masked)
 
 
 def mask_phone(expr: pl.Expr) -> pl.Expr:

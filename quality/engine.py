@@ -199,47 +199,28 @@ def _key_and_records(
     missing_key: int,
     resource: Resource,
     samples: bool,
-    wanted: dict[str, set[int]] | None = None,
-) -> tuple[tuple[int, list[Sample]], tuple[int, list[Sample]], dict[tuple[str, int], object]]:
-    """Repeated keys and whole-record duplicates from one collection of suspect rows, and
-    the values at the sample rows ``wanted`` (field -> row numbers) from the same scan.
+) -> tuple[tuple[int, list[Sample]], tuple[int, list[Sample]]]:
+    """Repeated keys and whole-record duplicates from one collection of suspect rows.
 
     Two identical records have the same key, so both are among the rows whose key hash
     repeats or, if their key is missing, among the rows without a key. Those rows (few in
     any delivery worth checking) are collected with every field, and both rules are counted
-    exactly on them: no hash of every column of every row is needed. The row rules' sample
-    rows ride on the same filter, so the snapshot is read once for both.
+    exactly on them: no hash of every column of every row is needed.
     """
     assert key_rule.present is not None
+    parts: list[pl.LazyFrame] = []
     repeated = _repeated_hashes(lf, key_rule) if key_candidates > 0 else None
-    if repeated is None and missing_key == 0:
-        return (0, []), (0, []), (_sample_values(lf, wanted) if wanted else {})
-    suspect = ~key_rule.present if missing_key > 0 else pl.lit(False)
     if repeated is not None:
-        hashes = repeated.collect()[_HASH]
-        suspect = suspect | (key_rule.present & key_rule.key_hash.is_in(hashes.implode()))
-    rows = sorted({r for rs in (wanted or {}).values() for r in rs})
-    sampled = pl.col(ROW_INDEX).is_in(pl.Series(rows, dtype=pl.UInt32).implode())
-    keep = suspect | sampled if rows else suspect
-    got = (
-        lf.filter(keep)
-        .with_columns(
-            suspect.alias("__shuyu_sus"), (sampled if rows else pl.lit(False)).alias("__shuyu_smp")
-        )
-        .collect(engine="streaming")
-    )
-    values: dict[tuple[str, int], object] = {}
-    if rows and wanted:
-        picked = got.filter(pl.col("__shuyu_smp")).select([ROW_INDEX, *sorted(wanted)])
-        for rec in picked.iter_rows(named=True):
-            for fld, rs in wanted.items():
-                if rec[ROW_INDEX] in rs:
-                    values[(fld, rec[ROW_INDEX])] = rec[fld]
-    suspects = got.filter(pl.col("__shuyu_sus")).drop("__shuyu_sus", "__shuyu_smp")
+        parts.append(_with_repeated_key(lf, key_rule, repeated))
+    if missing_key > 0:
+        parts.append(lf.filter(~key_rule.present))
+    if not parts:
+        return (0, []), (0, [])
+    suspects = pl.concat(parts).collect(engine="streaming")
     keyed = suspects.filter(key_rule.present)
     key_result = _repeats(keyed, list(key_rule.columns), key_rule.spec.field, resource, samples)
     record_result = _repeats(suspects, list(record_rule.columns), None, resource, samples)
-    return key_result, record_result, values
+    return key_result, record_result
 
 
 def build_plan(
@@ -437,26 +418,7 @@ def check_snapshot(
         fld = plan.row_rules[i].spec.field
         if fld is not None and rows:
             wanted.setdefault(fld, set()).update(rows)
-    # Repeated keys and whole records first: their scan also fetches the sample values.
-    repeats: dict[int, tuple[int, list[Sample]]] = {}
-    values: dict[tuple[str, int], object] | None = None
-    if key_j is not None and record_j is not None:
-        missing_key = int(out["rows"]) - int(out[f"at{key_j}"])
-        if missing_key <= _MISSING_KEY_MAX:
-            repeats[key_j], repeats[record_j], values = _key_and_records(
-                plain,
-                plan.agg_rules[key_j],
-                plan.agg_rules[record_j],
-                int(out[f"ac{key_j}"]),
-                missing_key,
-                resource,
-                samples,
-                wanted,
-            )
-        else:
-            repeats[record_j] = _duplicates(plain, plan.agg_rules[record_j], resource, samples)
-    if values is None:
-        values = _sample_values(plain, wanted) if wanted else {}
+    values = _sample_values(plain, wanted) if wanted else {}
 
     results: list[RuleResult] = []
     for i, rule in enumerate(plan.row_rules):
@@ -473,6 +435,21 @@ def check_snapshot(
                 "referenced resource has no snapshot" if spec.id in skipped else None,
             )
         )
+    repeats: dict[int, tuple[int, list[Sample]]] = {}
+    if key_j is not None and record_j is not None:
+        missing_key = int(out["rows"]) - int(out[f"at{key_j}"])
+        if missing_key <= _MISSING_KEY_MAX:
+            repeats[key_j], repeats[record_j] = _key_and_records(
+                plain,
+                plan.agg_rules[key_j],
+                plan.agg_rules[record_j],
+                int(out[f"ac{key_j}"]),
+                missing_key,
+                resource,
+                samples,
+            )
+        else:
+            repeats[record_j] = _duplicates(plain, plan.agg_rules[record_j], resource, samples)
     for j, agg in enumerate(plan.agg_rules):
         if j not in repeats:
             repeats[j] = (0, [])

@@ -335,7 +335,7 @@ def hmac_sm3_tokens(values: list[str], key: bytes) -> list[str]:
 
 
 # From this many distinct values on, a batch is hashed vectorized (``transforms.sm3_batch``:
-# numpy lanes, GIL released, ~2x the per-value loop on one core); fewer go through the loop.
+# numpy lanes, GIL released, 1.3-1.6x the per-value loop on one core); fewer go through the loop.
 _VECTOR_MIN = 4096
 
 

@@ -121,6 +121,7 @@ def _samples(
 
 
 _HASH = "__shuyu_h"
+_RESIDUE = "__shuyu_res_"
 # Whole-record duplicates are looked for among the rows a key rule already singles out
 # (repeated key, or key missing), which are collected; beyond this many rows with a missing
 # key, every row's whole-record hash is counted instead.
@@ -325,7 +326,7 @@ def _row_exprs(i: int, rule: RowRule, samples: bool) -> list[pl.Expr]:
         # residue class of the row number): filter/head/implode would leave the stream.
         row = pl.col(ROW_INDEX)
         out.extend(
-            pl.when(bad & (row % SAMPLES == k)).then(row).min().alias(f"r{i}_{k}")
+            pl.when(bad & pl.col(f"{_RESIDUE}{k}")).then(row).min().alias(f"r{i}_{k}")
             for k in range(SAMPLES)
         )
     return out
@@ -361,6 +362,11 @@ def evaluation_frame(lf: pl.LazyFrame, plan: Plan) -> pl.LazyFrame:
     if plan.stage2:
         lf = lf.with_columns([e.alias(n) for n, e in plan.stage2.items()])
     flags = [e for i, r in enumerate(plan.row_rules) for e in _flags(i, r)]
+    if ROW_INDEX in lf.collect_schema().names():
+        # The residue classes of the row number that pick sample rows, computed once here
+        # rather than once per rule and class.
+        row = pl.col(ROW_INDEX) % SAMPLES
+        flags.extend((row == k).alias(f"{_RESIDUE}{k}") for k in range(SAMPLES))
     return lf.with_columns(flags) if flags else lf
 
 

@@ -235,7 +235,9 @@ def repeats_values(resource: Resource, spec: FieldSpec) -> bool:
 
 def missing(col: pl.Expr, spec: FieldSpec) -> pl.Expr:
     if spec.type == "string":
-        return col.is_null() | (col.str.strip_chars() == "")
+        # Blank: only White_Space characters (regex ``\s`` is that Unicode property, as is
+        # what ``str.strip_chars()`` strips); one regex test instead of a stripped copy.
+        return col.is_null() | col.str.contains(r"^\s*$")
     if spec.type == "float":
         return col.is_null() | col.is_nan()
     return col.is_null()
@@ -271,7 +273,19 @@ def _consistency(plan: Plan, spec: FieldSpec, id_name: str) -> RowRule:
     resource = plan.resource
     col = pl.col(spec.name)
     id_spec = resource.field(id_name)
-    id_ok = well_formed(plan, id_spec) & plan.id_shape(id_spec)
+    if id_spec.rules.check_digit == "GB11643":
+        # A valid GB 11643 check already means 17 ASCII digits and a check character after
+        # normalizing, so the raw value has the ID shape exactly when it is 18 bytes and does
+        # not end in a lower-case x: two cheap tests instead of a second regex per row.
+        text = as_text(pl.col(id_name), id_spec)
+        raw = plan._helper1(
+            "raw18",
+            id_spec,
+            ((text.str.len_bytes() == 18) & ~text.str.ends_with("x")).fill_null(False),
+        )
+        id_ok = well_formed(plan, id_spec) & raw
+    else:
+        id_ok = well_formed(plan, id_spec) & plan.id_shape(id_spec)
     own_ok = plan.present(spec) & plan.format_ok(spec)
     # Digits 7-14 are the birth date, digit 17's parity the sex: integer arithmetic on the
     # parsed digits is far cheaper than formatting every date as a string.

@@ -168,3 +168,47 @@ def test_validators_stream_in_lazy_queries() -> None:
     out = lf.select(V.resident_id_valid(pl.col("id")).alias("ok")).collect(engine="streaming")
     assert out["ok"].sum() == 1000
     assert out["ok"].null_count() == 1000
+
+
+@st.composite
+def ric_bytes_like(draw: st.DrawFn) -> str | None:
+    """Values the 18-byte path sees and values it must leave to the general path: 18 bytes of
+    digits, X/x, blanks, full-width digits and CJK, padded or short numbers, nulls."""
+    kind = draw(st.integers(0, 4))
+    if kind == 0:
+        return None
+    if kind == 1:
+        return draw(st.text(alphabet="0123456789Xx 　０一", min_size=0, max_size=20))
+    value = draw(ric_like())
+    if kind == 2:
+        return draw(st.sampled_from([" ", "", "\t", "　"])) + value
+    return value
+
+
+@SETTINGS
+@given(st.lists(ric_bytes_like(), min_size=1, max_size=60))
+def test_resident_id_byte_path_equals_general_path(values: list[str | None]) -> None:
+    # The byte path (values of exactly 18 bytes) against the general string path, value by
+    # value, in one batch that mixes both (and nulls).
+    s = pl.Series(values, dtype=pl.String)
+    fast = V.resident_id_valid_series(s).to_list()
+    general = V._resident_id_valid_general(s, False).to_list()
+    assert fast == general
+    assert [None if v is None else _stdnum_ric_no_region(v) for v in values] == general
+
+
+def test_resident_id_byte_path_on_a_batch_of_real_numbers() -> None:
+    # 18-byte values only (the byte path alone): right check characters, each one wrong,
+    # lower-case x, leap days of leap and common years, year 0001 and 0000.
+    dates = ["19900228", "20000229", "19000229", "20241231", "00010101", "00000101", "19901301"]
+    values: list[str] = []
+    for i, date in enumerate(dates):
+        body = f"210802{date}12{i}"
+        right = body + V.resident_id_check_char_scalar(body)
+        wrong = body + ("0" if right[17] != "0" else "1")
+        values += [right, wrong, right.lower()]
+    s = pl.Series(values, dtype=pl.String)
+    got = V.resident_id_valid_series(s).to_list()
+    assert got == V._resident_id_valid_general(s, False).to_list()
+    assert got == [_stdnum_ric_no_region(v) for v in values]
+    assert sum(got) >= 4

@@ -309,3 +309,43 @@ def test_check_digits_of_repeated_foreign_keys_are_judged_per_row(
     assert (ref.failed, ref.total) == (0, f.height - expected_ids)
     ref = r.rule("references:单位统一社会信用代码")
     assert (ref.failed, ref.total) == (0, f.height - expected_codes)
+
+
+def test_blank_is_whitespace_only_as_strip_chars_says() -> None:
+    # ``missing`` tests blankness with one regex (\s, the White_Space property); it must agree
+    # with stripping (what it replaced) on Unicode spaces, zero-width and control characters.
+    from quality.rules import missing
+
+    values = ["", " ", "\t\n", "\u3000", "\u00a0", "\u200b", "\u2028", "\x1c", "\x85"]
+    values += ["a", " a ", None, "\ufeff", "\u180e", "　x"]
+    spec = Catalog.load().get("RKJBXX").field("姓名")
+    frame = pl.DataFrame({"姓名": values}, schema={"姓名": pl.String})
+    got = frame.select(missing(pl.col("姓名"), spec))["姓名"].to_list()
+    want = [v is None or v.strip(" \t\n\r\x0b\x0c\u3000\u00a0\u2028\x85") == "" for v in values]
+    stripped = frame.select(pl.col("姓名").is_null() | (pl.col("姓名").str.strip_chars() == ""))
+    assert got == stripped["姓名"].to_list() == want
+
+
+def test_id_shape_after_a_valid_check_digit_is_length_and_case() -> None:
+    # consistent_with_id judges rows whose ID is well formed and has the raw ID shape; with a
+    # valid GB 11643 check the shape test is "18 bytes, no final lower-case x" (rules.py).
+    # Same answer as the regex on padded, lower-case, full-width and short values.
+    from privacy.pii.validators import resident_id_check_char_scalar, resident_id_valid
+
+    body = "21080219900307123"
+    good = body + resident_id_check_char_scalar(body)
+    x_body = next(
+        b
+        for b in (f"21080219900307{i:03d}" for i in range(1000))
+        if resident_id_check_char_scalar(b) == "X"
+    )
+    values = [good, " " + good, good + " ", x_body + "X", x_body + "x", "２" + good[1:], good[:17]]
+    values += [None, "", x_body + "x "]
+    s = pl.col("v")
+    frame = pl.DataFrame({"v": values}, schema={"v": pl.String})
+    valid = resident_id_valid(s).fill_null(False)
+    regex = valid & s.str.contains(r"^[0-9]{17}[0-9X]$").fill_null(False)
+    cheap = valid & ((s.str.len_bytes() == 18) & ~s.str.ends_with("x")).fill_null(False)
+    got = frame.select(regex.alias("a"), cheap.alias("b"))
+    assert got["a"].to_list() == got["b"].to_list()
+    assert got["a"].to_list()[:4] == [True, False, False, True]

@@ -63,6 +63,12 @@ def build(
         [], "--snapshot", help="pin an input snapshot as CODE=SNAPSHOT_ID (repeatable)"
     ),
     prefect: bool = typer.Option(False, "--prefect", help="run as a Prefect flow run"),
+    cluster: str | None = typer.Option(
+        None,
+        "--cluster",
+        help="bound per partition on a Dask cluster: local:N or tcp://host:8786 "
+        "(default SHUYU_CLUSTER / SHUYU_DASK_SCHEDULER, else this process)",
+    ),
     yes: bool = typer.Option(
         False, "--yes", "-y", help="do not ask before charging the privacy budget (scripts)"
     ),
@@ -92,7 +98,7 @@ def build(
 
         for_local_flow_run(home)
         release_id, reused = build_flow(
-            product, str(queries) if queries else None, requester, pins or None
+            product, str(queries) if queries else None, requester, pins or None, cluster=cluster
         )
         from products import release as rel
 
@@ -105,7 +111,9 @@ def build(
             outcome = run_build(
                 home,
                 product,
-                BuildOptions(snapshot_ids=pins, queries=queries, requester=requester),
+                BuildOptions(
+                    snapshot_ids=pins, queries=queries, requester=requester, cluster=cluster
+                ),
             )
         manifest, reused = outcome.manifest, outcome.reused
     if fmt == "json":

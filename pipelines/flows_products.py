@@ -25,6 +25,7 @@ def build_task(
     queries: str | None = None,
     requester: str | None = None,
     snapshot_ids: dict[str, str] | None = None,
+    cluster: str | None = None,
 ) -> tuple[str, bool]:
     from products.engine import BuildOptions, build
 
@@ -38,6 +39,7 @@ def build_task(
                     snapshot_ids=snapshot_ids or {},
                     queries=Path(queries) if queries else None,
                     requester=requester,
+                    cluster=cluster,
                 ),
             ),
             what=f"build {product}",
@@ -124,12 +126,17 @@ def build_flow(
     requester: str | None = None,
     snapshot_ids: dict[str, str] | None = None,
     requested_by: str | None = None,
+    cluster: str | None = None,
 ) -> tuple[str, bool]:
-    """Build one data product release (or return the stored one) and publish an artifact."""
+    """Build one data product release (or return the stored one) and publish an artifact.
+
+    ``cluster`` (or SHUYU_CLUSTER / SHUYU_DASK_SCHEDULER): the build's per-partition bounding
+    runs on that Dask cluster; the build task itself, with every gate, the charge and the
+    draw, stays in the flow's process (the workers hold no state database)."""
     try:
         home = flow_home()
         actor = flow_actor(home, requested_by)
-        release_id, reused = build_task(product, actor, queries, requester, snapshot_ids)
+        release_id, reused = build_task(product, actor, queries, requester, snapshot_ids, cluster)
     except ShuyuError as exc:
         return user_error(exc)
     release_artifact(product, release_id, reused)

@@ -50,6 +50,9 @@ from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
 from products.floors import floors, require_within_floors
+from scaleout.placement import Placement
+from scaleout.placement import bounded_frames as bounded_on_cluster
+from scaleout.placement import choose as choose_placement
 from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
@@ -65,6 +68,9 @@ class BuildOptions:
     queries: Path | None = None  # verification: the batch of queries
     requester: str | None = None  # verification: who asks (quota); default the spec's developer
     at: dt.date | None = None  # authorization date (default today)
+    # where the bounding runs: local:N or tcp://host:8786 (default SHUYU_CLUSTER /
+    # SHUYU_DASK_SCHEDULER, else this process); see scaleout.placement
+    cluster: str | None = None
 
 
 @dataclass
@@ -291,6 +297,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
     # Everything that can refuse the build is checked before anything is charged.
     plan(ctx, builder)
+    placement = choose_placement(ctx, builder, opts.cluster)
     units = _units(spec, catalog) if spec.budget is not None else {}
     with release_lock(home, release_id):
         stored = _stored(home, release_id, digest)
@@ -312,7 +319,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     data_at=spec.reference_period[1] if spec.reference_period else None,
                 ),
             )
-        draw, resumed = _draw_once(ctx, builder, digest, charge)
+        draw, resumed = _draw_once(ctx, builder, digest, charge, placement)
         details: dict[str, Any] = {
             "product": spec.id,
             "version": spec.version,
@@ -320,6 +327,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             "inputs": ids,
             "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
             "resumed_draw": resumed,
+            "execution": draw.meta.get("execution"),
         }
         who = current_actor()
         # The release becomes visible by a rename before its entry is written: an intent
@@ -401,7 +409,11 @@ def plan(ctx: BuildContext, builder: Builder) -> None:
 
 
 def _draw_once(
-    ctx: BuildContext, builder: Builder, digest: str, charge: ledger.ChargeResult | None
+    ctx: BuildContext,
+    builder: Builder,
+    digest: str,
+    charge: ledger.ChargeResult | None,
+    placement: Placement | None = None,
 ) -> tuple[Draw, bool]:
     """The kept draw, or one new draw under ``charge``; returns (draw, resumed).
 
@@ -421,15 +433,22 @@ def _draw_once(
         if charge is not None and charge.reused:
             _refuse_second_draw(charge)
         _before_draw(ctx)
+        frames = None
+        if placement is not None and placement.distributed:
+            # The workers bound and write; no noise yet, so a failure here voids the charge.
+            frames = bounded_on_cluster(ctx, builder, placement)
         drawing = True
         try:
-            draw = builder.draw(ctx)
+            # choose() placed only a DistributableBuilder (bounding_plans + measure) there.
+            draw = builder.draw(ctx) if frames is None else builder.measure(ctx, frames)  # type: ignore[attr-defined]
         except pl.exceptions.ColumnNotFoundError as exc:
             drawing = False
             raise _undeclared(spec, exc) from exc
         except ShuyuError:
             drawing = False  # a refusal: nothing was released, nothing kept
             raise
+        if placement is not None:
+            draw.meta["execution"] = placement.record()
         save_pending(home, release_id, draw, digest)
         if charge is not None:
             ledger.mark(home, release_id, "drawn", drew=True)
@@ -537,6 +556,7 @@ def _store(
                 ],
             )
         pu = spec.privacy_unit
+        execution = rel.Execution(**draw.meta["execution"]) if "execution" in draw.meta else None
         mechanisms = [] if budget is None else _mechanisms(draw, budget)
         manifest = rel.ReleaseManifest(
             release_id=ctx.release_id,
@@ -575,7 +595,8 @@ def _store(
             k_anonymity=fin.k_anonymity,
             verification=fin.verification,
             authorization=authorization,
-            notes=fin.notes,
+            notes=[*fin.notes, *([execution.note] if execution and execution.note else [])],
+            execution=execution,
             created_at=dt.datetime.now(dt.UTC),
             actor=str(current_actor()),
         )

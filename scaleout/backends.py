@@ -77,6 +77,16 @@ def cluster_setting(cluster: str | None = None) -> str | None:
     return os.environ.get("SHUYU_CLUSTER") or os.environ.get("SHUYU_DASK_SCHEDULER") or None
 
 
+def check_setting(setting: str) -> None:
+    """Refuse a cluster setting that is neither ``local:N`` nor a scheduler address (before
+    anything is started or charged)."""
+    if not (_LOCAL.match(setting) or setting.startswith(("tcp://", "tls://"))):
+        raise ValidationError(
+            f"cluster {setting!r} is neither local:N nor a scheduler address",
+            hint="pass --cluster local:2, or set SHUYU_DASK_SCHEDULER=tcp://host:8786",
+        )
+
+
 @contextlib.contextmanager
 def open_backend(cluster: str | None = None) -> Iterator[Backend]:
     """The backend for ``cluster`` (see the module doc); a LocalCluster it starts is closed
@@ -100,11 +110,7 @@ def open_backend(cluster: str | None = None) -> Iterator[Backend]:
         ):
             yield DaskBackend(client)
         return
-    if not setting.startswith(("tcp://", "tls://")):
-        raise ValidationError(
-            f"cluster {setting!r} is neither local:N nor a scheduler address",
-            hint="pass --cluster local:2, or set SHUYU_DASK_SCHEDULER=tcp://host:8786",
-        )
+    check_setting(setting)
     with Client(setting, timeout="30s") as client:
         yield DaskBackend(client)
 

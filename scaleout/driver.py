@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,17 @@ from governance.audit import record
 from scaleout.backends import Backend
 from scaleout.jobs import (
     BoundJob,
+    BoundTablesJob,
     DesensitizeJob,
     PartRef,
     QualityJob,
     bounded_part,
+    bounded_tables,
     desensitize_part,
     part_refs,
     quality_counts,
 )
+from scaleout.placement import BoundingPlan
 from shuyu_core import snapshots
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
@@ -161,22 +163,28 @@ def bounded_frame(
     return pl.scan_parquet(files)
 
 
-def _table_plan(table: str, ctx: Any) -> pl.LazyFrame:
-    """One table's per-unit bounding plan of the product language (unit column kept)."""
-    from products.language.builder import _plans
-
-    return _plans(ctx)[table]
+def bounded_frames(
+    ctx: Any, backend: Backend, plans: dict[str, BoundingPlan]
+) -> dict[str, pl.LazyFrame]:
+    """Every table's bounded cells (one row per unit and cell, identifier dropped) computed
+    per co-partition on the backend, one task per co-partition for all tables; each table is
+    a scan of its parts in partition order. Units are co-partitioned, so a unit's caps hold
+    within its partition exactly as over the whole data."""
+    out_dirs = {name: str(ctx.workdir / f"bounded-parts-{name}") for name in plans}
+    jobs = [
+        BoundTablesJob(ctx, i, parts, plans, out_dirs)
+        for i, parts in enumerate(co_partitions(ctx.home, ctx.inputs))
+    ]
+    done = backend.map(bounded_tables, jobs)
+    return {name: pl.scan_parquet([d[name] for d in done]) for name in plans}
 
 
 def report_bounded_frames(ctx: Any, backend: Backend) -> dict[str, pl.LazyFrame]:
     """Every table's bounded cells of a language report, computed per co-partition on the
-    backend (units are co-partitioned, so each unit's cap holds within its partition)."""
-    from products.language.compile import UNIT_COL
+    backend."""
+    from products.language.builder import LanguageReportBuilder
 
-    return {
-        t.name: bounded_frame(ctx, backend, partial(_table_plan, t.name), UNIT_COL, t.name)
-        for t in ctx.spec.tables
-    }
+    return bounded_frames(ctx, backend, LanguageReportBuilder().bounding_plans(ctx))
 
 
 def report_draw(ctx: Any, backend: Backend) -> Any:

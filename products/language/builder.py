@@ -9,6 +9,7 @@ values, and records every output column's lineage (source fields and derivation)
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.language import compile as qc
 from products.release import ColumnLineage, ContributionBound, InputRef
 from products.tables import TableResult, finish_tables
+from scaleout.placement import BoundingPlan
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -32,6 +34,12 @@ def _plans(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
         fast = qc.unit_first(ctx, t)
         plans[t.name] = fast if fast is not None else qc.bounded(ctx.spec, rows, t)
     return plans
+
+
+def table_plan(table: str, ctx: BuildContext) -> pl.LazyFrame:
+    """One table's per-unit bounding plan (unit column kept): what a worker runs over its
+    co-partition (module level, so it pickles)."""
+    return _plans(ctx)[table]
 
 
 class LanguageReportBuilder:
@@ -63,8 +71,17 @@ class LanguageReportBuilder:
         self._rates[ctx.release_id] = qc.require_match_rates(ctx)
 
     def draw(self, ctx: BuildContext) -> Draw:
-        rates = self._rates.get(ctx.release_id)
-        return measure(ctx, bounded_frames(ctx), rates)
+        return self.measure(ctx, bounded_frames(ctx))
+
+    def bounding_plans(self, ctx: BuildContext) -> dict[str, BoundingPlan]:
+        """Per table its bounding plan, for a build whose bounding runs on a cluster
+        (``scaleout.placement``); ``measure`` then draws over the bounded parts."""
+        return {
+            t.name: BoundingPlan(partial(table_plan, t.name), qc.UNIT_COL) for t in ctx.spec.tables
+        }
+
+    def measure(self, ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
+        return measure(ctx, frames, self._rates.get(ctx.release_id))
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
         return finish(ctx, draw, stage)

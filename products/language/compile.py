@@ -260,7 +260,7 @@ def rows(ctx: BuildContext) -> pl.LazyFrame:
     unit = f"{q.base}.{spec.privacy_unit.field}"
     lf = lf.filter(pl.col(unit).is_not_null())
     if q.bounding.max_rows_per_unit is not None:
-        lf = lf.group_by(unit).head(q.bounding.max_rows_per_unit)
+        lf = first_per_unit(lf, unit, q.bounding.max_rows_per_unit)
     end = spec.reference_period[1]
     keys = [
         vocabulary.derive(
@@ -302,7 +302,7 @@ def unit_first(ctx: BuildContext, table: TableSpec) -> pl.LazyFrame | None:
     unit = f"{q.base}.{spec.privacy_unit.field}"
     base = _base(ctx).filter(pl.col(unit).is_not_null())
     if q.bounding.max_rows_per_unit is not None:
-        base = base.group_by(unit).head(q.bounding.max_rows_per_unit)
+        base = first_per_unit(base, unit, q.bounding.max_rows_per_unit)
     lf = base.group_by(unit).agg([_per_unit(q, v) for v in values] or [pl.len().alias("__rows")])
     for j in q.joins:
         field = j.field or j.key
@@ -345,8 +345,26 @@ def bounded(spec: ProductSpec, all_rows: pl.LazyFrame, table: TableSpec) -> pl.L
         all_rows.filter(*inside).group_by([UNIT_COL, *by]).agg(aggs or [pl.len().alias("__rows")])
     )
     if not one_cell_per_unit(spec, table):
-        cells = cells.group_by(UNIT_COL).head(spec.privacy_unit.contributions)
+        cells = first_per_unit(cells, UNIT_COL, spec.privacy_unit.contributions)
     return cells.select([UNIT_COL, *by, *summed])
+
+
+def first_per_unit(lf: pl.LazyFrame, unit: str, n: int) -> pl.LazyFrame:
+    """At most ``n`` rows per unit, chosen by the rows' content, not by their order.
+
+    ``group_by(unit).head(n)`` keeps whichever rows come first, and the order differs between
+    a streaming run over the whole data and one per partition (or between two runs), so the
+    bounded cells — what the DP measurement sees — would differ. Ranking each unit's rows by
+    a hash of the unit and the row (ties broken by the row itself) picks the same rows
+    wherever and however often it runs, and, unlike a sort by the keys, favours no key.
+    """
+    cols = lf.collect_schema().names()
+    others = [c for c in cols if c != unit]
+    if not others:
+        return lf.unique(subset=[unit])
+    order = [pl.struct(unit, *others).hash(0x5348_5559), *[pl.col(c) for c in others]]
+    kept = lf.group_by(unit).agg(pl.col(c).sort_by(order).head(n) for c in others)
+    return kept.explode(others).select(cols)
 
 
 def one_cell_per_unit(spec: ProductSpec, table: TableSpec) -> bool:

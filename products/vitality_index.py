@@ -37,7 +37,7 @@ from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import AccuracyCell, ContributionBound, InputRef, SuppressedCell
 from products.tables import TableResult, finish_tables, write_tables
-from scaleout.placement import BoundingPlan
+from scaleout.placement import BoundingPlan, partitioned_on
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -133,6 +133,10 @@ class VitalityIndexBuilder:
     def bounding_plans(self, ctx: BuildContext) -> dict[str, BoundingPlan]:
         """The per-enterprise plan, for a build whose bounding runs on a cluster."""
         return {"bounded": BoundingPlan(_per_unit, UNIT)}
+
+    def partitionwise(self, ctx: BuildContext) -> str | None:
+        on = partitioned_on(ctx.inputs).get("SCZTDJ")
+        return None if on == UNIT else f"SCZTDJ is partitioned on {on}, not {UNIT}"
 
     def measure(self, ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
         spec = ctx.spec

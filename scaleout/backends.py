@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from shuyu_core.errors import ValidationError
+from shuyu_core.home import Home
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,11 +71,20 @@ class DaskBackend:
         return list(self.client.gather(futures))
 
 
-def cluster_setting(cluster: str | None = None) -> str | None:
-    """``local:N``, a scheduler address, or None (local backend), from the flag or env."""
+def cluster_setting(cluster: str | None = None, home: Home | None = None) -> str | None:
+    """``local:N``, a scheduler address, or None (local backend): the flag, else the env
+    (``SHUYU_CLUSTER``, ``SHUYU_DASK_SCHEDULER``), else the domain policy's
+    ``scaleout.dask_scheduler`` (when ``home`` is given)."""
     if cluster:
         return cluster
-    return os.environ.get("SHUYU_CLUSTER") or os.environ.get("SHUYU_DASK_SCHEDULER") or None
+    env = os.environ.get("SHUYU_CLUSTER") or os.environ.get("SHUYU_DASK_SCHEDULER")
+    if env:
+        return env
+    if home is not None:
+        from governance.domain_policy import effective
+
+        return effective(home).scaleout.dask_scheduler
+    return None
 
 
 def check_setting(setting: str) -> None:
@@ -88,10 +98,10 @@ def check_setting(setting: str) -> None:
 
 
 @contextlib.contextmanager
-def open_backend(cluster: str | None = None) -> Iterator[Backend]:
+def open_backend(cluster: str | None = None, home: Home | None = None) -> Iterator[Backend]:
     """The backend for ``cluster`` (see the module doc); a LocalCluster it starts is closed
     on exit, a client to an existing scheduler is disconnected."""
-    setting = cluster_setting(cluster)
+    setting = cluster_setting(cluster, home)
     if setting is None or setting == "local":
         yield LocalBackend()
         return
@@ -115,10 +125,10 @@ def open_backend(cluster: str | None = None) -> Iterator[Backend]:
         yield DaskBackend(client)
 
 
-def task_runner(cluster: str | None = None) -> Any:
+def task_runner(cluster: str | None = None, home: Home | None = None) -> Any:
     """The Prefect task runner for flows: ``DaskTaskRunner`` on the configured cluster, else
     None (the flow's default runner)."""
-    setting = cluster_setting(cluster)
+    setting = cluster_setting(cluster, home)
     if setting is None or setting == "local":
         return None
     from prefect_dask import DaskTaskRunner

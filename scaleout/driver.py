@@ -128,9 +128,10 @@ def desensitize(
 
 
 def co_partitions(home: Home, inputs: dict[str, snapshots.Manifest]) -> list[dict[str, PartRef]]:
-    """Part *i* of every input, verified; the inputs must share count, scheme and unit field."""
+    """Part *i* of every input, verified; the inputs must share count and scheme (whether
+    the joins are on the partitioning fields is the builder's ``partitionwise``)."""
     layouts = {code: m.partitioning for code, m in inputs.items()}
-    firsts = {(lay.count, lay.scheme, lay.by) if lay else None for lay in layouts.values()}
+    firsts = {(lay.count, lay.scheme) if lay else None for lay in layouts.values()}
     if None in firsts or len(firsts) != 1:
         raise ValidationError(
             "the inputs are not co-partitioned on the privacy unit ("

@@ -42,6 +42,11 @@ class BoundingPlan:
 class DistributableBuilder(Protocol):
     def bounding_plans(self, ctx: Any) -> dict[str, BoundingPlan]: ...
 
+    def partitionwise(self, ctx: Any) -> str | None:
+        """None when bounding each co-partition gives the whole data's bounded cells (every
+        unit cap and every join is on the partitioning field); else the reason why not."""
+        ...
+
     def measure(self, ctx: Any, frames: dict[str, pl.LazyFrame]) -> Any: ...
 
 
@@ -73,7 +78,9 @@ def _co_partition_count(inputs: dict[str, snapshots.Manifest]) -> int | None:
     layouts = {code: m.partitioning for code, m in inputs.items()}
     if any(lay is None for lay in layouts.values()):
         return None
-    kinds = {(lay.count, lay.scheme, lay.by) for lay in layouts.values() if lay is not None}
+    # The fields may differ (joined on equal values under other names): the builder's
+    # ``partitionwise`` judges the fields, this the hash layout.
+    kinds = {(lay.count, lay.scheme) for lay in layouts.values() if lay is not None}
     if len(kinds) != 1:
         raise ValidationError(
             "the inputs are not co-partitioned on the privacy unit ("
@@ -88,11 +95,14 @@ def choose(ctx: Any, builder: Any, cluster: str | None = None) -> Placement:
     """Where ``builder``'s bounding of ``ctx`` runs (see the module doc); refuses before the
     charge. ``cluster``: the build's ``--cluster``, else ``SHUYU_CLUSTER`` /
     ``SHUYU_DASK_SCHEDULER``."""
-    setting = cluster_setting(cluster)
+    setting = cluster_setting(cluster, ctx.home)
     if setting is not None and setting != "local":
         check_setting(setting)
     if setting is None or setting == "local":
-        count = _co_partition_count(ctx.inputs) if ctx.inputs else None
+        try:
+            count = _co_partition_count(ctx.inputs) if ctx.inputs else None
+        except ValidationError:  # one process reads every part of each input: no matter
+            count = None
         return Placement("local", None, count or 1)
     if not isinstance(builder, DistributableBuilder):
         return Placement(
@@ -103,6 +113,14 @@ def choose(ctx: Any, builder: Any, cluster: str | None = None) -> Placement:
             "the cluster; it ran in one process)",
         )
     count = _co_partition_count(ctx.inputs)
+    why_not = builder.partitionwise(ctx) if count is not None else None
+    if why_not:
+        return Placement(
+            "local",
+            None,
+            1,
+            f"分区计算结果与整体不同，已在本机计算 ({why_not}: bounded in one process)",
+        )
     if count is None:
         unparted = sorted(c for c, m in ctx.inputs.items() if m.partitioning is None)
         return Placement(
@@ -116,9 +134,14 @@ def choose(ctx: Any, builder: Any, cluster: str | None = None) -> Placement:
     return Placement("dask", setting, count)
 
 
+def partitioned_on(inputs: dict[str, snapshots.Manifest]) -> dict[str, str]:
+    """Each partitioned input's partitioning field."""
+    return {c: m.partitioning.by for c, m in inputs.items() if m.partitioning is not None}
+
+
 def bounded_frames(ctx: Any, builder: Any, placement: Placement) -> dict[str, pl.LazyFrame]:
     """The builder's bounded frames computed per co-partition on the cluster (no noise)."""
     from scaleout.driver import bounded_frames as on_backend
 
-    with open_backend(placement.setting) as backend:
+    with open_backend(placement.setting, ctx.home) as backend:
         return on_backend(ctx, backend, builder.bounding_plans(ctx))

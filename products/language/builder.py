@@ -22,7 +22,7 @@ from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.language import compile as qc
 from products.release import ColumnLineage, ContributionBound, InputRef
 from products.tables import TableResult, finish_tables
-from scaleout.placement import BoundingPlan
+from scaleout.placement import BoundingPlan, partitioned_on
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -82,6 +82,22 @@ class LanguageReportBuilder:
 
     def measure(self, ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
         return measure(ctx, frames, self._rates.get(ctx.release_id))
+
+    def partitionwise(self, ctx: BuildContext) -> str | None:
+        """Per co-partition equals whole data when the base is partitioned on the privacy
+        unit (the caps are per unit) and every join is on both sides' partitioning field
+        (part *i* of one input meets only part *i* of the other)."""
+        spec, q = ctx.spec, qc.query_of(ctx.spec)
+        assert spec.privacy_unit is not None
+        on = partitioned_on(ctx.inputs)
+        if on.get(q.base) != spec.privacy_unit.field:
+            return f"{q.base} is partitioned on {on.get(q.base)}, not the unit"
+        off = [
+            f"{q.base}.{j.key} = {j.resource}.{j.field or j.key}"
+            for j in q.joins
+            if j.key != on[q.base] or (j.field or j.key) != on.get(j.resource)
+        ]
+        return f"join(s) not on the partitioning field: {'; '.join(off)}" if off else None
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
         return finish(ctx, draw, stage)

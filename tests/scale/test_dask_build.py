@@ -246,3 +246,50 @@ def test_cluster_failing_leaves_no_release_and_no_double_charge(
     assert [(e.state, e.draws) for e in entries] == [("stored", 1)]
     spent = sum(e.rho for e in ledger.all_entries(parted, "SCZTDJ") if e.state != "void")
     assert spent == pytest.approx(spec.budget.zcdp_rho if spec.budget else 0.0)
+
+
+def test_the_domain_policy_names_the_cluster(
+    home: Home, tmp_path: Path, data: dict[str, pl.DataFrame], budgets: None
+) -> None:
+    """``scaleout.dask_scheduler`` in the applied domain policy is the default cluster (a flag
+    or the env overrides it); with unpartitioned inputs the build still says why it ran
+    locally."""
+    import os
+
+    from accounts_testkit import seed
+
+    from governance import domain_policy
+    from scaleout.backends import cluster_setting
+
+    seed(home, {"root-admin": ["admin"]})
+    base = domain_policy.load_file(Path(os.environ["SHUYU_DOMAIN_POLICY"]))
+    scale = domain_policy.ScaleOutPolicy(dask_scheduler="tcp://127.0.0.1:9")
+    domain_policy.apply(home, base.model_copy(update={"scaleout": scale}), "cluster", "root-admin")
+    assert cluster_setting(None, home) == "tcp://127.0.0.1:9"
+    assert cluster_setting("local:2", home) == "local:2"
+    _ingest(home, tmp_path, data, {"SCZTDJ": 1})
+    m = engine.build(home, "market_entity_report").manifest
+    assert m.execution is not None and m.execution.backend == "local"
+    assert m.execution.note and "--partitions" in m.execution.note
+    with pytest.raises(Exception, match="String should match pattern"):
+        domain_policy.ScaleOutPolicy(dask_scheduler="10.0.0.5:8786")
+
+
+def test_joins_off_the_partitioning_field_fall_back(parted: Home) -> None:
+    """Part *i* of an input partitioned on another field does not hold the units of part *i*
+    of the base: bounding per co-partition would lose join matches, so the build runs locally
+    and says so."""
+    from scaleout.placement import choose
+
+    ctx = _ctx(parted, "medical_settlement_report", "off-key")
+    builder = LanguageReportBuilder()
+    assert builder.partitionwise(ctx) is None
+    assert choose(ctx, builder, "tcp://127.0.0.1:9").distributed
+    rk = ctx.inputs["RKJBXX"]
+    assert rk.partitioning is not None
+    moved = rk.partitioning.model_copy(update={"by": "户籍区划代码"})
+    ctx.inputs["RKJBXX"] = rk.model_copy(update={"partitioning": moved})
+    reason = builder.partitionwise(ctx)
+    assert reason and "YBJS.公民身份号码 = RKJBXX.公民身份号码" in reason
+    placed = choose(ctx, builder, "tcp://127.0.0.1:9")
+    assert not placed.distributed and placed.note and reason in placed.note

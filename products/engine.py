@@ -50,6 +50,7 @@ from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
 from products.floors import floors, require_within_floors
+from scaleout.placement import DistributableBuilder as Distributable
 from scaleout.placement import Placement
 from scaleout.placement import bounded_frames as bounded_on_cluster
 from scaleout.placement import choose as choose_placement
@@ -434,7 +435,7 @@ def _draw_once(
             _refuse_second_draw(charge)
         _before_draw(ctx)
         frames = None
-        if placement is not None and placement.distributed:
+        if placement is not None and placement.distributed and isinstance(builder, Distributable):
             # The workers bound and write; no noise yet, so a failure here voids the charge.
             frames = bounded_on_cluster(ctx, builder, placement)
         drawing = True

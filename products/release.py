@@ -208,11 +208,12 @@ class KAnonymity(_Model):
 
 
 class Execution(_Model):
-    """Where the build's per-unit bounding ran (``scaleout.placement``)."""
+    """Where the build's per-partition work ran — the per-unit bounding of DP products, the
+    keyed index of verification (``scaleout.placement``)."""
 
     backend: Literal["local", "dask"]
     partitions: int = Field(description="co-partitions of the inputs (1: unpartitioned)")
-    bounded_on: Literal["driver", "workers"]
+    ran_on: Literal["driver", "workers"]
     note: str | None = Field(default=None, description="why a configured cluster was not used")
 
 

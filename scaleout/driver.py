@@ -27,12 +27,17 @@ from scaleout.jobs import (
     BoundJob,
     BoundTablesJob,
     DesensitizeJob,
+    IndexJob,
     PartRef,
+    PiiSampleJob,
     QualityJob,
     bounded_part,
     bounded_tables,
     desensitize_part,
+    index_part,
     part_refs,
+    part_rows,
+    pii_sample_part,
     quality_counts,
 )
 from scaleout.placement import BoundingPlan
@@ -92,7 +97,6 @@ def desensitize(
     catalog: Catalog | None = None,
 ) -> list[Path]:
     """Desensitize the latest snapshot of ``code`` part by part into ``out_dir``."""
-    from privacy.pii.scan import scan_frame
     from transforms.apply import desensitize_frame, home_key_provider
     from transforms.policy import load_policy
 
@@ -104,7 +108,7 @@ def desensitize(
     lf = snapshots.scan(home, code, m.snapshot_id)
     declared = {f.name for f in resource.fields if f.pii_type is not None}
     undeclared = [c for c in lf.collect_schema().names() if c not in declared]
-    report = scan_frame(lf.select(undeclared), sample=sample) if undeclared else None
+    report = pii_scan(parts, undeclared, backend, sample) if undeclared else None
     detected = dict(report.detected()) if report is not None else {}
     in_text = tuple(sorted(report.free_text_columns())) if report is not None else ()
     # Compiling over the whole snapshot computes the quantile bounds once (lazy otherwise).
@@ -125,6 +129,41 @@ def desensitize(
         {"backend": backend.name, "parts": len(files), "output": str(out_dir)},
     )
     return files
+
+
+def pii_scan(
+    parts: list[PartRef], columns: list[str], backend: Backend, sample: int = 2000, seed: int = 0
+) -> Any:
+    """``privacy.pii.scan.scan_frame`` of the snapshot's ``columns``, its rows read on the
+    workers: the same evenly spaced rows (``sampling``) taken part by part in partition order,
+    so the driver decides each column on exactly the rows a local scan would."""
+    from privacy.pii.scan import sampling, scan_sampled
+
+    if sample < 1:
+        raise ValidationError(f"sample size {sample} is too small", hint="use --sample 1 or more")
+    sizes = backend.map(part_rows, parts)
+    total = sum(sizes)
+    step, offset = sampling(total, sample, seed)
+    jobs, start = [], 0
+    for part, rows in zip(parts, sizes, strict=True):
+        # The first sampled global row at or after this part's first row.
+        first = offset if start <= offset else offset + -(-(start - offset) // step) * step
+        local = first - start
+        jobs.append(PiiSampleJob(part, tuple(columns), step, local if local < rows else None))
+        start += rows
+    frame = pl.concat(backend.map(pii_sample_part, jobs), how="vertical")
+    return scan_sampled(frame, total, sample, seed)
+
+
+def verification_index(
+    home: Home, m: snapshots.Manifest, check: Any, backend: Backend
+) -> pl.DataFrame:
+    """A verification check's keyed index built part by part on the workers (each loads the
+    key from the shared home), the distinct union taken here."""
+    jobs = [
+        IndexJob(p, check, (check.key_field, check.name_field)) for p in verified_parts(home, m)
+    ]
+    return pl.concat(backend.map(index_part, jobs), how="vertical").unique()
 
 
 def co_partitions(home: Home, inputs: dict[str, snapshots.Manifest]) -> list[dict[str, PartRef]]:

@@ -232,3 +232,53 @@ def bounded_tables(job: BoundTablesJob) -> dict[str, str]:
 
 
 _CTX_FIELDS = ("home", "spec", "catalog", "inputs", "release_id", "options", "extra_inputs")
+
+
+# -- column PII scan ----------------------------------------------------------------------
+
+
+def part_rows(part: PartRef) -> int:
+    """Rows of one part (from its Parquet metadata)."""
+    return int(pl.scan_parquet(part.checked_path()).select(pl.len()).collect().item())
+
+
+@dataclass(frozen=True)
+class PiiSampleJob:
+    """The rows of one part that the whole snapshot's evenly spaced PII sample takes: every
+    ``step``-th row from the part's own row ``offset`` (None: the sample has none here)."""
+
+    part: PartRef
+    columns: tuple[str, ...]
+    step: int
+    offset: int | None
+
+
+def pii_sample_part(job: PiiSampleJob) -> pl.DataFrame:
+    lf = pl.scan_parquet(job.part.checked_path()).select(job.columns)
+    if job.offset is None:
+        return lf.head(0).collect()
+    if job.step > 1:
+        lf = lf.gather_every(job.step, offset=job.offset)
+    return lf.collect(engine="streaming")
+
+
+# -- verification index -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    """One part's share of a verification check's keyed index. The key is read from the
+    shared home on the worker, never sent with the task."""
+
+    part: PartRef
+    check: Any  # catalogs.product_models.VerificationCheck
+    fields: tuple[str, str]  # key field, name field
+
+
+def index_part(job: IndexJob) -> pl.DataFrame:
+    """``key_token, name_token`` of one part (normalized, HMAC-SM3, distinct)."""
+    from products.verification import index_frame
+    from shuyu_core.keys import PSEUDONYM, load_key
+
+    raw = pl.scan_parquet(job.part.checked_path()).select(job.fields).collect()
+    return index_frame(raw, job.check, load_key(job.part.home, PSEUDONYM))

@@ -39,13 +39,19 @@ class BoundingPlan:
 
 
 @runtime_checkable
-class DistributableBuilder(Protocol):
-    def bounding_plans(self, ctx: Any) -> dict[str, BoundingPlan]: ...
-
+class PartitionedBuilder(Protocol):
     def partitionwise(self, ctx: Any) -> str | None:
-        """None when bounding each co-partition gives the whole data's bounded cells (every
-        unit cap and every join is on the partitioning field); else the reason why not."""
+        """None when its per-partition work combined gives the whole data's result (for a
+        DP builder: every unit cap and every join is on the partitioning field); else the
+        reason why not."""
         ...
+
+
+@runtime_checkable
+class DistributableBuilder(PartitionedBuilder, Protocol):
+    """A DP builder whose bounding the engine runs on the cluster (then ``measure``)."""
+
+    def bounding_plans(self, ctx: Any) -> dict[str, BoundingPlan]: ...
 
     def measure(self, ctx: Any, frames: dict[str, pl.LazyFrame]) -> Any: ...
 
@@ -66,7 +72,7 @@ class Placement:
         return {
             "backend": self.backend,
             "partitions": self.partitions,
-            "bounded_on": "workers" if self.distributed else "driver",
+            "ran_on": "workers" if self.distributed else "driver",
             "note": self.note,
         }
 
@@ -104,7 +110,7 @@ def choose(ctx: Any, builder: Any, cluster: str | None = None) -> Placement:
         except ValidationError:  # one process reads every part of each input: no matter
             count = None
         return Placement("local", None, count or 1)
-    if not isinstance(builder, DistributableBuilder):
+    if not isinstance(builder, PartitionedBuilder):
         return Placement(
             "local",
             None,
@@ -112,7 +118,11 @@ def choose(ctx: Any, builder: Any, cluster: str | None = None) -> Placement:
             f"产品类型 {ctx.spec.kind} 在驱动端计算 (a {ctx.spec.kind} build does not run on "
             "the cluster; it ran in one process)",
         )
-    count = _co_partition_count(ctx.inputs)
+    if isinstance(builder, DistributableBuilder):
+        count = _co_partition_count(ctx.inputs)
+    else:  # each input on its own (a verification index): any counts will do
+        counts = [m.partitioning.count if m.partitioning else None for m in ctx.inputs.values()]
+        count = None if None in counts else max(c for c in counts if c is not None)
     why_not = builder.partitionwise(ctx) if count is not None else None
     if why_not:
         return Placement(
@@ -141,6 +151,7 @@ def partitioned_on(inputs: dict[str, snapshots.Manifest]) -> dict[str, str]:
 
 def bounded_frames(ctx: Any, builder: Any, placement: Placement) -> dict[str, pl.LazyFrame]:
     """The builder's bounded frames computed per co-partition on the cluster (no noise)."""
+    assert isinstance(builder, DistributableBuilder)
     from scaleout.driver import bounded_frames as on_backend
 
     with open_backend(placement.setting, ctx.home) as backend:

@@ -150,10 +150,10 @@ def test_build_on_the_cluster(parted: Home, cluster: str, product: str) -> None:
     out = engine.build(parted, spec, engine.BuildOptions(cluster=cluster))
     m = out.manifest
     assert m.execution == rel.Execution(
-        backend="dask", partitions=PARTS, bounded_on="workers", note=None
+        backend="dask", partitions=PARTS, ran_on="workers", note=None
     )
     local = engine.build(parted, with_changes(spec, version="9.9.9")).manifest
-    assert local.execution == rel.Execution(backend="local", partitions=PARTS, bounded_on="driver")
+    assert local.execution == rel.Execution(backend="local", partitions=PARTS, ran_on="driver")
     _same_mechanism(m, local)
     # One charge per input's budget line, drawn once, stored; the work files are gone.
     entries = ledger.entries_for_release(parted, m.release_id)

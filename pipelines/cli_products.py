@@ -94,11 +94,15 @@ def build(
     home = Home.from_env().ensure()
     if prefect:
         from pipelines.flow_support import for_local_flow_run
-        from pipelines.flows_products import build_flow
+        from pipelines.flows_products import run_build as run_build_flow
 
         for_local_flow_run(home)
-        release_id, reused = build_flow(
-            product, str(queries) if queries else None, requester, pins or None, cluster=cluster
+        release_id, reused = run_build_flow(
+            product,
+            cluster,
+            queries=str(queries) if queries else None,
+            requester=requester,
+            snapshot_ids=pins or None,
         )
         from products import release as rel
 

@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from shuyu_core.errors import ValidationError
@@ -97,10 +98,29 @@ def check_setting(setting: str) -> None:
         )
 
 
+# Set by a Prefect flow that runs on DaskTaskRunner (``pipelines.flows_scale``): per-partition
+# jobs then run as the flow's own tasks, on its cluster, instead of through a second client.
+_FLOW_BACKEND: ContextVar[Backend | None] = ContextVar("shuyu_flow_backend", default=None)
+
+
+@contextlib.contextmanager
+def using(backend: Backend) -> Iterator[None]:
+    """Within this block ``open_backend`` yields ``backend`` (whatever the setting)."""
+    token = _FLOW_BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _FLOW_BACKEND.reset(token)
+
+
 @contextlib.contextmanager
 def open_backend(cluster: str | None = None, home: Home | None = None) -> Iterator[Backend]:
     """The backend for ``cluster`` (see the module doc); a LocalCluster it starts is closed
-    on exit, a client to an existing scheduler is disconnected."""
+    on exit, a client to an existing scheduler is disconnected. Inside ``using(b)``: ``b``."""
+    override = _FLOW_BACKEND.get()
+    if override is not None:
+        yield override
+        return
     setting = cluster_setting(cluster, home)
     if setting is None or setting == "local":
         yield LocalBackend()
@@ -136,6 +156,10 @@ def task_runner(cluster: str | None = None, home: Home | None = None) -> Any:
     m = _LOCAL.match(setting)
     if m:
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": int(m.group(1)), "threads_per_worker": 1}
+            cluster_kwargs={
+                "n_workers": int(m.group(1)),
+                "threads_per_worker": 1,
+                "dashboard_address": None,
+            }
         )
     return DaskTaskRunner(address=setting)

@@ -128,11 +128,16 @@ def build(
             "reused": reused,
             "path": str(home.releases / manifest.release_id),
             "rho": manifest.budget.rho if manifest.budget else 0.0,
+            "execution": manifest.execution.model_dump() if manifest.execution else None,
         }
         typer.echo(json.dumps(doc, ensure_ascii=False))
         return
     state = "stored release (no new charge, no new noise)" if reused else "new release"
     console.print(f"[green]{state}[/] {manifest.product_id} v{manifest.version}")
+    ex = manifest.execution
+    if ex is not None and (ex.backend != "local" or ex.note):
+        where = f"{ex.backend}, {ex.partitions} partition(s), on the {ex.ran_on}"
+        console.print(f"执行 execution: {where}" + (f" — {ex.note}" if ex.note else ""))
     typer.echo(manifest.release_id)
 
 

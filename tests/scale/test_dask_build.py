@@ -293,3 +293,35 @@ def test_joins_off_the_partitioning_field_fall_back(parted: Home) -> None:
     assert reason and "YBJS.公民身份号码 = RKJBXX.公民身份号码" in reason
     placed = choose(ctx, builder, "tcp://127.0.0.1:9")
     assert not placed.distributed and placed.note and reason in placed.note
+
+
+def test_build_cli_cluster_option(
+    home: Home, tmp_path: Path, data: dict[str, pl.DataFrame], budgets: None
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from governance.actors import set_request
+    from pipelines import cli_products
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        set_request(None)
+
+    cli_products.register(app)
+    _ingest(home, tmp_path, data, {"SCZTDJ": 1})
+    runner = CliRunner()
+    bad = runner.invoke(app, ["build", "market_entity_report", "--cluster", "nonsense:3"])
+    # (the real CLI's entry point turns the error into exit 4 and its one line)
+    assert isinstance(bad.exception, ValidationError) and bad.exception.exit_code == 4
+    assert ledger.all_entries(home) == []
+    res = runner.invoke(
+        app, ["build", "market_entity_report", "--cluster", "tcp://127.0.0.1:9", "-y"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "--partitions" in res.stdout  # the fallback note is shown
+    res = runner.invoke(app, ["build", "market_entity_report", "--format", "json"])
+    doc = json.loads(res.stdout)
+    assert doc["reused"] and doc["execution"]["backend"] == "local"

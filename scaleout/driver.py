@@ -28,6 +28,7 @@ from scaleout.jobs import (
     BoundTablesJob,
     DesensitizeJob,
     IndexJob,
+    MatchJob,
     PartRef,
     PiiSampleJob,
     QualityJob,
@@ -35,6 +36,7 @@ from scaleout.jobs import (
     bounded_tables,
     desensitize_part,
     index_part,
+    match_counts_part,
     part_refs,
     part_rows,
     pii_sample_part,
@@ -217,6 +219,19 @@ def bounded_frames(
     ]
     done = backend.map(bounded_tables, jobs)
     return {name: pl.scan_parquet([d[name] for d in done]) for name in plans}
+
+
+def match_counts(ctx: Any, backend: Backend) -> tuple[int, dict[str, int]]:
+    """A language report's join match counts (base rows, matched per join) summed over the
+    co-partitions, counted on the backend."""
+    done = backend.map(
+        match_counts_part, [MatchJob(ctx, p) for p in co_partitions(ctx.home, ctx.inputs)]
+    )
+    found: dict[str, int] = {}
+    for _total, per in done:
+        for code, n in per.items():
+            found[code] = found.get(code, 0) + n
+    return sum(t for t, _ in done), found
 
 
 def report_bounded_frames(ctx: Any, backend: Backend) -> dict[str, pl.LazyFrame]:

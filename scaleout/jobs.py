@@ -234,6 +234,20 @@ def bounded_tables(job: BoundTablesJob) -> dict[str, str]:
 _CTX_FIELDS = ("home", "spec", "catalog", "inputs", "release_id", "options", "extra_inputs")
 
 
+@dataclass(frozen=True)
+class MatchJob:
+    """One co-partition's join match counts of a language report."""
+
+    ctx: Any  # products.engine.BuildContext
+    parts: dict[str, PartRef]
+
+
+def match_counts_part(job: MatchJob) -> tuple[int, dict[str, int]]:
+    from products.language.compile import match_counts
+
+    return match_counts(_part_context(job.ctx, job.parts))
+
+
 # -- column PII scan ----------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.language import compile as qc
 from products.release import ColumnLineage, ContributionBound, InputRef
 from products.tables import TableResult, finish_tables
-from scaleout.placement import BoundingPlan, partitioned_on
+from scaleout.placement import BoundingPlan, choose, partitioned_on
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -68,7 +68,21 @@ class LanguageReportBuilder:
                     f"product {spec.id}: table {name} lacks {', '.join(missing)}",
                     hint="derive every dimension and declare every summed value",
                 )
-        self._rates[ctx.release_id] = qc.require_match_rates(ctx)
+        self._rates[ctx.release_id] = qc.require_match_rates(ctx, self._cluster_rates(ctx))
+
+    def _cluster_rates(self, ctx: BuildContext) -> dict[str, float] | None:
+        """The join match rates counted per co-partition on the cluster when the build runs
+        there (the counts add up: the joins are on the partitioning fields); else None."""
+        if not qc.query_of(ctx.spec).joins:
+            return None
+        placement = choose(ctx, self, ctx.options.cluster)
+        if not placement.distributed:
+            return None
+        from scaleout.backends import open_backend
+        from scaleout.driver import match_counts
+
+        with open_backend(placement.setting, ctx.home) as backend:
+            return qc.rates_of(*match_counts(ctx, backend))
 
     def draw(self, ctx: BuildContext) -> Draw:
         return self.measure(ctx, bounded_frames(ctx))

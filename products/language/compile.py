@@ -207,10 +207,20 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
 
     Reads the join keys only; a base without rows has nothing to lose (rate 1).
     """
+    return rates_of(*match_counts(ctx))
+
+
+def rates_of(total: int, found: dict[str, int]) -> dict[str, float]:
+    return {code: 1.0 if total == 0 else n / total for code, n in found.items()}
+
+
+def match_counts(ctx: BuildContext) -> tuple[int, dict[str, int]]:
+    """Base rows (after filters and period), and per join how many find a row. Counts add up
+    over co-partitions when the joins are on the partitioning fields (``scaleout``)."""
     q = query_of(ctx.spec)
     base = _base(ctx)
     total = base.select(pl.len()).collect().item()
-    out: dict[str, float] = {}
+    out: dict[str, int] = {}
     for j in q.joins:
         field = j.field or j.key
         keys = _joined(ctx, j.resource, field).select(pl.col(f"{j.resource}.{field}"))
@@ -221,13 +231,16 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
             .collect()
             .item()
         )
-        out[j.resource] = 1.0 if total == 0 else found / total
-    return out
+        out[j.resource] = int(found)
+    return int(total), out
 
 
-def require_match_rates(ctx: BuildContext) -> dict[str, float]:
+def require_match_rates(
+    ctx: BuildContext, rates: dict[str, float] | None = None
+) -> dict[str, float]:
+    """``rates`` (default: :func:`match_rates`), refused when a join is below its floor."""
     q = query_of(ctx.spec)
-    rates = match_rates(ctx)
+    rates = match_rates(ctx) if rates is None else rates
     low = [
         f"{j.resource} matches {rates[j.resource]:.1%} of {q.base} rows, below the floor "
         f"{j.min_match_rate:.0%}"

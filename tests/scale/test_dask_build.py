@@ -25,6 +25,7 @@ from privacy.dp import bounding, ledger
 from products import engine, specs
 from products import release as rel
 from products.language.builder import LanguageReportBuilder, bounded_frames
+from products.language.compile import match_counts
 from products.vitality_index import UNIT as FIRM
 from products.vitality_index import VitalityIndexBuilder, _per_unit
 from scaleout import driver
@@ -122,6 +123,10 @@ def test_every_demo_products_bounded_cells_identical_before_noise(
                 for n, lf in driver.bounded_frames(ctx, backend, plans).items()
             }
             assert dist.keys() == local.keys(), product
+            counts = driver.match_counts(ctx, backend)
+            assert counts == match_counts(local_ctx), product
+            if ctx.spec.query and ctx.spec.query.joins:
+                assert counts[1] and 0 < min(counts[1].values()) <= counts[0]
             for name, frame in local.items():
                 assert frame.height > 0, (product, name)
                 assert dist[name].equals(frame), (product, name)

@@ -77,7 +77,7 @@ def test_inside_a_dask_flow_the_jobs_go_to_the_flows_tasks(parted: Home, tmp_pat
         files = driver.desensitize(parted, "RKJBXX", rec, tmp_path / "out")
         with backends.open_backend("tcp://127.0.0.1:9") as b:
             assert b is rec
-    assert ("bounded_tables", 3) in rec.calls
+    assert ("bounded_tables", 3) in rec.calls and ("match_counts_part", 3) in rec.calls
     assert ("pii_sample_part", 3) in rec.calls and ("desensitize_part", 3) in rec.calls
     assert out.manifest.execution is not None and out.manifest.execution.partitions == 3
     assert pl.read_parquet(files).height == frames(600)["RKJBXX"].height

@@ -368,16 +368,19 @@ def first_per_unit(lf: pl.LazyFrame, unit: str, n: int) -> pl.LazyFrame:
     ``group_by(unit).head(n)`` keeps whichever rows come first, and the order differs between
     a streaming run over the whole data and one per partition (or between two runs), so the
     bounded cells — what the DP measurement sees — would differ. Ranking each unit's rows by
-    a hash of the unit and the row (ties broken by the row itself) picks the same rows
-    wherever and however often it runs, and, unlike a sort by the keys, favours no key.
+    a hash of the unit and the whole row picks the same rows wherever and however often it
+    runs, and, unlike a sort by the keys, favours no key. Rows with equal hashes are equal
+    rows (up to 64-bit collisions), so which of them is kept does not matter.
     """
     cols = lf.collect_schema().names()
-    others = [c for c in cols if c != unit]
-    if not others:
-        return lf.unique(subset=[unit])
-    order = [pl.struct(unit, *others).hash(0x5348_5559), *[pl.col(c) for c in others]]
-    kept = lf.group_by(unit).agg(pl.col(c).sort_by(order).head(n) for c in others)
-    return kept.explode(others).select(cols)
+    h = "__shuyu_pick"
+    return (
+        lf.with_columns(pl.struct(cols).hash(0x5348_5559).alias(h))
+        .sort([unit, h])
+        .group_by(unit, maintain_order=True)
+        .head(n)
+        .select(cols)
+    )
 
 
 def one_cell_per_unit(spec: ProductSpec, table: TableSpec) -> bool:

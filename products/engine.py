@@ -10,12 +10,16 @@
    refused: bump the version);
 4. ``plan``: everything that can refuse the build (declared fields present in the snapshots,
    public key sets, the builder's own ``plan``: spec vs builder, join keys, the lazy query's
-   columns) is checked *before* anything is charged;
+   columns) is checked *before* anything is charged; so is where the per-partition work
+   runs (``scaleout.placement``: this process, or a Dask cluster when ``--cluster`` /
+   ``SHUYU_DASK_SCHEDULER`` / the domain policy names one);
 5. under a per-release file lock (threads and processes): charge the ledger (idempotent per
    release id, atomic check-and-charge on verified ledger state) *before* any noise is drawn;
-6. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
-   crashed after drawing. The draw is written there atomically *before* anything is derived
-   from it, so a crash anywhere later never leads to a second draw for the same charge;
+6. draw (on a cluster: the workers bound each co-partition first, then the same measurement
+   draws the noise here, once) — or reuse the draw kept in ``work/products/pending/<id>/``
+   by an earlier run that crashed after drawing. The draw is written there atomically
+   *before* anything is derived from it, so a crash anywhere later never leads to a second
+   draw for the same charge;
 7. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
    is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored with the SM3
    of ``release.json``; drop pending.
@@ -36,7 +40,7 @@ import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import polars as pl
 
@@ -440,8 +444,10 @@ def _draw_once(
             frames = bounded_on_cluster(ctx, builder, placement)
         drawing = True
         try:
-            # choose() placed only a DistributableBuilder (bounding_plans + measure) there.
-            draw = builder.draw(ctx) if frames is None else builder.measure(ctx, frames)  # type: ignore[attr-defined]
+            if frames is None:
+                draw = builder.draw(ctx)
+            else:  # the same measurement as draw(), over the bounded parts
+                draw = cast(Distributable, builder).measure(ctx, frames)
         except pl.exceptions.ColumnNotFoundError as exc:
             drawing = False
             raise _undeclared(spec, exc) from exc

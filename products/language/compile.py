@@ -370,7 +370,8 @@ def first_per_unit(lf: pl.LazyFrame, unit: str, n: int) -> pl.LazyFrame:
     bounded cells — what the DP measurement sees — would differ. Ranking each unit's rows by
     a hash of the unit and the whole row picks the same rows wherever and however often it
     runs, and, unlike a sort by the keys, favours no key. Rows with equal hashes are equal
-    rows (up to 64-bit collisions), so which of them is kept does not matter.
+    rows (up to 64-bit collisions), so which of them is kept does not matter. (polars' hash
+    is stable within one polars version, which the driver and its workers share.)
     """
     cols = lf.collect_schema().names()
     h = "__shuyu_pick"

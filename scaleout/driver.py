@@ -2,13 +2,16 @@
 backend, combine the partial results.
 
 - quality: the parts' row-rule counts add up (:func:`quality_counts`);
-- desensitization: the PII scan of undeclared columns (sampled) and the quantile bounds are
-  computed once over the whole snapshot, every part is desensitized with them, the output is
-  the parts in partition order (:func:`desensitize`);
-- DP products: each co-partition runs the builder's own bounding plan (one row per unit, no
-  identifier), and the driver measures the union of the bounded parts with the same
-  mechanism, drawing the noise once (:func:`bounded_frame`, :func:`report_draw`).
-"""
+- PII scan: the workers read the rows of the whole snapshot's evenly spaced sample that fall
+  in their part; the driver decides each column on them (:func:`pii_scan`);
+- desensitization: the scan's findings and the quantile bounds are decided once for the
+  whole snapshot, every part is desensitized with them, the output is the parts in partition
+  order (:func:`desensitize`);
+- DP products: each co-partition runs the builder's own bounding plans (one row per unit and
+  cell, no identifier) and counts its join matches; the driver sums the counts and measures
+  the union of the bounded parts with the same mechanism, drawing the noise once
+  (:func:`bounded_frames`, :func:`match_counts`, :func:`report_draw`);
+- verification: each part's keyed index, the distinct union (:func:`verification_index`)."""
 
 from __future__ import annotations
 

@@ -88,6 +88,13 @@ class VerificationPolicy(_Strict):
     max_quota_per_requester_per_day: int = Field(default=5000, gt=0, le=1_000_000)
 
 
+class ScaleOutPolicy(_Strict):
+    """The domain's Dask cluster (docs/scale.md): builds, quality and desensitization of
+    partitioned snapshots run their per-partition work there unless told otherwise."""
+
+    dask_scheduler: str | None = Field(default=None, pattern=r"^(tcp|tls)://[^\s]+$")
+
+
 class DomainPolicy(BaseModel):
     """The whole policy. Sections other than identity are added by the areas that enforce them;
     unknown keys are refused so that a misspelt floor is never silently ignored."""
@@ -99,6 +106,7 @@ class DomainPolicy(BaseModel):
     portal: PortalPolicy = PortalPolicy()
     privacy_floors: PrivacyFloors = PrivacyFloors()
     verification: VerificationPolicy = VerificationPolicy()
+    scaleout: ScaleOutPolicy = ScaleOutPolicy()
 
     def is_service_account(self, login: str) -> bool:
         return any(s.name == login for s in self.service_accounts)

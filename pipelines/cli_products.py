@@ -63,6 +63,12 @@ def build(
         [], "--snapshot", help="pin an input snapshot as CODE=SNAPSHOT_ID (repeatable)"
     ),
     prefect: bool = typer.Option(False, "--prefect", help="run as a Prefect flow run"),
+    cluster: str | None = typer.Option(
+        None,
+        "--cluster",
+        help="bound per partition on a Dask cluster: local:N or tcp://host:8786 "
+        "(default SHUYU_CLUSTER / SHUYU_DASK_SCHEDULER, else this process)",
+    ),
     yes: bool = typer.Option(
         False, "--yes", "-y", help="do not ask before charging the privacy budget (scripts)"
     ),
@@ -88,11 +94,15 @@ def build(
     home = Home.from_env().ensure()
     if prefect:
         from pipelines.flow_support import for_local_flow_run
-        from pipelines.flows_products import build_flow
+        from pipelines.flows_products import run_build as run_build_flow
 
         for_local_flow_run(home)
-        release_id, reused = build_flow(
-            product, str(queries) if queries else None, requester, pins or None
+        release_id, reused = run_build_flow(
+            product,
+            cluster,
+            queries=str(queries) if queries else None,
+            requester=requester,
+            snapshot_ids=pins or None,
         )
         from products import release as rel
 
@@ -105,7 +115,9 @@ def build(
             outcome = run_build(
                 home,
                 product,
-                BuildOptions(snapshot_ids=pins, queries=queries, requester=requester),
+                BuildOptions(
+                    snapshot_ids=pins, queries=queries, requester=requester, cluster=cluster
+                ),
             )
         manifest, reused = outcome.manifest, outcome.reused
     if fmt == "json":
@@ -116,11 +128,16 @@ def build(
             "reused": reused,
             "path": str(home.releases / manifest.release_id),
             "rho": manifest.budget.rho if manifest.budget else 0.0,
+            "execution": manifest.execution.model_dump() if manifest.execution else None,
         }
         typer.echo(json.dumps(doc, ensure_ascii=False))
         return
     state = "stored release (no new charge, no new noise)" if reused else "new release"
     console.print(f"[green]{state}[/] {manifest.product_id} v{manifest.version}")
+    ex = manifest.execution
+    if ex is not None and (ex.backend != "local" or ex.note):
+        where = f"{ex.backend}, {ex.partitions} partition(s), on the {ex.ran_on}"
+        console.print(f"执行 execution: {where}" + (f" — {ex.note}" if ex.note else ""))
     typer.echo(manifest.release_id)
 
 

@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger
 
 from governance.actors import Actor
 from pipelines.flow_support import acting, flow_actor, flow_home, user_error, with_retries
+from pipelines.flows_scale import on_cluster, partitions_as_tasks
 from shuyu_core.errors import ShuyuError
 
 
@@ -25,6 +26,7 @@ def build_task(
     queries: str | None = None,
     requester: str | None = None,
     snapshot_ids: dict[str, str] | None = None,
+    cluster: str | None = None,
 ) -> tuple[str, bool]:
     from products.engine import BuildOptions, build
 
@@ -38,6 +40,7 @@ def build_task(
                     snapshot_ids=snapshot_ids or {},
                     queries=Path(queries) if queries else None,
                     requester=requester,
+                    cluster=cluster,
                 ),
             ),
             what=f"build {product}",
@@ -124,13 +127,27 @@ def build_flow(
     requester: str | None = None,
     snapshot_ids: dict[str, str] | None = None,
     requested_by: str | None = None,
+    cluster: str | None = None,
 ) -> tuple[str, bool]:
-    """Build one data product release (or return the stored one) and publish an artifact."""
+    """Build one data product release (or return the stored one) and publish an artifact.
+
+    ``cluster`` (or SHUYU_CLUSTER / SHUYU_DASK_SCHEDULER / the domain policy): the build's
+    per-partition work runs on that Dask cluster. On DaskTaskRunner (:func:`run_build`) each
+    co-partition is a task of this flow and the build itself — every gate, the charge, the
+    noise, the release — runs in the flow's process, not on a worker (the workers hold no
+    state database); otherwise the build is one task and reaches the cluster as a client."""
     try:
         home = flow_home()
         actor = flow_actor(home, requested_by)
-        release_id, reused = build_task(product, actor, queries, requester, snapshot_ids)
+        with partitions_as_tasks() as as_tasks:
+            run = build_task.fn if as_tasks else build_task
+            release_id, reused = run(product, actor, queries, requester, snapshot_ids, cluster)
     except ShuyuError as exc:
         return user_error(exc)
     release_artifact(product, release_id, reused)
     return release_id, reused
+
+
+def run_build(product: str, cluster: str | None = None, **kwargs: Any) -> tuple[str, bool]:
+    """The build flow, on DaskTaskRunner when a cluster is configured (``flows_scale``)."""
+    return on_cluster(build_flow, cluster)(product, cluster=cluster, **kwargs)

@@ -10,12 +10,16 @@
    refused: bump the version);
 4. ``plan``: everything that can refuse the build (declared fields present in the snapshots,
    public key sets, the builder's own ``plan``: spec vs builder, join keys, the lazy query's
-   columns) is checked *before* anything is charged;
+   columns) is checked *before* anything is charged; so is where the per-partition work
+   runs (``scaleout.placement``: this process, or a Dask cluster when ``--cluster`` /
+   ``SHUYU_DASK_SCHEDULER`` / the domain policy names one);
 5. under a per-release file lock (threads and processes): charge the ledger (idempotent per
    release id, atomic check-and-charge on verified ledger state) *before* any noise is drawn;
-6. draw — or reuse the draw kept in ``work/products/pending/<id>/`` by an earlier run that
-   crashed after drawing. The draw is written there atomically *before* anything is derived
-   from it, so a crash anywhere later never leads to a second draw for the same charge;
+6. draw (on a cluster: the workers bound each co-partition first, then the same measurement
+   draws the noise here, once) — or reuse the draw kept in ``work/products/pending/<id>/``
+   by an earlier run that crashed after drawing. The draw is written there atomically
+   *before* anything is derived from it, so a crash anywhere later never leads to a second
+   draw for the same charge;
 7. post-process (accuracy, suppression, derived values, HTML) into a staging directory that
    is renamed to ``releases/<id>/`` atomically; mark the ledger entries stored with the SM3
    of ``release.json``; drop pending.
@@ -36,7 +40,7 @@ import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import polars as pl
 
@@ -50,6 +54,10 @@ from products import release as rel
 from products import specs
 from products.authz import require_build_authorized
 from products.floors import floors, require_within_floors
+from scaleout.placement import DistributableBuilder as Distributable
+from scaleout.placement import Placement
+from scaleout.placement import bounded_frames as bounded_on_cluster
+from scaleout.placement import choose as choose_placement
 from shuyu_core import atomic, faults, journal, snapshots
 from shuyu_core import ids as id_rules
 from shuyu_core.errors import BudgetExceeded, ShuyuError, ValidationError
@@ -65,6 +73,9 @@ class BuildOptions:
     queries: Path | None = None  # verification: the batch of queries
     requester: str | None = None  # verification: who asks (quota); default the spec's developer
     at: dt.date | None = None  # authorization date (default today)
+    # where the bounding runs: local:N or tcp://host:8786 (default SHUYU_CLUSTER /
+    # SHUYU_DASK_SCHEDULER, else this process); see scaleout.placement
+    cluster: str | None = None
 
 
 @dataclass
@@ -297,6 +308,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
     # Everything that can refuse the build is checked before anything is charged.
     plan(ctx, builder)
+    placement = choose_placement(ctx, builder, opts.cluster)
     units = _units(spec, catalog) if spec.budget is not None else {}
     with release_lock(home, release_id):
         stored = _stored(home, release_id, digest)
@@ -318,7 +330,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
                     data_at=spec.reference_period[1] if spec.reference_period else None,
                 ),
             )
-        draw, resumed = _draw_once(ctx, builder, digest, charge)
+        draw, resumed = _draw_once(ctx, builder, digest, charge, placement)
         details: dict[str, Any] = {
             "product": spec.id,
             "version": spec.version,
@@ -326,6 +338,7 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             "inputs": ids,
             "rho": spec.budget.zcdp_rho if spec.budget else 0.0,
             "resumed_draw": resumed,
+            "execution": draw.meta.get("execution"),
         }
         who = current_actor()
         # The release becomes visible by a rename before its entry is written: an intent
@@ -407,7 +420,11 @@ def plan(ctx: BuildContext, builder: Builder) -> None:
 
 
 def _draw_once(
-    ctx: BuildContext, builder: Builder, digest: str, charge: ledger.ChargeResult | None
+    ctx: BuildContext,
+    builder: Builder,
+    digest: str,
+    charge: ledger.ChargeResult | None,
+    placement: Placement | None = None,
 ) -> tuple[Draw, bool]:
     """The kept draw, or one new draw under ``charge``; returns (draw, resumed).
 
@@ -427,15 +444,24 @@ def _draw_once(
         if charge is not None and charge.reused:
             _refuse_second_draw(charge)
         _before_draw(ctx)
+        frames = None
+        if placement is not None and placement.distributed and isinstance(builder, Distributable):
+            # The workers bound and write; no noise yet, so a failure here voids the charge.
+            frames = bounded_on_cluster(ctx, builder, placement)
         drawing = True
         try:
-            draw = builder.draw(ctx)
+            if frames is None:
+                draw = builder.draw(ctx)
+            else:  # the same measurement as draw(), over the bounded parts
+                draw = cast(Distributable, builder).measure(ctx, frames)
         except pl.exceptions.ColumnNotFoundError as exc:
             drawing = False
             raise _undeclared(spec, exc) from exc
         except ShuyuError:
             drawing = False  # a refusal: nothing was released, nothing kept
             raise
+        if placement is not None:
+            draw.meta["execution"] = placement.record()
         save_pending(home, release_id, draw, digest)
         if charge is not None:
             ledger.mark(home, release_id, "drawn", drew=True)
@@ -543,6 +569,7 @@ def _store(
                 ],
             )
         pu = spec.privacy_unit
+        execution = rel.Execution(**draw.meta["execution"]) if "execution" in draw.meta else None
         mechanisms = [] if budget is None else _mechanisms(draw, budget)
         manifest = rel.ReleaseManifest(
             release_id=ctx.release_id,
@@ -581,7 +608,8 @@ def _store(
             k_anonymity=fin.k_anonymity,
             verification=fin.verification,
             authorization=authorization,
-            notes=fin.notes,
+            notes=[*fin.notes, *([execution.note] if execution and execution.note else [])],
+            execution=execution,
             created_at=dt.datetime.now(dt.UTC),
             actor=str(current_actor()),
         )

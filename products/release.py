@@ -207,6 +207,16 @@ class KAnonymity(_Model):
     generalization: dict[str, str] = Field(default_factory=dict)
 
 
+class Execution(_Model):
+    """Where the build's per-partition work ran — the per-unit bounding of DP products, the
+    keyed index of verification (``scaleout.placement``)."""
+
+    backend: Literal["local", "dask"]
+    partitions: int = Field(description="co-partitions of the inputs (1: unpartitioned)")
+    ran_on: Literal["driver", "workers"]
+    note: str | None = Field(default=None, description="why a configured cluster was not used")
+
+
 class ReleaseManifest(_Model):
     schema_version: int = SCHEMA_VERSION
     release_id: str
@@ -254,6 +264,9 @@ class ReleaseManifest(_Model):
         default=None, description="governance.authorization result at build time (evidence)"
     )
     notes: list[str] = Field(default_factory=list)
+    execution: Execution | None = Field(
+        default=None, description="backend and partition count of the bounding (DP products)"
+    )
     created_at: dt.datetime
     actor: str
 

@@ -121,9 +121,38 @@ def index_path(home: Home, check: VerificationCheck, snapshot_id: str, key: byte
 
 def keyed_index(ctx: BuildContext, check: VerificationCheck, key: bytes) -> pl.DataFrame:
     """``key_token, name_token`` for one registry snapshot and field pair, built once and kept
-    in work/."""
+    in work/ — per partition on the cluster when the build has one (``scaleout.placement``)."""
+    from scaleout.placement import choose
+
     snap = ctx.inputs[check.resource]
-    return snapshot_index(ctx.home, check, snap.snapshot_id, key, lambda: ctx.scan(check.resource))
+    placement = choose(ctx, VerificationBuilder(), ctx.options.cluster)
+    built: Callable[[], pl.DataFrame] | None = None
+    if placement.distributed:
+        from scaleout.backends import open_backend
+        from scaleout.driver import verification_index
+
+        def on_cluster() -> pl.DataFrame:
+            with open_backend(placement.setting, ctx.home) as backend:
+                return verification_index(ctx.home, snap, check, backend)
+
+        built = on_cluster
+    return snapshot_index(
+        ctx.home, check, snap.snapshot_id, key, lambda: ctx.scan(check.resource), built
+    )
+
+
+def index_frame(raw: pl.DataFrame, check: VerificationCheck, key: bytes) -> pl.DataFrame:
+    """Distinct ``key_token, name_token`` of rows holding the check's key and name fields.
+
+    Normalizing and HMAC are per value, so the index of a snapshot is the distinct union of
+    its parts' indexes (how the cluster builds it, ``scaleout.jobs.index_part``)."""
+    keys = normalize_series(raw[check.key_field], "id")
+    names = normalize_series(raw[check.name_field], "name")
+    return (
+        pl.DataFrame({"key_token": tokens(key, keys), "name_token": tokens(key, names)})
+        .drop_nulls("key_token")
+        .unique()
+    )
 
 
 def snapshot_index(
@@ -132,19 +161,18 @@ def snapshot_index(
     snapshot_id: str,
     key: bytes,
     scan: Callable[[], pl.LazyFrame],
+    built: Callable[[], pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
-    """The keyed index of ``check`` over one snapshot (``scan`` reads it when not yet built)."""
+    """The keyed index of ``check`` over one snapshot (``scan`` reads it when not yet built;
+    ``built``, when given, builds it instead, e.g. on a cluster)."""
     path = index_path(home, check, snapshot_id, key)
     if path.exists():
         return pl.read_parquet(path)
-    raw = scan().select(check.key_field, check.name_field).collect()
-    keys = normalize_series(raw[check.key_field], "id")
-    names = normalize_series(raw[check.name_field], "name")
-    index = (
-        pl.DataFrame({"key_token": tokens(key, keys), "name_token": tokens(key, names)})
-        .drop_nulls("key_token")
-        .unique()
-    )
+    if built is not None:
+        index = built()
+    else:
+        raw = scan().select(check.key_field, check.name_field).collect()
+        index = index_frame(raw, check, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.parquet")
     index.write_parquet(tmp)
@@ -524,6 +552,11 @@ def answer(
 
 
 class VerificationBuilder:
+    def partitionwise(self, ctx: BuildContext) -> str | None:
+        """The keyed index is a distinct union of per-value tokens: any partitioning will do
+        (``scaleout.placement`` then builds it on the cluster)."""
+        return None
+
     def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
         if options.queries is None:
             raise ValidationError(

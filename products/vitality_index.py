@@ -37,6 +37,7 @@ from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.release import AccuracyCell, ContributionBound, InputRef, SuppressedCell
 from products.tables import TableResult, finish_tables, write_tables
+from scaleout.placement import BoundingPlan, partitioned_on
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -126,10 +127,22 @@ class VitalityIndexBuilder:
                 )
 
     def draw(self, ctx: BuildContext) -> Draw:
+        bounded = bounding.sink_bounded(_per_unit(ctx), UNIT, ctx.workdir / "bounded.parquet")
+        return self.measure(ctx, {"bounded": bounded})
+
+    def bounding_plans(self, ctx: BuildContext) -> dict[str, BoundingPlan]:
+        """The per-enterprise plan, for a build whose bounding runs on a cluster."""
+        return {"bounded": BoundingPlan(_per_unit, UNIT)}
+
+    def partitionwise(self, ctx: BuildContext) -> str | None:
+        on = partitioned_on(ctx.inputs).get("SCZTDJ")
+        return None if on == UNIT else f"SCZTDJ is partitioned on {on}, not {UNIT}"
+
+    def measure(self, ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
         spec = ctx.spec
         assert spec.index is not None and spec.budget is not None and spec.privacy_unit
         _table_measures(spec)
-        bounded = bounding.sink_bounded(_per_unit(ctx), UNIT, ctx.workdir / "bounded.parquet")
+        bounded = frames["bounded"]
         frames = {
             "new": bounded.filter(pl.col("new_quarter").is_not_null()).select(
                 "district", pl.col("new_quarter").alias("quarter"), "capital"

@@ -19,9 +19,11 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from shuyu_core.errors import ValidationError
+from shuyu_core.home import Home
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -70,18 +72,56 @@ class DaskBackend:
         return list(self.client.gather(futures))
 
 
-def cluster_setting(cluster: str | None = None) -> str | None:
-    """``local:N``, a scheduler address, or None (local backend), from the flag or env."""
+def cluster_setting(cluster: str | None = None, home: Home | None = None) -> str | None:
+    """``local:N``, a scheduler address, or None (local backend): the flag, else the env
+    (``SHUYU_CLUSTER``, ``SHUYU_DASK_SCHEDULER``), else the domain policy's
+    ``scaleout.dask_scheduler`` (when ``home`` is given)."""
     if cluster:
         return cluster
-    return os.environ.get("SHUYU_CLUSTER") or os.environ.get("SHUYU_DASK_SCHEDULER") or None
+    env = os.environ.get("SHUYU_CLUSTER") or os.environ.get("SHUYU_DASK_SCHEDULER")
+    if env:
+        return env
+    if home is not None:
+        from governance.domain_policy import effective
+
+        return effective(home).scaleout.dask_scheduler
+    return None
+
+
+def check_setting(setting: str) -> None:
+    """Refuse a cluster setting that is neither ``local:N`` nor a scheduler address (before
+    anything is started or charged)."""
+    if not (_LOCAL.match(setting) or setting.startswith(("tcp://", "tls://"))):
+        raise ValidationError(
+            f"cluster {setting!r} is neither local:N nor a scheduler address",
+            hint="pass --cluster local:2, or set SHUYU_DASK_SCHEDULER=tcp://host:8786",
+        )
+
+
+# Set by a Prefect flow that runs on DaskTaskRunner (``pipelines.flows_scale``): per-partition
+# jobs then run as the flow's own tasks, on its cluster, instead of through a second client.
+_FLOW_BACKEND: ContextVar[Backend | None] = ContextVar("shuyu_flow_backend", default=None)
 
 
 @contextlib.contextmanager
-def open_backend(cluster: str | None = None) -> Iterator[Backend]:
+def using(backend: Backend) -> Iterator[None]:
+    """Within this block ``open_backend`` yields ``backend`` (whatever the setting)."""
+    token = _FLOW_BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _FLOW_BACKEND.reset(token)
+
+
+@contextlib.contextmanager
+def open_backend(cluster: str | None = None, home: Home | None = None) -> Iterator[Backend]:
     """The backend for ``cluster`` (see the module doc); a LocalCluster it starts is closed
-    on exit, a client to an existing scheduler is disconnected."""
-    setting = cluster_setting(cluster)
+    on exit, a client to an existing scheduler is disconnected. Inside ``using(b)``: ``b``."""
+    override = _FLOW_BACKEND.get()
+    if override is not None:
+        yield override
+        return
+    setting = cluster_setting(cluster, home)
     if setting is None or setting == "local":
         yield LocalBackend()
         return
@@ -100,19 +140,15 @@ def open_backend(cluster: str | None = None) -> Iterator[Backend]:
         ):
             yield DaskBackend(client)
         return
-    if not setting.startswith(("tcp://", "tls://")):
-        raise ValidationError(
-            f"cluster {setting!r} is neither local:N nor a scheduler address",
-            hint="pass --cluster local:2, or set SHUYU_DASK_SCHEDULER=tcp://host:8786",
-        )
+    check_setting(setting)
     with Client(setting, timeout="30s") as client:
         yield DaskBackend(client)
 
 
-def task_runner(cluster: str | None = None) -> Any:
+def task_runner(cluster: str | None = None, home: Home | None = None) -> Any:
     """The Prefect task runner for flows: ``DaskTaskRunner`` on the configured cluster, else
     None (the flow's default runner)."""
-    setting = cluster_setting(cluster)
+    setting = cluster_setting(cluster, home)
     if setting is None or setting == "local":
         return None
     from prefect_dask import DaskTaskRunner
@@ -120,6 +156,10 @@ def task_runner(cluster: str | None = None) -> Any:
     m = _LOCAL.match(setting)
     if m:
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": int(m.group(1)), "threads_per_worker": 1}
+            cluster_kwargs={
+                "n_workers": int(m.group(1)),
+                "threads_per_worker": 1,
+                "dashboard_address": None,
+            }
         )
     return DaskTaskRunner(address=setting)

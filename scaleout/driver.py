@@ -2,19 +2,21 @@
 backend, combine the partial results.
 
 - quality: the parts' row-rule counts add up (:func:`quality_counts`);
-- desensitization: the PII scan of undeclared columns (sampled) and the quantile bounds are
-  computed once over the whole snapshot, every part is desensitized with them, the output is
-  the parts in partition order (:func:`desensitize`);
-- DP products: each co-partition runs the builder's own bounding plan (one row per unit, no
-  identifier), and the driver measures the union of the bounded parts with the same
-  mechanism, drawing the noise once (:func:`bounded_frame`, :func:`report_draw`).
-"""
+- PII scan: the workers read the rows of the whole snapshot's evenly spaced sample that fall
+  in their part; the driver decides each column on them (:func:`pii_scan`);
+- desensitization: the scan's findings and the quantile bounds are decided once for the
+  whole snapshot, every part is desensitized with them, the output is the parts in partition
+  order (:func:`desensitize`);
+- DP products: each co-partition runs the builder's own bounding plans (one row per unit and
+  cell, no identifier) and counts its join matches; the driver sums the counts and measures
+  the union of the bounded parts with the same mechanism, drawing the noise once
+  (:func:`bounded_frames`, :func:`match_counts`, :func:`report_draw`);
+- verification: each part's keyed index, the distinct union (:func:`verification_index`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,24 @@ from governance.audit import record
 from scaleout.backends import Backend
 from scaleout.jobs import (
     BoundJob,
+    BoundTablesJob,
     DesensitizeJob,
+    IndexJob,
+    MatchJob,
     PartRef,
+    PiiSampleJob,
     QualityJob,
     bounded_part,
+    bounded_tables,
     desensitize_part,
+    index_part,
+    match_counts_part,
     part_refs,
+    part_rows,
+    pii_sample_part,
     quality_counts,
 )
+from scaleout.placement import BoundingPlan
 from shuyu_core import snapshots
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
@@ -90,7 +102,6 @@ def desensitize(
     catalog: Catalog | None = None,
 ) -> list[Path]:
     """Desensitize the latest snapshot of ``code`` part by part into ``out_dir``."""
-    from privacy.pii.scan import scan_frame
     from transforms.apply import desensitize_frame, home_key_provider
     from transforms.policy import load_policy
 
@@ -102,7 +113,7 @@ def desensitize(
     lf = snapshots.scan(home, code, m.snapshot_id)
     declared = {f.name for f in resource.fields if f.pii_type is not None}
     undeclared = [c for c in lf.collect_schema().names() if c not in declared]
-    report = scan_frame(lf.select(undeclared), sample=sample) if undeclared else None
+    report = pii_scan(parts, undeclared, backend, sample) if undeclared else None
     detected = dict(report.detected()) if report is not None else {}
     in_text = tuple(sorted(report.free_text_columns())) if report is not None else ()
     # Compiling over the whole snapshot computes the quantile bounds once (lazy otherwise).
@@ -125,10 +136,46 @@ def desensitize(
     return files
 
 
+def pii_scan(
+    parts: list[PartRef], columns: list[str], backend: Backend, sample: int = 2000, seed: int = 0
+) -> Any:
+    """``privacy.pii.scan.scan_frame`` of the snapshot's ``columns``, its rows read on the
+    workers: the same evenly spaced rows (``sampling``) taken part by part in partition order,
+    so the driver decides each column on exactly the rows a local scan would."""
+    from privacy.pii.scan import sampling, scan_sampled
+
+    if sample < 1:
+        raise ValidationError(f"sample size {sample} is too small", hint="use --sample 1 or more")
+    sizes = backend.map(part_rows, parts)
+    total = sum(sizes)
+    step, offset = sampling(total, sample, seed)
+    jobs, start = [], 0
+    for part, rows in zip(parts, sizes, strict=True):
+        # The first sampled global row at or after this part's first row.
+        first = offset if start <= offset else offset + -(-(start - offset) // step) * step
+        local = first - start
+        jobs.append(PiiSampleJob(part, tuple(columns), step, local if local < rows else None))
+        start += rows
+    frame = pl.concat(backend.map(pii_sample_part, jobs), how="vertical")
+    return scan_sampled(frame, total, sample, seed)
+
+
+def verification_index(
+    home: Home, m: snapshots.Manifest, check: Any, backend: Backend
+) -> pl.DataFrame:
+    """A verification check's keyed index built part by part on the workers (each loads the
+    key from the shared home), the distinct union taken here."""
+    jobs = [
+        IndexJob(p, check, (check.key_field, check.name_field)) for p in verified_parts(home, m)
+    ]
+    return pl.concat(backend.map(index_part, jobs), how="vertical").unique()
+
+
 def co_partitions(home: Home, inputs: dict[str, snapshots.Manifest]) -> list[dict[str, PartRef]]:
-    """Part *i* of every input, verified; the inputs must share count, scheme and unit field."""
+    """Part *i* of every input, verified; the inputs must share count and scheme (whether
+    the joins are on the partitioning fields is the builder's ``partitionwise``)."""
     layouts = {code: m.partitioning for code, m in inputs.items()}
-    firsts = {(lay.count, lay.scheme, lay.by) if lay else None for lay in layouts.values()}
+    firsts = {(lay.count, lay.scheme) if lay else None for lay in layouts.values()}
     if None in firsts or len(firsts) != 1:
         raise ValidationError(
             "the inputs are not co-partitioned on the privacy unit ("
@@ -161,22 +208,41 @@ def bounded_frame(
     return pl.scan_parquet(files)
 
 
-def _table_plan(table: str, ctx: Any) -> pl.LazyFrame:
-    """One table's per-unit bounding plan of the product language (unit column kept)."""
-    from products.language.builder import _plans
+def bounded_frames(
+    ctx: Any, backend: Backend, plans: dict[str, BoundingPlan]
+) -> dict[str, pl.LazyFrame]:
+    """Every table's bounded cells (one row per unit and cell, identifier dropped) computed
+    per co-partition on the backend, one task per co-partition for all tables; each table is
+    a scan of its parts in partition order. Units are co-partitioned, so a unit's caps hold
+    within its partition exactly as over the whole data."""
+    out_dirs = {name: str(ctx.workdir / f"bounded-parts-{name}") for name in plans}
+    jobs = [
+        BoundTablesJob(ctx, i, parts, plans, out_dirs)
+        for i, parts in enumerate(co_partitions(ctx.home, ctx.inputs))
+    ]
+    done = backend.map(bounded_tables, jobs)
+    return {name: pl.scan_parquet([d[name] for d in done]) for name in plans}
 
-    return _plans(ctx)[table]
+
+def match_counts(ctx: Any, backend: Backend) -> tuple[int, dict[str, int]]:
+    """A language report's join match counts (base rows, matched per join) summed over the
+    co-partitions, counted on the backend."""
+    done = backend.map(
+        match_counts_part, [MatchJob(ctx, p) for p in co_partitions(ctx.home, ctx.inputs)]
+    )
+    found: dict[str, int] = {}
+    for _total, per in done:
+        for code, n in per.items():
+            found[code] = found.get(code, 0) + n
+    return sum(t for t, _ in done), found
 
 
 def report_bounded_frames(ctx: Any, backend: Backend) -> dict[str, pl.LazyFrame]:
     """Every table's bounded cells of a language report, computed per co-partition on the
-    backend (units are co-partitioned, so each unit's cap holds within its partition)."""
-    from products.language.compile import UNIT_COL
+    backend."""
+    from products.language.builder import LanguageReportBuilder
 
-    return {
-        t.name: bounded_frame(ctx, backend, partial(_table_plan, t.name), UNIT_COL, t.name)
-        for t in ctx.spec.tables
-    }
+    return bounded_frames(ctx, backend, LanguageReportBuilder().bounding_plans(ctx))
 
 
 def report_draw(ctx: Any, backend: Backend) -> Any:

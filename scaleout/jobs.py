@@ -174,19 +174,125 @@ class BoundJob:
 def bounded_part(job: BoundJob) -> str:
     """The builder's own bounding plan over one co-partition, one row per unit, written
     without the unit identifier (``privacy.dp.bounding``), atomically."""
-    from products.engine import BuildContext
+    ctx = _part_context(job.ctx, job.parts)
+    lf = job.plan(ctx).drop(job.unit)
+    out = _atomic_sink(lf, Path(job.out_dir) / f"bounded-{job.index:05d}.parquet")
+    return str(out)
 
-    parts = job.parts
+
+def _part_context(ctx: Any, parts: dict[str, PartRef]) -> Any:
+    """The build context with ``scan`` narrowed to one co-partition (declared fields only)."""
+    from products.engine import BuildContext
 
     class PartContext(BuildContext):
         def scan(self, code: str) -> pl.LazyFrame:
             cols = self.spec.input(code).fields
             return pl.scan_parquet(parts[code].checked_path()).select(cols)
 
-    ctx = PartContext(**{f: getattr(job.ctx, f) for f in _CTX_FIELDS})
-    lf = job.plan(ctx).drop(job.unit)
-    out = _atomic_sink(lf, Path(job.out_dir) / f"bounded-{job.index:05d}.parquet")
-    return str(out)
+    return PartContext(**{f: getattr(ctx, f) for f in _CTX_FIELDS})
+
+
+@dataclass(frozen=True)
+class BoundTablesJob:
+    """Every table's bounding plan over one co-partition (one scan of the inputs for all)."""
+
+    ctx: Any  # products.engine.BuildContext
+    index: int
+    parts: dict[str, PartRef]
+    plans: dict[str, Any]  # table -> scaleout.placement.BoundingPlan
+    out_dirs: dict[str, str]  # table -> directory of its bounded parts
+
+
+def bounded_tables(job: BoundTablesJob) -> dict[str, str]:
+    """Each table's bounded cells of one co-partition, without the unit identifier, sunk in
+    one streaming ``collect_all`` (polars shares the inputs' scan and joins between the
+    tables) to temporary names, then renamed: a killed worker leaves no partial part."""
+    ctx = _part_context(job.ctx, job.parts)
+    finals = {
+        name: Path(job.out_dirs[name]) / f"bounded-{job.index:05d}.parquet" for name in job.plans
+    }
+    tmps = {
+        name: p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        for name, p in finals.items()
+    }
+    try:
+        sinks = []
+        for name, bp in job.plans.items():
+            tmps[name].parent.mkdir(parents=True, exist_ok=True)
+            sinks.append(bp.plan(ctx).drop(bp.unit).sink_parquet(tmps[name], lazy=True))
+        pl.collect_all(sinks, engine="streaming")
+        faults.point("scaleout.part_staged")
+        for name, tmp in tmps.items():
+            os.replace(tmp, finals[name])
+    finally:
+        for tmp in tmps.values():
+            if tmp.exists():
+                tmp.unlink()
+    return {name: str(p) for name, p in finals.items()}
 
 
 _CTX_FIELDS = ("home", "spec", "catalog", "inputs", "release_id", "options", "extra_inputs")
+
+
+@dataclass(frozen=True)
+class MatchJob:
+    """One co-partition's join match counts of a language report."""
+
+    ctx: Any  # products.engine.BuildContext
+    parts: dict[str, PartRef]
+
+
+def match_counts_part(job: MatchJob) -> tuple[int, dict[str, int]]:
+    from products.language.compile import match_counts
+
+    return match_counts(_part_context(job.ctx, job.parts))
+
+
+# -- column PII scan ----------------------------------------------------------------------
+
+
+def part_rows(part: PartRef) -> int:
+    """Rows of one part (from its Parquet metadata)."""
+    return int(pl.scan_parquet(part.checked_path()).select(pl.len()).collect().item())
+
+
+@dataclass(frozen=True)
+class PiiSampleJob:
+    """The rows of one part that the whole snapshot's evenly spaced PII sample takes: every
+    ``step``-th row from the part's own row ``offset`` (None: the sample has none here)."""
+
+    part: PartRef
+    columns: tuple[str, ...]
+    step: int
+    offset: int | None
+
+
+def pii_sample_part(job: PiiSampleJob) -> pl.DataFrame:
+    lf = pl.scan_parquet(job.part.checked_path()).select(job.columns)
+    if job.offset is None:
+        return lf.head(0).collect()
+    if job.step > 1:
+        lf = lf.gather_every(job.step, offset=job.offset)
+    return lf.collect(engine="streaming")
+
+
+# -- verification index -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexJob:
+    """One part's share of a verification check's keyed index. The key is read from the
+    shared home on the worker, never sent with the task."""
+
+    part: PartRef
+    check: Any  # catalogs.product_models.VerificationCheck
+    fields: tuple[str, str]  # key field, name field
+
+
+def index_part(job: IndexJob) -> pl.DataFrame:
+    """``key_token, name_token`` of one part (normalized, HMAC-SM3, distinct)."""
+    from products.verification import index_frame
+    from shuyu_core.keys import PSEUDONYM, load_key
+
+    raw = pl.scan_parquet(job.part.checked_path()).select(job.fields).collect()
+    return index_frame(raw, job.check, load_key(job.part.home, PSEUDONYM))

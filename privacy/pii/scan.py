@@ -114,12 +114,20 @@ def _sample_frame(
     if isinstance(data, pl.DataFrame):
         return data, data.height
     total = data.select(pl.len()).collect(engine="streaming").item()
+    step, offset = sampling(total, sample, seed)
+    lf = data if step == 1 else data.gather_every(step, offset=offset)
+    return lf.collect(engine="streaming"), total
+
+
+def sampling(total: int, sample: int, seed: int) -> tuple[int, int]:
+    """``(step, offset)``: the rows scanned are ``offset, offset + step, …`` of ``total``
+    (step 1: every row). Shared with the per-partition scan (``scaleout.driver``), which reads
+    the same rows part by part."""
     target = max(sample * 4, 1)
-    lf = data
     if total > target:
         step = total // target
-        lf = data.gather_every(step, offset=seed % step)
-    return lf.collect(engine="streaming"), total
+        return step, seed % step
+    return 1, 0
 
 
 def _values(s: pl.Series, sample: int, seed: int) -> pl.Series | None:
@@ -399,6 +407,17 @@ def scan_frame(
     if sample < 1:
         raise ValidationError(f"sample size {sample} is too small", hint="use --sample 1 or more")
     frame, total = _sample_frame(df, sample, seed)
+    return scan_sampled(frame, total, sample, seed, make_analyzer)
+
+
+def scan_sampled(
+    frame: pl.DataFrame,
+    total: int | None,
+    sample: int = DEFAULT_SAMPLE,
+    seed: int = 0,
+    make_analyzer: AnalyzerFactory | None = None,
+) -> ScanReport:
+    """Decide every column of rows already sampled (``sampling``) from ``total`` rows."""
     findings = [
         scan_column(name, frame[name], sample=sample, seed=seed, make_analyzer=make_analyzer)
         for name in frame.columns

@@ -9,6 +9,7 @@ values, and records every output column's lineage (source fields and derivation)
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from products.engine import BuildContext, BuildOptions, Draw, Finished
 from products.language import compile as qc
 from products.release import ColumnLineage, ContributionBound, InputRef
 from products.tables import TableResult, finish_tables
+from scaleout.placement import BoundingPlan, choose, partitioned_on
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -32,6 +34,12 @@ def _plans(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
         fast = qc.unit_first(ctx, t)
         plans[t.name] = fast if fast is not None else qc.bounded(ctx.spec, rows, t)
     return plans
+
+
+def table_plan(table: str, ctx: BuildContext) -> pl.LazyFrame:
+    """One table's per-unit bounding plan (unit column kept): what a worker runs over its
+    co-partition (module level, so it pickles)."""
+    return _plans(ctx)[table]
 
 
 class LanguageReportBuilder:
@@ -60,10 +68,23 @@ class LanguageReportBuilder:
                     f"product {spec.id}: table {name} lacks {', '.join(missing)}",
                     hint="derive every dimension and declare every summed value",
                 )
-        self._rates[ctx.release_id] = qc.require_match_rates(ctx)
+        self._rates[ctx.release_id] = qc.require_match_rates(ctx, self._cluster_rates(ctx))
+
+    def _cluster_rates(self, ctx: BuildContext) -> dict[str, float] | None:
+        """The join match rates counted per co-partition on the cluster when the build runs
+        there (the counts add up: the joins are on the partitioning fields); else None."""
+        if not qc.query_of(ctx.spec).joins:
+            return None
+        placement = choose(ctx, self, ctx.options.cluster)
+        if not placement.distributed:
+            return None
+        from scaleout.backends import open_backend
+        from scaleout.driver import match_counts
+
+        with open_backend(placement.setting, ctx.home) as backend:
+            return qc.rates_of(*match_counts(ctx, backend))
 
     def draw(self, ctx: BuildContext) -> Draw:
-        rates = self._rates.get(ctx.release_id)
         try:
             frames = bounded_frames(ctx)
         except pl.exceptions.PolarsError as exc:
@@ -77,7 +98,33 @@ class LanguageReportBuilder:
                 hint="check the field types and values the query reads; nothing was drawn and "
                 "the charge is void",
             ) from exc
-        return measure(ctx, frames, rates)
+        return self.measure(ctx, frames)
+
+    def bounding_plans(self, ctx: BuildContext) -> dict[str, BoundingPlan]:
+        """Per table its bounding plan, for a build whose bounding runs on a cluster
+        (``scaleout.placement``); ``measure`` then draws over the bounded parts."""
+        return {
+            t.name: BoundingPlan(partial(table_plan, t.name), qc.UNIT_COL) for t in ctx.spec.tables
+        }
+
+    def measure(self, ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
+        return measure(ctx, frames, self._rates.get(ctx.release_id))
+
+    def partitionwise(self, ctx: BuildContext) -> str | None:
+        """Per co-partition equals whole data when the base is partitioned on the privacy
+        unit (the caps are per unit) and every join is on both sides' partitioning field
+        (part *i* of one input meets only part *i* of the other)."""
+        spec, q = ctx.spec, qc.query_of(ctx.spec)
+        assert spec.privacy_unit is not None
+        on = partitioned_on(ctx.inputs)
+        if on.get(q.base) != spec.privacy_unit.field:
+            return f"{q.base} is partitioned on {on.get(q.base)}, not the unit"
+        off = [
+            f"{q.base}.{j.key} = {j.resource}.{j.field or j.key}"
+            for j in q.joins
+            if j.key != on[q.base] or (j.field or j.key) != on.get(j.resource)
+        ]
+        return f"join(s) not on the partitioning field: {'; '.join(off)}" if off else None
 
     def finish(self, ctx: BuildContext, draw: Draw, stage: Path) -> Finished:
         return finish(ctx, draw, stage)

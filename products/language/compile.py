@@ -414,10 +414,20 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
     it would answer, exactly and for nothing, whether those persons are in the registry.
     Reads the join keys only; an empty base has nothing to lose (rate 1).
     """
+    return rates_of(*match_counts(ctx))
+
+
+def rates_of(total: int, found: dict[str, int]) -> dict[str, float]:
+    return {code: 1.0 if total == 0 else n / total for code, n in found.items()}
+
+
+def match_counts(ctx: BuildContext) -> tuple[int, dict[str, int]]:
+    """Base rows (after filters and period), and per join how many find a row. Counts add up
+    over co-partitions when the joins are on the partitioning fields (``scaleout``)."""
     q = query_of(ctx.spec)
     base = _scan(ctx, q.base)
     total = base.select(pl.len()).collect().item()
-    out: dict[str, float] = {}
+    out: dict[str, int] = {}
     for j in q.joins:
         field = j.field or j.key
         keys = _joined(ctx, j.resource, field, filtered=False).select(
@@ -430,13 +440,16 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
             .collect()
             .item()
         )
-        out[j.resource] = 1.0 if total == 0 else found / total
-    return out
+        out[j.resource] = int(found)
+    return int(total), out
 
 
-def require_match_rates(ctx: BuildContext) -> dict[str, float]:
+def require_match_rates(
+    ctx: BuildContext, rates: dict[str, float] | None = None
+) -> dict[str, float]:
+    """``rates`` (default: :func:`match_rates`), refused when a join is below its floor."""
     q = query_of(ctx.spec)
-    rates = match_rates(ctx)
+    rates = match_rates(ctx) if rates is None else rates
     low = [
         f"{j.resource} matches {rates[j.resource]:.1%} of {q.base} rows, below the floor "
         f"{j.min_match_rate:.0%}"
@@ -469,7 +482,7 @@ def rows(ctx: BuildContext) -> pl.LazyFrame:
     unit = f"{q.base}.{spec.privacy_unit.field}"
     lf = lf.filter(pl.col(unit).is_not_null())
     if q.bounding.max_rows_per_unit is not None:
-        lf = lf.group_by(unit).head(q.bounding.max_rows_per_unit)
+        lf = first_per_unit(lf, unit, q.bounding.max_rows_per_unit)
     end = spec.reference_period[1]
     keys = [
         vocabulary.derive(
@@ -512,7 +525,7 @@ def unit_first(ctx: BuildContext, table: TableSpec) -> pl.LazyFrame | None:
     unit = f"{q.base}.{spec.privacy_unit.field}"
     base = _base(ctx).filter(pl.col(unit).is_not_null())
     if q.bounding.max_rows_per_unit is not None:
-        base = base.group_by(unit).head(q.bounding.max_rows_per_unit)
+        base = first_per_unit(base, unit, q.bounding.max_rows_per_unit)
     lf = base.group_by(unit).agg([_per_unit(q, v) for v in values] or [pl.len().alias("__rows")])
     for j in q.joins:
         field = j.field or j.key
@@ -555,8 +568,30 @@ def bounded(spec: ProductSpec, all_rows: pl.LazyFrame, table: TableSpec) -> pl.L
         all_rows.filter(*inside).group_by([UNIT_COL, *by]).agg(aggs or [pl.len().alias("__rows")])
     )
     if not one_cell_per_unit(spec, table):
-        cells = cells.group_by(UNIT_COL).head(spec.privacy_unit.contributions)
+        cells = first_per_unit(cells, UNIT_COL, spec.privacy_unit.contributions)
     return cells.select([UNIT_COL, *by, *summed])
+
+
+def first_per_unit(lf: pl.LazyFrame, unit: str, n: int) -> pl.LazyFrame:
+    """At most ``n`` rows per unit, chosen by the rows' content, not by their order.
+
+    ``group_by(unit).head(n)`` keeps whichever rows come first, and the order differs between
+    a streaming run over the whole data and one per partition (or between two runs), so the
+    bounded cells — what the DP measurement sees — would differ. Ranking each unit's rows by
+    a hash of the unit and the whole row picks the same rows wherever and however often it
+    runs, and, unlike a sort by the keys, favours no key. Rows with equal hashes are equal
+    rows (up to 64-bit collisions), so which of them is kept does not matter. (polars' hash
+    is stable within one polars version, which the driver and its workers share.)
+    """
+    cols = lf.collect_schema().names()
+    h = "__shuyu_pick"
+    return (
+        lf.with_columns(pl.struct(cols).hash(0x5348_5559).alias(h))
+        .sort([unit, h])
+        .group_by(unit, maintain_order=True)
+        .head(n)
+        .select(cols)
+    )
 
 
 def one_cell_per_unit(spec: ProductSpec, table: TableSpec) -> bool:

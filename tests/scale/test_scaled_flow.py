@@ -44,3 +44,34 @@ def test_scaled_quality_flow_on_dask_task_runner(
     out = run_scaled_quality("RKJBXX", "local:2", as_of=AS_OF.isoformat())
     assert out == local
     assert out["rows"] == frames(500)["RKJBXX"].height
+
+
+def test_build_flow_on_dask_task_runner(prefect_server: None, home: Home, tmp_path: Path) -> None:
+    """The build flow on DaskTaskRunner (a LocalCluster of 2): each co-partition's jobs are
+    task runs of the flow, the release records the dask backend, one charge, one draw."""
+    from prefect.client.orchestration import get_client
+
+    from pipelines.flows_products import run_build
+    from privacy.dp import ledger
+    from products import release as rel
+
+    for code in ("RKJBXX", "SBCBJF"):
+        src = tmp_path / f"{code}.parquet"
+        frames(500)[code].write_parquet(src)
+        ingest_path(home, code, src, partitions=3)
+    release_id, reused = run_build("si_enrolment_report", "local:2")
+    assert not reused
+    m = rel.load(home, release_id)
+    assert m.execution is not None
+    assert (m.execution.backend, m.execution.partitions, m.execution.ran_on) == (
+        "dask",
+        3,
+        "workers",
+    )
+    assert [(e.state, e.draws) for e in ledger.entries_for_release(home, release_id)] == [
+        ("stored", 1)
+    ] * 2
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs()
+    # per co-partition: its join match counts (before the charge) and its bounding
+    assert sum(1 for r in runs if r.name.startswith("partition")) == 2 * 3

@@ -422,7 +422,7 @@ def rates_of(total: int, found: dict[str, int]) -> dict[str, float]:
 
 
 def match_counts(ctx: BuildContext) -> tuple[int, dict[str, int]]:
-    """Base rows (after filters and period), and per join how many find a row. Counts add up
+    """Base rows (the whole snapshot), and per join how many find a row. Counts add up
     over co-partitions when the joins are on the partitioning fields (``scaleout``)."""
     q = query_of(ctx.spec)
     base = _scan(ctx, q.base)

@@ -76,7 +76,8 @@ def _common(ctx: BuildContext, accuracy: list[AccuracyCell], notes: list[str]) -
                 "resource": i.resource,
                 "snapshot_id": ctx.inputs[i.resource].snapshot_id,
                 "fields": i.fields,
-                "rows": ctx.inputs[i.resource].rows,
+                # No row count: a published report carries only noisy numbers, and a
+                # snapshot's exact size is a count of the registry (it stays in release.json).
             }
             for i in spec.inputs
         ],

@@ -36,6 +36,19 @@ def test_statistical_report_reads_in_chinese_with_a_plain_uncertainty_sentence(
     assert "ε 越小，保护越强" in html and ")-DP<" not in html
 
 
+def test_a_published_report_states_no_exact_count_of_its_input_snapshots(
+    data_home: Home,
+) -> None:
+    """A snapshot's row count is an exact registry count: it stays in release.json."""
+    out = engine.build(data_home, "si_enrolment_report")
+    html = (rel.release_dir(data_home, out.release_id) / "report.html").read_text(encoding="utf-8")
+    manifest = rel.load(data_home, out.release_id)
+    numbers = {n.replace(",", "") for n in re.findall(r"\d[\d,]*", html)}
+    for i in manifest.inputs:
+        assert i.rows > 1000
+        assert str(i.rows) not in numbers, (i.resource, i.rows)
+
+
 def test_index_report_clamps_values_and_draws_a_chart_per_district_when_bands_overlap(
     home: Home,
 ) -> None:

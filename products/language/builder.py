@@ -62,6 +62,10 @@ class LanguageReportBuilder:
                 )
         self._rates[ctx.release_id] = qc.require_match_rates(ctx)
 
+    def match_rates(self, release_id: str) -> dict[str, float]:
+        """The join match rates ``plan`` computed for ``release_id``."""
+        return self._rates.get(release_id, {})
+
     def draw(self, ctx: BuildContext) -> Draw:
         rates = self._rates.get(ctx.release_id)
         return measure(ctx, bounded_frames(ctx), rates)

@@ -218,8 +218,18 @@ index:
   terms:
     - {name: quarter_ago, title: 三个月前新设, expr: "max(lag(new, 3), 1)"}
   components:
-    - {name: momentum, title: 新设动能, expr: "(new - lag(new, 3)) / quarter_ago", range: [-1, 3], weight: 1, anchor: [-0.5, 0.5]}
-    - {name: ytd_formation, title: 年内新设率, expr: "cumsum(new) / max(operating, 1)", range: [0, 1], weight: 1, anchor: [0, 0.2]}
+    - name: momentum
+      title: 新设动能
+      expr: "(new - lag(new, 3)) / quarter_ago"
+      range: [-1, 3]
+      weight: 1
+      anchor: [-0.5, 0.5]
+    - name: ytd_formation
+      title: 年内新设率
+      expr: "cumsum(new) / max(operating, 1)"
+      range: [0, 1]
+      weight: 1
+      anchor: [0, 0.2]
 suppression: {min_count: 5, max_relative_error: 1.0}
 alpha: 0.05
 outputs: {formats: [parquet, csv, html]}

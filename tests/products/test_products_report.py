@@ -73,7 +73,7 @@ def test_clamp_for_display_keeps_each_index_column_in_its_range() -> None:
     assert shown["growth"].to_list() == [-1.0, 0.0, 2.0]
     assert column_labels(get("business_vitality_index"), None, ["new_rate", "score_ci95"]) == [
         "新设率",
-        "指数误差范围（±，95%）",
+        "置信带半宽（覆盖率≥95%）",
     ]
 
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from catalogs.index_language import IndexComponent, IndexSpec, check_index  # noqa: F401
+from catalogs.index_language import IndexSpec, check_index
 from catalogs.product_language import QuerySpec
 
 ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
@@ -287,7 +287,7 @@ class TableSpec(Strict):
     measures: list[MeasureSpec] = Field(min_length=1)
     derived: list[DerivedSpec] = Field(default_factory=list)
     filter: str | None = Field(
-        default=None, description="builder-defined row subset (e.g. new registrations)"
+        default=None, description="index: the row set (index.rows) whose units this table measures"
     )
     weight: float = Field(default=1.0, gt=0, description="share of the release budget")
 

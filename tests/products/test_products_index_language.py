@@ -11,14 +11,16 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from index_coverage_sim import DISTRICTS, simulate, spec_data, truth_tables
+from index_coverage_sim import DISTRICTS, DiscreteGaussian, simulate, spec_data, truth_tables
 from index_coverage_sim import noise_meta as sim_noise
 
 from governance.audit import verify
 from privacy.dp import ledger
+from privacy.dp.accuracy import discrete_gaussian_half_width
 from products import engine, specs
 from products import release as rel
 from products.language import index_eval
+from products.language.index_band import Selection, conditional_interval
 from shuyu_core.errors import ValidationError
 from shuyu_core.home import Home
 
@@ -264,3 +266,48 @@ def test_an_index_written_only_as_a_spec_builds(data_home: Home, spec_dir: Path)
     assert sorted(m.derived_from["momentum"]) == ["founded", "operating"]
     assert any("at least 95%" in n for n in m.notes)
     assert "<svg" in (root / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("truth", "scale", "sel"),
+    [
+        (3.0, 1.5, Selection(lower=5)),  # released only on upward noise
+        (0.0, 1.5, Selection(lower=3)),  # a true zero, rarely released
+        (40.0, 1.5, Selection(lower=5)),  # far above the threshold: no real selection
+        (7.0, 4.0, Selection()),  # no selection: the exact central interval
+        (-2.0, 3.0, Selection(lower=4, upper=-4)),  # two-sided (|y| ≥ 4), mixed-sign sums
+    ],
+)
+def test_conditional_interval_covers_given_release(
+    truth: float, scale: float, sel: Selection
+) -> None:
+    """One input: draws of the exact discrete Gaussian, kept when released; the interval
+    holds the truth in ≥ 95 % of released draws (tolerance z = 3 over the released count)."""
+    rng = np.random.default_rng(11)
+    y = truth + DiscreteGaussian(scale).draw(rng, 40_000)
+    released = y >= sel.lower
+    if sel.upper > -math.inf:
+        released |= y <= sel.upper
+    y = y[released][:4000]
+    assert y.size >= 300
+    valid = (0.0, math.inf) if truth >= 0 else (-math.inf, math.inf)
+    lo, hi = conditional_interval(y, scale, True, LEVEL, sel, valid)
+    covered = float(((lo <= truth) & (truth <= hi)).mean())
+    assert covered >= _floor(y.size), (covered, y.size)
+    if sel.none:  # without selection: never wider than the exact central interval
+        h, _level = discrete_gaussian_half_width(scale, 1 - LEVEL)
+        assert ((hi - lo) <= 2 * h).all()
+
+
+def test_intervals_that_ignore_the_release_undercover() -> None:
+    """The test above has power: the unconditional interval y ± h, used on released draws of
+    a truth under the threshold, covers far less than 95 % (the audit's 0.62 case)."""
+    rng = np.random.default_rng(12)
+    truth, scale = 2.0, 1.5
+    y = truth + DiscreteGaussian(scale).draw(rng, 40_000)
+    y = y[y >= 5]
+    h, _level = discrete_gaussian_half_width(scale, 0.05)
+    naive = float(((y - h <= truth) & (truth <= y + h)).mean())
+    assert naive < 0.9
+    lo, hi = conditional_interval(y, scale, True, LEVEL, Selection(lower=5), (0.0, math.inf))
+    assert float(((lo <= truth) & (truth <= hi)).mean()) >= _floor(y.size)

@@ -33,7 +33,19 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from catalogs.index_language import Bin, Call, Const, Neg, Node, Ref, measure_ranges, parse
+from catalogs.index_language import (
+    Bin,
+    Call,
+    Const,
+    IndexComponent,
+    IndexTerm,
+    Neg,
+    Node,
+    Ref,
+    measure_ranges,
+    parse,
+    refs,
+)
 from catalogs.product_models import ProductSpec
 from products import specs
 from products.language.index_band import Selection, conditional_interval
@@ -307,12 +319,16 @@ def _clamp(x: F, valid: tuple[float | None, float | None]) -> F:
     return np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
 
 
-def _score(spec: ProductSpec, env: dict[str, IV], grid: Grid) -> tuple[IV, dict[str, IV]]:
+def _score(
+    spec: ProductSpec, env: dict[str, IV], grid: Grid, fixed: dict[str, IV] | None = None
+) -> tuple[IV, dict[str, IV]]:
+    """The score's enclosure (and each component's) when every name lies in its interval;
+    ``fixed`` pins terms to a sub-interval of theirs (see ``_band``)."""
     idx = spec.index
     assert idx is not None
     env = dict(env)
     for t in idx.terms:
-        env[t.name] = interval(parse(t.expr), env, grid)
+        env[t.name] = (fixed or {}).get(t.name) or interval(parse(t.expr), env, grid)
     total_w = sum(c.weight for c in idx.components)
     s_lo = np.zeros(grid.shape)
     s_hi = np.zeros(grid.shape)
@@ -330,7 +346,58 @@ def _score(spec: ProductSpec, env: dict[str, IV], grid: Grid) -> tuple[IV, dict[
         if c.direction == "negative":
             z_lo, z_hi = 1.0 - z_hi, 1.0 - z_lo
         s_lo, s_hi = s_lo + c.weight * z_lo, s_hi + c.weight * z_hi
-    return (100.0 * s_lo / total_w, 100.0 * s_hi / total_w), comps
+    return (100.0 * s_lo / total_w, 100.0 * s_hi / total_w), comps | {
+        t.name: env[t.name] for t in idx.terms
+    }
+
+
+PIECES = 8
+
+
+def _shared(spec: ProductSpec) -> list[str]:
+    """Terms and names read by two or more expressions: interval arithmetic treats each
+    occurrence as a different value, so these are the ones worth subdividing."""
+    idx = spec.index
+    assert idx is not None
+    counts: dict[str, int] = {}
+    exprs: list[IndexTerm | IndexComponent] = [*idx.terms, *idx.components]
+    for e in exprs:
+        for r in set(refs(parse(e.expr))):
+            counts[r] = counts.get(r, 0) + 1
+    return [t.name for t in idx.terms] + [
+        r for r, n in counts.items() if n >= 2 and r not in {t.name for t in idx.terms}
+    ]
+
+
+def _band(spec: ProductSpec, env: dict[str, IV], grid: Grid, leaves_of: dict[str, Leaf]) -> IV:
+    """The score's enclosure over the box ``env``, tightened by subdivision: for each shared
+    name, the union over ``PIECES`` sub-intervals of its enclosure (each evaluated with the
+    name pinned to the piece) still holds every score the box allows, and so does the
+    intersection of such unions. Rigorous: the true value of the name lies in one piece."""
+    idx = spec.index
+    assert idx is not None
+    (lo, hi), whole = _score(spec, env, grid)
+    terms = {t.name for t in idx.terms}
+    for name in _shared(spec):
+        b_lo, b_hi = whole[name] if name in terms else env[name]
+        finite = np.isfinite(b_lo) & np.isfinite(b_hi)
+        if not finite.any():
+            continue
+        u_lo = np.full(grid.shape, np.inf)
+        u_hi = np.full(grid.shape, -np.inf)
+        for i in range(PIECES):
+            p_lo = b_lo if i == 0 else b_lo + (b_hi - b_lo) * (i / PIECES)
+            p_hi = b_hi if i == PIECES - 1 else b_lo + (b_hi - b_lo) * ((i + 1) / PIECES)
+            piece = (np.where(finite, p_lo, b_lo), np.where(finite, p_hi, b_hi))
+            if name in terms:
+                (s_lo, s_hi), _c = _score(spec, env, grid, {name: piece})
+            else:
+                leaf = leaves_of[name]
+                pinned = {n: piece for n, x in leaves_of.items() if x is leaf}
+                (s_lo, s_hi), _c = _score(spec, env | pinned, grid)
+            u_lo, u_hi = np.minimum(u_lo, s_lo), np.maximum(u_hi, s_hi)
+        lo, hi = np.maximum(lo, u_lo), np.minimum(hi, u_hi)
+    return lo, hi
 
 
 def compute(
@@ -393,7 +460,7 @@ def compute(
             for n, other in lv.items():
                 if other is leaf:
                     env[n] = (lo, hi)
-        (lo, hi), _c = _score(spec, env, grid)
+        lo, hi = _band(spec, env, grid, lv)
         sel = k == kk
         lower[sel], upper[sel], level[sel] = lo[sel], hi[sel], per_input
 
@@ -414,7 +481,7 @@ def compute(
         score=score,
         lower=np.minimum(lower, score),
         upper=np.maximum(upper, score),
-        components={c: v[0] for c, v in comps.items()},
+        components={c.name: comps[c.name][0] for c in idx.components},
         withheld=withheld_any,
         reasons=reasons,
         inputs_read=k.astype(np.int64),

@@ -14,6 +14,7 @@ import yaml
 from index_coverage_sim import DISTRICTS, DiscreteGaussian, simulate, spec_data, truth_tables
 from index_coverage_sim import noise_meta as sim_noise
 
+from governance import audit
 from governance.audit import verify
 from privacy.dp import ledger
 from privacy.dp.accuracy import discrete_gaussian_half_width
@@ -311,3 +312,35 @@ def test_intervals_that_ignore_the_release_undercover() -> None:
     assert naive < 0.9
     lo, hi = conditional_interval(y, scale, True, LEVEL, Selection(lower=5), (0.0, math.inf))
     assert float(((lo <= truth) & (truth <= hi)).mean()) >= _floor(y.size)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        # a row set reading a catalogued field the spec does not declare (最小必要)
+        (
+            lambda d: d["index"]["rows"]["new"]["values"][0].update(field="行业代码"),
+            r"field SCZTDJ\.行业代码 is read but not declared under inputs",
+        ),
+        # a row set reading a field that is not in the catalog at all
+        (
+            lambda d: d["index"]["rows"]["deregistered"]["derive"][1].update(field="吊销日期"),
+            r"unknown field SCZTDJ\.吊销日期",
+        ),
+    ],
+)
+def test_row_set_refusals_are_audited_before_the_charge(
+    data_home: Home, spec_dir: Path, edit: object, match: str
+) -> None:
+    path = spec_dir / "business_vitality_index.yaml"
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(doc)  # type: ignore[operator]
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValidationError, match=match):
+        engine.build(data_home, "business_vitality_index")
+    assert ledger.all_entries(data_home) == []  # nothing charged, nothing voided
+    last = [e for e in audit.entries(data_home) if e["action"] == "product.build"][-1]
+    assert last["outcome"] == "error" and last["object"] == "business_vitality_index"
+    assert "not declared" in str(last["details"]["error"]) or "unknown field" in str(
+        last["details"]["error"]
+    )

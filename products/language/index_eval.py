@@ -287,15 +287,18 @@ def dependencies(
 
 
 def _union(arrays: list[B]) -> B:
-    wide = max(a.shape[-1] for a in arrays)
-    out: B | None = None
-    for a in arrays:
-        if a.shape[-1] == 0:
-            continue
-        out = a.copy() if out is None else out | a
-    if out is None:
-        return arrays[0] if wide == 0 else np.zeros((*arrays[0].shape[:-1], wide), dtype=bool)
+    """Elementwise OR; a constant's empty dependency set (width 0) reads nothing."""
+    wide = [a for a in arrays if a.shape[-1] > 0]
+    if not wide:
+        return arrays[0]
+    out = wide[0].copy()
+    for a in wide[1:]:
+        out |= a
     return out
+
+
+def _widen(dep: B, n_inputs: int) -> B:
+    return dep if dep.shape[-1] == n_inputs else np.zeros((*dep.shape[:-1], n_inputs), bool)
 
 
 # --- the index -----------------------------------------------------------------------------
@@ -426,7 +429,8 @@ def compute(
     comp_dep: dict[str, B] = {}
     comp_und: dict[str, B] = {}
     for c in idx.components:
-        comp_dep[c.name], comp_und[c.name] = dependencies(parse(c.expr), deps, undefined, grid)
+        dep, comp_und[c.name] = dependencies(parse(c.expr), deps, undefined, grid)
+        comp_dep[c.name] = _widen(dep, n_inputs)
     all_dep = _union(list(comp_dep.values()))
     k = all_dep.sum(axis=-1)
     withheld_inputs = np.zeros(n_inputs, dtype=bool)

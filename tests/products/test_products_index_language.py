@@ -344,3 +344,19 @@ def test_row_set_refusals_are_audited_before_the_charge(
     assert "not declared" in str(last["details"]["error"]) or "unknown field" in str(
         last["details"]["error"]
     )
+
+
+def test_a_constant_component_reads_no_input_and_shifts_the_score() -> None:
+    data = spec_data()
+    comps = data["index"]["components"]  # type: ignore[index]
+    comps.append(
+        {"name": "flat", "title": "常数", "expr": "2 * 0.25", "weight": 1.0, "anchor": [0, 1]}
+    )
+    spec = specs.parse(data, "t")
+    truth = truth_tables(spec)
+    noise = {t: {r["column"]: r for r in rows} for t, rows in sim_noise(spec)["noise"].items()}  # type: ignore[attr-defined]
+    v = index_eval.compute(spec, truth, noise)
+    base = index_eval.compute(specs.parse(spec_data(), "t"), truth, noise)
+    # weight 1 of total 2: score = (old score + 100 · 0.5) / 2
+    assert np.allclose(v.score, (base.score + 50.0) / 2)
+    assert (v.inputs_read == base.inputs_read).all() and not v.withheld.any()

@@ -360,3 +360,18 @@ def test_a_constant_component_reads_no_input_and_shifts_the_score() -> None:
     # weight 1 of total 2: score = (old score + 100 · 0.5) / 2
     assert np.allclose(v.score, (base.score + 50.0) / 2)
     assert (v.inputs_read == base.inputs_read).all() and not v.withheld.any()
+
+
+def test_or_null_lets_a_null_field_pass_a_comparison() -> None:
+    from catalogs.product_language import FilterSpec
+    from products.language.compile import _filter
+
+    frame = pl.DataFrame({"x": [None, 3, 7]}, schema={"x": pl.Int64})
+    both = FilterSpec(field="x", op="ge", value=5, or_null=True)
+    plain = FilterSpec(field="x", op="ge", value=5)
+    assert frame.select(_filter(both, pl.col("x"), pl.Int64)).to_series().to_list() == [
+        True,
+        False,
+        True,
+    ]
+    assert frame.filter(_filter(plain, pl.col("x"), pl.Int64))["x"].to_list() == [7]

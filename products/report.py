@@ -101,11 +101,17 @@ def _unit_word(spec: ProductSpec) -> str:
 
 def column_labels(spec: ProductSpec, t: TableSpec | None, columns: list[str]) -> list[str]:
     """Chinese headers for a released table's columns (the files keep the column names)."""
-    names: dict[str, str] = {}
-    if spec.index is not None:
-        names.update({c.name: c.title.split(" ")[0] for c in spec.index.components})
-        names.update({x.name: (x.title or x.name).split(" ")[0] for x in spec.index.terms})
-    names.update(INDEX_LABELS)
+    names: dict[str, str] = dict(INDEX_LABELS)
+    if spec.index is not None:  # the spec's own words win over the generic index labels
+        idx = spec.index
+        names["score"] = idx.title
+        names.update({c.name: c.title.split(" ")[0] for c in idx.components})
+        names.update({x.name: (x.title or x.name).split(" ")[0] for x in idx.terms})
+        for d in idx.by:
+            dim = spec.dimension(d)
+            title = dim.title.split(" ")[0]
+            names[d] = f"{title}代码" if dim.codelist else title
+            names[f"{d}_name"] = title
     if t is not None:
         for d in t.by:
             names[d] = spec.dimension(d).title

@@ -43,7 +43,7 @@ def test_index_report_clamps_values_and_draws_a_chart_per_district_when_bands_ov
     html = _html(home, "business_vitality_index")
     assert not LEAKS.search(html), LEAKS.search(html)
     headers = re.findall(r"<th>([^<]*)</th>", html)
-    assert "活力指数" in headers and "新设率" in headers and "score_ci95" not in headers
+    assert "区域营商活力指数" in headers and "新设率" in headers and "score_ci95" not in headers
     spec = get("business_vitality_index")
     districts = len(dimension_keys(spec.dimension("district")))
     # The combined chart, plus one small chart per district when bands overlap (with 6

@@ -23,6 +23,7 @@ PURPOSE_LABELS = {"public_good": "公益 public good (free)", "industry": "产�
 METHOD_LABELS = {
     "analytic": "解析（噪声分布）",
     "simulation": "模拟（同一噪声分布）",
+    "interval": "区间推算（条件于发布，覆盖率≥95%）",
 }
 # The index table's columns, and the valid range each is shown within (the released files
 # keep the raw post-processed values; noise can push a rate below 0 or a score past 100).

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from catalogs.index_language import measure_ranges
 from catalogs.product_models import ProductSpec
 from products import outputs, report
 from products.engine import BuildContext, BuildOptions, Draw, Finished
@@ -95,8 +96,6 @@ def _noise(draw: Draw) -> dict[str, dict[str, dict[str, Any]]]:
 
 def clamped(spec: ProductSpec, draw: Draw) -> Draw:
     """The draw with every measure clamped to its valid range (post-processing)."""
-    from catalogs.index_language import measure_ranges
-
     ranges = measure_ranges(spec)
     tables = {}
     for t in spec.tables:

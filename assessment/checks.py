@@ -739,7 +739,7 @@ def ledger_tied(ctx: Ctx) -> Check:
         if unstored:
             problems.append(f"ledger entries not marked stored: {unstored}")
     dims = {d.name for d in ctx.spec.dimensions}
-    acc = [c for c in m.accuracy if c.scale is not None or c.method == "simulation"]
+    acc = [c for c in m.accuracy if c.scale is not None or c.method in ("simulation", "interval")]
     rows = tied = 0
     for name, frame in aggs.items():
         keycols = [c for c in frame.columns if c in dims]

@@ -46,6 +46,9 @@ class FilterSpec(_Strict):
     field: str
     op: FilterOp
     value: Scalar | list[Scalar] | None = None
+    or_null: bool = Field(
+        default=False, description="a null field also passes (e.g. not deregistered before X)"
+    )
 
     @model_validator(mode="after")
     def _value_fits(self) -> FilterSpec:

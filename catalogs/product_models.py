@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalogs.index_language import IndexSpec, check_index
 from catalogs.product_language import QuerySpec
 
 ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
@@ -288,7 +289,7 @@ class TableSpec(Strict):
     measures: list[MeasureSpec] = Field(min_length=1)
     derived: list[DerivedSpec] = Field(default_factory=list)
     filter: str | None = Field(
-        default=None, description="builder-defined row subset (e.g. new registrations)"
+        default=None, description="index: the row set (index.rows) whose units this table measures"
     )
     weight: float = Field(default=1.0, gt=0, description="share of the release budget")
 
@@ -314,34 +315,6 @@ class SuppressionSpec(Strict):
     min_count: float = Field(default=10, ge=0)
     max_relative_error: float | None = Field(
         default=0.5, gt=0, description="accuracy target: CI half-width / |estimate|"
-    )
-
-
-class IndexComponent(Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    title: str
-    weight: float = Field(gt=0)
-    direction: Literal["positive", "negative"] = "positive"
-    anchor: tuple[float, float] = Field(
-        description="value mapped to 0 and to 100 (fixed, so scores compare across releases)"
-    )
-    log: bool = Field(default=False, description="normalize log(1 + x) instead of x")
-
-
-class IndexSpec(Strict):
-    """Composite index: components (rates derived from noisy counts) normalized against fixed
-    anchors, weighted, on a 0–100 scale, with a simulated uncertainty band per score."""
-
-    components: list[IndexComponent] = Field(min_length=1)
-    simulations: int = Field(default=2000, ge=200, le=100_000)
-    max_band_half_width: float = Field(
-        default=25.0, gt=0, description="scores with a wider 95% band are suppressed"
-    )
-    min_base: float = Field(
-        default=20, ge=0, description="scores whose noisy active stock is below are suppressed"
-    )
-    capital_bounds: tuple[float, float] = Field(
-        default=(0.0, 5000.0), description="per-enterprise registered capital clip (万元)"
     )
 
 
@@ -516,6 +489,8 @@ class ProductSpec(Strict):
                 raise ValueError(f"the {kind} section belongs to (and is required by) kind {kind}")
         if (self.kind == "desensitized_dataset") != (self.desensitize is not None):
             raise ValueError("the desensitize section belongs to kind desensitized_dataset")
+        if self.index is not None:
+            check_index(self)
         if self.query is not None:
             _query_fits(self, self.query)
         elif self.kind == "statistical_report":

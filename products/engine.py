@@ -160,9 +160,9 @@ def _builder(kind: str, spec: ProductSpec | None = None) -> Builder:
 
         return LanguageReportBuilder()
     if kind == "index":
-        from products.vitality_index import VitalityIndexBuilder
+        from products.language.index_builder import LanguageIndexBuilder
 
-        return VitalityIndexBuilder()
+        return LanguageIndexBuilder()
     if kind == "verification":
         from products.verification import VerificationBuilder
 

@@ -170,7 +170,9 @@ class AccuracyCell(_Model):
     ci_half_width: float | None
     alpha: float = 0.05
     relative_error: float | None = None
-    method: str = Field(default="analytic", description="analytic | simulation")
+    method: str = Field(
+        default="analytic", description="analytic | simulation | interval (index bands)"
+    )
     distribution: str | None = Field(default=None, description="noise distribution (mechanism)")
     scale: float | None = Field(default=None, description="noise scale (σ for Gaussian)")
     suppressed: bool = False

@@ -23,6 +23,7 @@ PURPOSE_LABELS = {"public_good": "公益 public good (free)", "industry": "产�
 METHOD_LABELS = {
     "analytic": "解析（噪声分布）",
     "simulation": "模拟（同一噪声分布）",
+    "interval": "区间推算（条件于发布，覆盖率≥95%）",
 }
 # The index table's columns, and the valid range each is shown within (the released files
 # keep the raw post-processed values; noise can push a rate below 0 or a score past 100).
@@ -31,9 +32,9 @@ INDEX_LABELS = {
     "district_name": "区县",
     "quarter": "季度",
     "score": "活力指数",
-    "score_lower": "指数下限",
-    "score_upper": "指数上限",
-    "score_ci95": "指数误差范围（±，95%）",
+    "score_lower": "置信带下限（覆盖率≥95%）",
+    "score_upper": "置信带上限（覆盖率≥95%）",
+    "score_ci95": "置信带半宽（覆盖率≥95%）",
     "new_rate": "新设率",
     "dereg_rate": "注销率",
     "capital_per_new": "户均新设注册资本",
@@ -103,6 +104,16 @@ def _unit_word(spec: ProductSpec) -> str:
 def column_labels(spec: ProductSpec, t: TableSpec | None, columns: list[str]) -> list[str]:
     """Chinese headers for a released table's columns (the files keep the column names)."""
     names: dict[str, str] = dict(INDEX_LABELS)
+    if spec.index is not None:  # the spec's own words win over the generic index labels
+        idx = spec.index
+        names["score"] = idx.title
+        names.update({c.name: c.title.split(" ")[0] for c in idx.components})
+        names.update({x.name: (x.title or x.name).split(" ")[0] for x in idx.terms})
+        for d in idx.by:
+            dim = spec.dimension(d)
+            title = dim.title.split(" ")[0]
+            names[d] = f"{title}代码" if dim.codelist else title
+            names[f"{d}_name"] = title
     if t is not None:
         for d in t.by:
             names[d] = spec.dimension(d).title
@@ -287,36 +298,47 @@ def render_index(
     notes: list[str],
 ) -> str:
     spec = ctx.spec
-    assert spec.index is not None
-    quarters = sorted(index_frame["quarter"].unique().to_list())
-    districts = index_frame["district"].unique(maintain_order=True).to_list()
-    labels = dimension_labels(spec.dimension("district"))
+    idx = spec.index
+    assert idx is not None
+    # The x axis is the ordered dimension (else the last); one series per key of the first
+    # other dimension (one series when the grid has a single dimension).
+    x_dim = idx.order or idx.by[-1]
+    others = [d for d in idx.by if d != x_dim]
+    xs = dimension_keys(spec.dimension(x_dim))
     series: dict[str, list[float | None]] = {}
     bands: dict[str, tuple[list[float | None], list[float | None]]] = {}
     clamped = clamp_for_display(index_frame)
-    for d in districts:
-        sub = clamped.filter(pl.col("district") == d).sort("quarter")
-        name = labels.get(d, d)
-        series[name] = sub["score"].to_list()
-        bands[name] = (sub["score_lower"].to_list(), sub["score_upper"].to_list())
-    svg = [
-        charts.line_chart(
-            quarters, series, bands, title="区域营商活力指数 Business vitality index (0–100)"
+    groups = (
+        [
+            (k, clamped.filter(pl.col(others[0]) == k))
+            for k in dimension_keys(spec.dimension(others[0]))
+        ]
+        if others
+        else [(idx.title, clamped)]
+    )
+    labels = dimension_labels(spec.dimension(others[0])) if others else {}
+    for key, sub in groups:
+        name = labels.get(key, key)
+        by_x = {r[x_dim]: r for r in sub.iter_rows(named=True)}
+        series[name] = [by_x[x]["score"] if x in by_x else None for x in xs]
+        bands[name] = (
+            [by_x[x]["score_lower"] if x in by_x else None for x in xs],
+            [by_x[x]["score_upper"] if x in by_x else None for x in xs],
         )
-    ]
-    if bands_overlap(bands):
+    svg = [charts.line_chart(xs, series, bands, title=f"{idx.title} {idx.title_en} (0–100)")]
+    if len(series) > 1 and bands_overlap(bands):
         # Overlapping bands make the combined chart unreadable and its ranking unsure: each
-        # district also gets a small chart of its own.
+        # series also gets a small chart of its own.
         notes = [
             *notes,
-            "各区县的 95% 置信带相互重叠：重叠部分的排名差异不能确定，下方为各区县单独的小图。",
+            "各序列的置信带相互重叠：重叠部分的排名差异不能确定，下方为各序列单独的小图。",
         ]
         svg += [
             charts.line_chart(
-                quarters,
+                xs,
                 {name: series[name]},
                 {name: bands[name]},
-                title=f"{name} 活力指数（0–100）",
+                title=f"{name} {idx.title}（0–100）",
                 width=340,
                 height=200,
             )
@@ -324,7 +346,7 @@ def render_index(
         ]
     weights = ", ".join(
         f"{c.title} {c.weight:g}{' (−)' if c.direction == 'negative' else ''}"
-        for c in spec.index.components
+        for c in idx.components
     )
     tables = [
         _table_view(spec, t, next(r for r in results if r.name == t.name).frame)
@@ -332,16 +354,19 @@ def render_index(
     ]
     shown = clamp_for_display(index_frame)
     index_view = {
-        "title": "区域营商活力指数",
-        "title_en": f"Business vitality index — weights: {weights}",
+        "title": idx.title,
+        "title_en": f"{idx.title_en} — weights: {weights}",
         "columns": column_labels(spec, None, shown.columns),
         "rows": [
             {"suppressed": bool(r.get("suppressed")), "cells": [_cell(v) for v in r.values()]}
             for r in shown.iter_rows(named=True)
         ],
         "uncertainty": [
-            "指数与各分项在表中显示时已截断到有效范围（指数 0–100，新设率、注销率 0–1，"
-            "户均注册资本不小于 0）：加入噪声后的计算值可能略超出这些范围，发布文件保留原值。"
+            "各分项已截断到规格声明的有效范围，指数在 0–100 之间；置信带以至少 95% 的概率覆盖"
+            "真实指数（保守估计，实际覆盖率更高），是否发布不取决于噪声。",
+            "Components are clamped to their declared valid ranges; the band covers the true "
+            "score with probability at least 95% (conservative), and whether a score is "
+            "released never depends on the noise.",
         ],
     }
     doc = _common(ctx, accuracy, notes)

@@ -84,6 +84,10 @@ class LanguageReportBuilder:
         with open_backend(placement.setting, ctx.home) as backend:
             return qc.rates_of(*match_counts(ctx, backend))
 
+    def match_rates(self, release_id: str) -> dict[str, float]:
+        """The join match rates ``plan`` computed for ``release_id``."""
+        return self._rates.get(release_id, {})
+
     def draw(self, ctx: BuildContext) -> Draw:
         try:
             frames = bounded_frames(ctx)

@@ -335,6 +335,11 @@ def _lit(value: Any, dtype: pl.DataType) -> Any:
 
 
 def _filter(f: FilterSpec, col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    cond = _compare(f, col, dtype)
+    return cond | col.is_null() if f.or_null else cond
+
+
+def _compare(f: FilterSpec, col: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     v = f.value
     if f.op == "not_null":
         return col.is_not_null()

@@ -235,59 +235,6 @@ def test_a_derived_value_is_withheld_with_its_withheld_input() -> None:
     assert second["cost"] is not None and second["cost_per_person"] is not None
 
 
-def test_index_components_are_withheld_with_any_withheld_input(data_home: Home) -> None:
-    """Correction 1 for the index: a withheld new-registrations cell withholds that quarter's
-    components and score, and every later quarter of the district (the active stock before
-    them uses it)."""
-    from products.vitality_index import compute_index
-
-    out = engine.build(data_home, "business_vitality_index")
-    spec = specs.get("business_vitality_index")
-    root = rel.release_dir(data_home, out.release_id) / "data"
-    tables = {t.name: pl.read_parquet(root / f"{t.name}.parquet") for t in spec.tables}
-    # Re-run the post-processing on a draw equal to the released values (withheld → 0) and
-    # mark one new-registrations cell of the first district, second quarter, as withheld.
-    draw_tables = {
-        name: df.select(
-            [c for c in df.columns if not c.endswith(("_name", "_ci95", "suppressed", "reason"))]
-        ).fill_null(0)
-        for name, df in tables.items()
-    }
-    meta = {
-        "noise": {
-            m.output: [{"column": x.column, "scale": x.scale} for x in m.measures]
-            for m in out.manifest.mechanisms
-        }
-    }
-    withheld = {
-        name: df.select(
-            *[c for c in ("district", "quarter") if c in df.columns],
-            *[
-                pl.lit(False).alias(c)
-                for c in draw_tables[name].columns
-                if c not in ("district", "quarter")
-            ],
-        )
-        for name, df in draw_tables.items()
-    }
-    d0 = specs.dimension_keys(spec.dimension("district"))[0]
-    quarters = specs.dimension_keys(spec.dimension("quarter"))
-    new = withheld["new_registrations"]
-    withheld["new_registrations"] = new.with_columns(
-        pl.when((pl.col("district") == d0) & (pl.col("quarter") == quarters[1]))
-        .then(True)
-        .otherwise(pl.col("new"))
-        .alias("new")
-    )
-    frame, _cells, _sup = compute_index(spec, engine.Draw(draw_tables, meta), 1, withheld)
-    d0_rows = frame.filter(pl.col("district") == d0).sort("quarter")
-    hidden = d0_rows["suppressed"].to_list()
-    assert hidden[1:] == [True] * (len(quarters) - 1)
-    assert d0_rows["new_rate"][1:].null_count() == len(quarters) - 1
-    reasons = d0_rows["suppression_reason"].to_list()
-    assert all(r is not None for r in reasons[1:])
-
-
 @pytest.mark.parametrize("sigma", [2.0, 7.5, 40.0])
 def test_stated_count_interval_level_is_the_actual_level(sigma: float) -> None:
     """Correction 3: the half-width of integer noise covers exactly its stated level. Draws of

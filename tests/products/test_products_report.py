@@ -56,7 +56,7 @@ def test_index_report_clamps_values_and_draws_a_chart_per_district_when_bands_ov
     html = _html(home, "business_vitality_index")
     assert not LEAKS.search(html), LEAKS.search(html)
     headers = re.findall(r"<th>([^<]*)</th>", html)
-    assert "活力指数" in headers and "新设率" in headers and "score_ci95" not in headers
+    assert "区域营商活力指数" in headers and "新设率" in headers and "score_ci95" not in headers
     spec = get("business_vitality_index")
     districts = len(dimension_keys(spec.dimension("district")))
     # The combined chart, plus one small chart per district when bands overlap (with 6
@@ -86,7 +86,7 @@ def test_clamp_for_display_keeps_each_index_column_in_its_range() -> None:
     assert shown["growth"].to_list() == [-1.0, 0.0, 2.0]
     assert column_labels(get("business_vitality_index"), None, ["new_rate", "score_ci95"]) == [
         "新设率",
-        "指数误差范围（±，95%）",
+        "置信带半宽（覆盖率≥95%）",
     ]
 
 

@@ -21,13 +21,12 @@ from sqlalchemy import select
 from catalogs.catalog import Catalog
 from governance.audit import audit_log
 from pipelines.ingest import ingest_path
-from privacy.dp import bounding, ledger
+from privacy.dp import ledger
 from products import engine, specs
 from products import release as rel
 from products.language.builder import LanguageReportBuilder, bounded_frames
-from products.language.compile import match_counts
-from products.vitality_index import UNIT as FIRM
-from products.vitality_index import VitalityIndexBuilder, _per_unit
+from products.language.compile import UNIT_COL, match_counts
+from products.language.index_builder import LanguageIndexBuilder, _row_sets
 from scaleout import driver
 from scaleout.backends import DaskBackend, open_backend
 from shuyu_core import snapshots
@@ -130,13 +129,21 @@ def test_every_demo_products_bounded_cells_identical_before_noise(
             for name, frame in local.items():
                 assert frame.height > 0, (product, name)
                 assert dist[name].equals(frame), (product, name)
+        local_ctx = _ctx(parted, INDEX, "index-local")
+        local_index = {
+            n: _sorted(lf.collect())
+            for sub in _row_sets(local_ctx)
+            for n, lf in bounded_frames(sub).items()
+        }
         ctx = _ctx(parted, INDEX, "index-dask")
-        path = parted.work / "index-local.parquet"
-        local_index = bounding.sink_bounded(_per_unit(ctx), FIRM, path).collect()
-        dist_index = driver.bounded_frames(ctx, backend, VitalityIndexBuilder().bounding_plans(ctx))
-        got = dist_index["bounded"].collect()
-    assert FIRM not in got.columns and got.height == local_index.height > 0
-    assert _sorted(got).equals(_sorted(local_index))
+        plans = LanguageIndexBuilder().bounding_plans(ctx)
+        dist_index = {
+            n: _sorted(lf.collect()) for n, lf in driver.bounded_frames(ctx, backend, plans).items()
+        }
+    assert dist_index.keys() == local_index.keys() == {t.name for t in ctx.spec.tables}
+    for name, frame in local_index.items():
+        assert UNIT_COL not in dist_index[name].columns and frame.height > 0, name
+        assert dist_index[name].equals(frame), name
 
 
 def _same_mechanism(dist: rel.ReleaseManifest, local: rel.ReleaseManifest) -> None:

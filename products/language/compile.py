@@ -225,9 +225,12 @@ def match_rates(ctx: BuildContext) -> dict[str, float]:
     return out
 
 
-def require_match_rates(ctx: BuildContext) -> dict[str, float]:
+def require_match_rates(
+    ctx: BuildContext, rates: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Refuse a join below its floor; ``rates`` when already computed (``cells.compute``)."""
     q = query_of(ctx.spec)
-    rates = match_rates(ctx)
+    rates = match_rates(ctx) if rates is None else rates
     low = [
         f"{j.resource} matches {rates[j.resource]:.1%} of {q.base} rows, below the floor "
         f"{j.min_match_rate:.0%}"

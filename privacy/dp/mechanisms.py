@@ -32,6 +32,7 @@ from typing import Any, Literal
 import polars as pl
 
 from privacy.dp import accuracy
+from shuyu_core.errors import ShuyuError
 
 Aggregate = Literal["count", "sum", "quantile"]
 
@@ -208,9 +209,11 @@ def _noisy_cells(
     # The vector measurements must account exactly what OpenDP's analysis of the plan does
     # (a smaller sensitivity here would understate the loss), within the table's ρ.
     if abs(spent - planned) > 1e-9 * planned or spent > rho_q * (1 + 1e-6):
-        raise RuntimeError(
-            f"table {q.name}: the cells' noise accounts ρ={spent!r}, the plan ρ={planned!r} "
-            f"(budget {rho_q!r}); nothing drawn"
+        raise ShuyuError(
+            f"table {q.name}: the noise on its cells would account ρ={spent!r}, OpenDP's plan "
+            f"ρ={planned!r} (table budget {rho_q!r}); nothing was drawn",
+            hint="the installed OpenDP analyses counts/sums differently from "
+            "privacy.dp.mechanisms._sensitivity: align them before building",
         )
     out = q.keys.clone()
     for m in q.measures:

@@ -95,11 +95,19 @@ def test_cells_and_rates_equal_the_bounded_frames(
 
 
 def test_folded_rate_counts_rows_without_a_match(home: Home, data: dict[str, pl.DataFrame]) -> None:
-    """Drop a third of the registry: the folded rate must see the base rows it loses."""
+    """Drop a third of the registry and blank some persons' IDs: the folded rate must see the
+    base rows it loses, those of a null unit included."""
     thinner = dict(data)
     reg = data["RKJBXX"]
     thinner["RKJBXX"] = reg.head(reg.height * 2 // 3)
+    si = data["SBCBJF"]
+    blank = pl.int_range(pl.len()) < 300
+    thinner["SBCBJF"] = si.with_columns(
+        pl.when(blank).then(None).otherwise(pl.col("公民身份号码")).alias("公民身份号码")
+    )
     ctx = _ctx(_ingest(home, thinner, None), "si_enrolment_report", "cells-thin")
+    nulls = qc._base(ctx).filter(pl.col("SBCBJF.公民身份号码").is_null()).select(pl.len())
+    assert nulls.collect().item() > 0  # base rows of a null unit reach the pass
     exact = cells.compute(ctx)
     rates = qc.match_rates(ctx)
     assert exact.rates is not None

@@ -73,12 +73,12 @@ def _unit_first_tables(ctx: BuildContext, tables: list[TableSpec]) -> list[Table
         t
         for t in tables
         if qc.one_cell_per_unit(ctx.spec, t)
-        and all(qualify_base(q, n) for n in _summed(t))
+        and all(_from_base(q, n) for n in _summed(t))
         and _joins_on_unit(ctx)
     ]
 
 
-def qualify_base(q: qc.QuerySpec, value: str) -> bool:
+def _from_base(q: qc.QuerySpec, value: str) -> bool:
     v = q.value(value)
     return not v.field or qc.qualify(q, v.field)[0] == q.base
 
@@ -246,8 +246,10 @@ def _by_part(ctx: BuildContext, parts: int) -> tuple[pl.DataFrame | None, dict[s
     row counts and sums add over parts because each unit is in exactly one part."""
     from products.engine import BuildContext
 
-    for m in ctx.inputs.values():
-        snapshots.verify(ctx.home, m)  # SM3 of the parts (cached once the engine checked)
+    for code in ctx.inputs:
+        # The parts are read directly below: ctx.scan runs the integrity check (SM3 of the
+        # parts) unless the engine is running it meanwhile (BuildContext.checking).
+        ctx.scan(code)
     paths = {code: snapshots.part_paths(ctx.home, m) for code, m in ctx.inputs.items()}
     partial: list[tuple[pl.DataFrame | None, dict[str, pl.DataFrame]]] = []
     for i in range(parts):
@@ -270,17 +272,14 @@ def _by_part(ctx: BuildContext, parts: int) -> tuple[pl.DataFrame | None, dict[s
         )
         partial.append(_collect(part_ctx))
 
-    def added(frames: list[pl.DataFrame]) -> pl.DataFrame:
-        value = [c for c in frames[0].columns if c.startswith("__") and c not in flags]
-        measures = value or []
-        keys = [c for c in frames[0].columns if c not in measures]
-        return pl.concat(frames).group_by(keys).agg(pl.col(measures).sum())
-
-    q = qc.query_of(ctx.spec)
-    flags = {_matched(i) for i in range(len(q.joins))}
     fine = None
     if partial[0][0] is not None:
-        fine = added([p[0] for p in partial if p[0] is not None])
+        # Fine cells: keys are the dimensions and the matched flags, the rest are additive.
+        frames = [p[0] for p in partial if p[0] is not None]
+        flags = {_matched(i) for i in range(len(qc.query_of(ctx.spec).joins))}
+        added = [c for c in frames[0].columns if c.startswith("__") and c not in flags]
+        keys = [c for c in frames[0].columns if c not in added]
+        fine = pl.concat(frames).group_by(keys).agg(pl.col(added).sum())
     rest: dict[str, pl.DataFrame] = {}
     for t in ctx.spec.tables:
         if t.name in partial[0][1]:

@@ -126,6 +126,12 @@ def test_partitioned_inputs_give_the_same_cells(home: Home, data: dict[str, pl.D
     assert parted.rates == pytest.approx(whole.rates)
     for name, frame in whole.cells.items():
         assert _sorted(parted.cells[name].select(frame.columns)).equals(_sorted(frame)), name
+    # The build runs the same pass part by part, with the engine's integrity check alongside.
+    out = engine.build(home, "si_enrolment_report")
+    assert out.manifest.budget is not None and out.manifest.mechanisms
+    assert {i.snapshot_id for i in out.manifest.inputs} == {
+        m.snapshot_id for m in parted_ctx.inputs.values()
+    }
 
 
 def _query(contributions: int, n_keys: int = 400) -> tuple[TableQuery, pl.DataFrame]:

@@ -152,7 +152,7 @@ def aggregable(measures: list[Measure]) -> bool:
     return all(m.aggregate in ("count", "sum") for m in measures)
 
 
-def _int_bounds(m: Measure) -> tuple[int, int]:
+def integer_bounds(m: Measure) -> tuple[int, int]:
     assert m.bounds is not None
     return math.floor(m.bounds[0]), math.ceil(m.bounds[1])
 
@@ -167,7 +167,7 @@ def exact_cells(frame: pl.LazyFrame, by: list[str], measures: list[Measure]) -> 
             aggs.append(pl.len().cast(pl.Int64).alias(m.name))
         elif m.aggregate == "sum":
             assert m.field is not None
-            lo, hi = _int_bounds(m)
+            lo, hi = integer_bounds(m)
             v = pl.col(m.field).round(0).cast(pl.Int64).fill_null(0).clip(lo, hi)
             aggs.append(v.sum().cast(pl.Int64).alias(m.name))
         else:
@@ -180,7 +180,7 @@ def _sensitivity(m: Measure, contributions: int) -> int:
     ``contributions`` bounded rows: a count moves by 1 per row, a sum by its largest bound."""
     if m.aggregate == "count":
         return contributions
-    lo, hi = _int_bounds(m)
+    lo, hi = integer_bounds(m)
     return contributions * max(abs(lo), abs(hi))
 
 

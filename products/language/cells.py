@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from catalogs.product_models import TableSpec
-from privacy.dp.mechanisms import Measure, _int_bounds, aggregable, exact_cells, mechanism_measure
+from privacy.dp.mechanisms import (
+    Measure,
+    aggregable,
+    exact_cells,
+    integer_bounds,
+    mechanism_measure,
+)
 from products import specs
 from products.language import compile as qc
 from products.language import vocabulary
@@ -114,7 +120,7 @@ def _shared_unit_frame(ctx: BuildContext, tables: list[TableSpec], fold: bool) -
 
 
 def _sum_col(m: Measure) -> str:
-    lo, hi = _int_bounds(m)
+    lo, hi = integer_bounds(m)
     return f"__sum|{m.field}|{lo}|{hi}"
 
 
@@ -147,7 +153,7 @@ def _fine_cells(ctx: BuildContext, shared: pl.LazyFrame, tables: list[TableSpec]
     sums = {}
     for m in _unit_measures(tables):
         if m.aggregate == "sum":
-            lo, hi = _int_bounds(m)
+            lo, hi = integer_bounds(m)
             v = pl.col(m.field).round(0).cast(pl.Int64).fill_null(0).clip(lo, hi)  # type: ignore[arg-type]
             sums[_sum_col(m)] = v.sum().cast(pl.Int64).alias(_sum_col(m))
     return shared.group_by([*keys, *flags]).agg(

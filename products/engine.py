@@ -38,6 +38,7 @@ import datetime as dt
 import json
 import shutil
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -87,6 +88,9 @@ class BuildContext:
     release_id: str
     options: BuildOptions
     extra_inputs: list[rel.InputRef]
+    # The engine's integrity check of the inputs (SM3 of their parts) while the plan reads
+    # them; joined before the charge (``_build``).
+    checking: Future[None] | None = None
 
     @property
     def workdir(self) -> Path:
@@ -100,7 +104,11 @@ class BuildContext:
     def scan(self, code: str) -> pl.LazyFrame:
         """The declared fields of input ``code`` and nothing else (最小必要)."""
         m = self.inputs[code]
-        return snapshots.scan(self.home, code, m.snapshot_id, columns=self.spec.input(code).fields)
+        # While the engine's check runs, do not hash the parts a second time.
+        check = self.checking is None or self.checking.done()
+        return snapshots.scan(
+            self.home, code, m.snapshot_id, columns=self.spec.input(code).fields, check=check
+        )
 
 
 @dataclass
@@ -286,9 +294,10 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
         i.resource: snapshots.get(home, i.resource, opts.snapshot_ids.get(i.resource))
         for i in spec.inputs
     }
-    for m in inputs.values():
-        # Before any charge or draw: a snapshot changed after ingest builds nothing (exit 8).
-        evidence.verify_snapshot(home, m)
+    # Before any charge or draw: a snapshot changed after ingest builds nothing (exit 8). The
+    # SM3 of the parts (one core) runs while the plan reads them (polars, the other cores) and
+    # is joined before the release is reused or charged; a failed check is the error reported.
+    checking = _check_inputs(home, list(inputs.values()))
     extra = builder.extra_inputs(home, spec, opts)
     ids = {code: m.snapshot_id for code, m in inputs.items()}
     ids.update({f"{e.resource}": e.snapshot_id for e in extra})
@@ -302,13 +311,20 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
     # keys): refused here, before any charge or draw.
     require_within_floors(home, spec, catalog, release_id)
 
+    if rel.exists(home, release_id):
+        checking.result()
     stored = _stored(home, release_id, digest)
     if stored is not None:
         return stored
-    ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra)
+    ctx = BuildContext(home, spec, catalog, inputs, release_id, opts, extra, checking)
     # Everything that can refuse the build is checked before anything is charged.
-    plan(ctx, builder)
-    placement = choose_placement(ctx, builder, opts.cluster)
+    try:
+        plan(ctx, builder)
+        placement = choose_placement(ctx, builder, opts.cluster)
+    except BaseException:
+        checking.result()  # a changed snapshot is the refusal to report
+        raise
+    checking.result()
     units = _units(spec, catalog) if spec.budget is not None else {}
     with release_lock(home, release_id):
         stored = _stored(home, release_id, digest)
@@ -376,6 +392,20 @@ def _build(home: Home, spec: ProductSpec, opts: BuildOptions, catalog: Catalog) 
             raise
         journal.done(intent)
     return BuildOutcome(manifest=manifest, reused=False)
+
+
+def _check_inputs(home: Home, manifests: list[snapshots.Manifest]) -> Future[None]:
+    """``evidence.verify_snapshot`` of every input in a background thread (hashlib's SM3
+    releases the GIL on large reads). The caller joins it before using anything it read."""
+
+    def run() -> None:
+        for m in manifests:
+            evidence.verify_snapshot(home, m)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shuyu-check")
+    fut = pool.submit(run)
+    pool.shutdown(wait=False)  # the thread ends with its task; nothing waits here
+    return fut
 
 
 def _undeclared(spec: ProductSpec, exc: pl.exceptions.ColumnNotFoundError) -> ValidationError:

@@ -11,6 +11,15 @@ would exceed it, on top of the persistent ledger that refuses a release beyond t
 The noise scale is calibrated directly (ρ of a Gaussian measurement is proportional to 1/σ²)
 instead of OpenDP's generic binary search, which costs about a second per table; the privacy
 map of the final measurement is checked against the table's ρ before anything is drawn.
+
+Counts and sums are aggregated before the noise (``exact_cells``, polars' streaming engine,
+the same rounding, null filling and clipping as OpenDP's plan): OpenDP's polars plugin would
+otherwise collect the whole per-unit frame (10 M rows at 100 M input rows) in memory. The
+table's measurement is still calibrated by OpenDP over the plan's schema; its noise is drawn
+by OpenDP's vector Gaussian (``make_gaussian``, the discrete Gaussian OpenDP's polars plan
+adds to integer aggregates) with each measure's scale, and the sum of those measurements'
+privacy maps at the bounded sensitivity must equal the plan's map (else nothing is drawn).
+Quantiles need the per-unit rows and keep OpenDP's polars measurement.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Any, Literal
 import polars as pl
 
 from privacy.dp import accuracy
+from shuyu_core.errors import ShuyuError
 
 Aggregate = Literal["count", "sum", "quantile"]
 
@@ -64,7 +74,11 @@ def mechanism_measure(m: Any) -> Measure:
 
 @dataclass(frozen=True)
 class TableQuery:
-    """One noisy table over ``frame`` (at most ``contributions`` rows per privacy unit)."""
+    """One noisy table over ``frame`` (at most ``contributions`` rows per privacy unit).
+
+    ``cells``: the table's exact aggregates (``exact_cells`` of ``frame``) when the caller
+    computed them already, in one pass with other tables; ``frame`` then only gives the schema.
+    """
 
     name: str
     frame: pl.LazyFrame
@@ -72,6 +86,7 @@ class TableQuery:
     keys: pl.DataFrame
     measures: list[Measure]
     weight: float = 1.0
+    cells: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,81 @@ def _expr(m: Measure) -> pl.Expr:
     lo, hi = math.floor(m.bounds[0]), math.ceil(m.bounds[1])
     summed: pl.Expr = pl.col(m.field).fill_null(0).dp.sum((lo, hi))  # type: ignore[attr-defined]
     return summed.alias(m.name)
+
+
+def aggregable(measures: list[Measure]) -> bool:
+    """Counts and sums add up per cell; a quantile needs the per-unit values."""
+    return all(m.aggregate in ("count", "sum") for m in measures)
+
+
+def integer_bounds(m: Measure) -> tuple[int, int]:
+    assert m.bounds is not None
+    return math.floor(m.bounds[0]), math.ceil(m.bounds[1])
+
+
+def exact_cells(frame: pl.LazyFrame, by: list[str], measures: list[Measure]) -> pl.LazyFrame:
+    """Every measure's exact value per group of the bounded ``frame``: what OpenDP's polars
+    plan (``_integer_sums`` then ``_expr``) computes before its noise — rows per group, and
+    sums of values rounded to whole units, nulls as 0, clipped to the integer bounds."""
+    aggs: list[pl.Expr] = []
+    for m in measures:
+        if m.aggregate == "count":
+            aggs.append(pl.len().cast(pl.Int64).alias(m.name))
+        elif m.aggregate == "sum":
+            assert m.field is not None
+            lo, hi = integer_bounds(m)
+            v = pl.col(m.field).round(0).cast(pl.Int64).fill_null(0).clip(lo, hi)
+            aggs.append(v.sum().cast(pl.Int64).alias(m.name))
+        else:
+            raise ValueError(f"{m.name}: a {m.aggregate} is not aggregated before the noise")
+    return frame.group_by(by).agg(aggs)
+
+
+def _sensitivity(m: Measure, contributions: int) -> int:
+    """ℓ2 sensitivity of one measure's vector of cells when a unit adds or removes at most
+    ``contributions`` bounded rows: a count moves by 1 per row, a sum by its largest bound."""
+    if m.aggregate == "count":
+        return contributions
+    lo, hi = integer_bounds(m)
+    return contributions * max(abs(lo), abs(hi))
+
+
+def _noisy_cells(
+    dp: Any,
+    q: TableQuery,
+    cells: pl.DataFrame,
+    meas: Any,
+    d_in: Any,
+    summary: pl.DataFrame,
+    contributions: int,
+    rho_q: float,
+) -> pl.DataFrame:
+    """The public key set with each measure's exact cells plus OpenDP's discrete Gaussian
+    noise at the scale the table's calibrated measurement states for it."""
+    exact = q.keys.join(cells, on=q.by, how="left", nulls_equal=True, maintain_order="left")
+    scales = {r["column"]: float(r["scale"]) for r in summary.iter_rows(named=True)}
+    mechs = {
+        m.name: dp.m.make_gaussian(
+            dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"), scales[m.name]
+        )
+        for m in q.measures
+    }
+    spent = sum(float(mechs[m.name].map(_sensitivity(m, contributions))) for m in q.measures)
+    planned = float(meas.map(d_in))
+    # The vector measurements must account exactly what OpenDP's analysis of the plan does
+    # (a smaller sensitivity here would understate the loss), within the table's ρ.
+    if abs(spent - planned) > 1e-9 * planned or spent > rho_q * (1 + 1e-6):
+        raise ShuyuError(
+            f"table {q.name}: the noise on its cells would account ρ={spent!r}, OpenDP's plan "
+            f"ρ={planned!r} (table budget {rho_q!r}); nothing was drawn",
+            hint="the installed OpenDP analyses counts/sums differently from "
+            "privacy.dp.mechanisms._sensitivity: align them before building",
+        )
+    out = q.keys.clone()
+    for m in q.measures:
+        values = exact[m.name].fill_null(0).cast(pl.Int64).to_list()
+        out = out.with_columns(pl.Series(m.name, mechs[m.name](values), dtype=pl.Int64))
+    return out
 
 
 def _integer_sums(q: TableQuery) -> pl.LazyFrame:
@@ -209,7 +299,8 @@ def release_tables(
 
     Each frame must hold at most ``contributions`` rows per privacy unit (the caller's
     bounding pre-aggregation guarantees it); group keys outside ``keys`` are dropped and
-    keys absent from the data are released as noise around zero.
+    keys absent from the data are released as noise around zero. Counts and sums are
+    aggregated first (``q.cells`` or ``exact_cells``), quantiles measured on the rows.
     """
     dp = _dp()
     total_w = sum(q.weight for q in queries)
@@ -218,11 +309,14 @@ def release_tables(
         rho_q = rho * q.weight / total_w
         data = _integer_sums(q)
         schema = data.collect_schema()
+        cells = q.cells
+        if cells is None and aggregable(q.measures):
+            cells = exact_cells(q.frame, q.by, q.measures).collect(engine="streaming")
         with warnings.catch_warnings():
             # OpenDP warns that large public key sets are slow; ours are small.
             warnings.simplefilter("ignore")
             ctx = dp.Context.compositor(
-                data=data,
+                data=data if cells is None else pl.LazyFrame(schema=schema),
                 privacy_unit=dp.unit_of(contributions=contributions),
                 privacy_loss=dp.loss_of(rho=rho_q),
                 split_evenly_over=1,
@@ -230,9 +324,15 @@ def release_tables(
             )
             meas = _calibrate(dp, ctx, _plan(schema, q), ctx.d_mids[0])
             summary = dp.summarize_polars_measurement(meas, alpha)
-            released = ctx(meas).collect()
-        # The join keeps the key set's order only loosely; fix it for deterministic outputs.
-        frame = q.keys.join(released, on=q.by, how="left", nulls_equal=True, maintain_order="left")
+            if cells is not None:
+                frame = _noisy_cells(dp, q, cells, meas, ctx.d_in, summary, contributions, rho_q)
+            else:
+                released = ctx(meas).collect()
+                # The join keeps the key set's order only loosely; fix it for deterministic
+                # outputs.
+                frame = q.keys.join(
+                    released, on=q.by, how="left", nulls_equal=True, maintain_order="left"
+                )
         share = rho_q / max(len(q.measures), 1)
         noise = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
         draws.append(TableDraw(name=q.name, frame=frame, noise=noise, rho=rho_q))

@@ -1,10 +1,13 @@
 """The generic statistical-report builder: any spec written in the product language.
 
 Order (inside the engine's charge → draw once → store): ``plan`` runs every refusal before the
-charge (static checks, the lazy plans' schemas, the join match rates); ``draw`` sinks each
-table's per-unit bounded cells with the streaming engine (identifier dropped) and measures
-them with OpenDP over the public key sets; ``finish`` applies accuracy, suppression and derived
-values, and records every output column's lineage (source fields and derivation).
+charge (static checks, the lazy plans' schemas, the join match rates) and, in the same
+streaming pass as the match rates, computes the exact cells of every count/sum table
+(``products.language.cells``: nothing is released or kept on disk; a refusal discards them);
+``draw`` measures them with OpenDP over the public key sets — a table with a quantile has its
+per-unit bounded cells sunk with the streaming engine (identifier dropped) and measured by
+OpenDP's polars plan; ``finish`` applies accuracy, suppression and derived values, and records
+every output column's lineage (source fields and derivation).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from catalogs.product_models import ProductSpec
 from privacy.dp.mechanisms import TableQuery, mechanism_measure, release_tables
 from products import outputs, report, specs
 from products.engine import BuildContext, BuildOptions, Draw, Finished
+from products.language import cells as exact_pass
 from products.language import compile as qc
 from products.release import ColumnLineage, ContributionBound, InputRef
 from products.tables import TableResult, finish_tables
@@ -36,6 +40,21 @@ def _plans(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
     return plans
 
 
+def _rows_do_not_fit(ctx: BuildContext, exc: pl.exceptions.PolarsError) -> ValidationError:
+    """The data did not fit the plan (a value the static checks could not foresee)."""
+    first = str(exc).splitlines()[0][:200]
+    return ValidationError(
+        f"product {ctx.spec.id}: the rows do not fit the query ({type(exc).__name__}: {first})",
+        hint="check the field types and values the query reads; nothing was drawn, and any "
+        "charge is void",
+    )
+
+
+def table_plans(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
+    """Every table's per-unit bounding plan (unit column kept), lazily."""
+    return _plans(ctx)
+
+
 def table_plan(table: str, ctx: BuildContext) -> pl.LazyFrame:
     """One table's per-unit bounding plan (unit column kept): what a worker runs over its
     co-partition (module level, so it pickles)."""
@@ -44,9 +63,10 @@ def table_plan(table: str, ctx: BuildContext) -> pl.LazyFrame:
 
 class LanguageReportBuilder:
     def __init__(self) -> None:
-        # Join match rates computed by plan (before the charge), reused by the draw's notes:
-        # each rate is a pass over the base rows.
+        # Join match rates and exact cells computed by plan (before the charge), used by the
+        # draw: each is a pass over the base rows.
         self._rates: dict[str, dict[str, float]] = {}
+        self._cells: dict[str, dict[str, pl.DataFrame]] = {}
 
     def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
         return []
@@ -68,7 +88,20 @@ class LanguageReportBuilder:
                     f"product {spec.id}: table {name} lacks {', '.join(missing)}",
                     hint="derive every dimension and declare every summed value",
                 )
-        self._rates[ctx.release_id] = qc.require_match_rates(ctx, self._cluster_rates(ctx))
+        cluster_rates = self._cluster_rates(ctx)
+        if cluster_rates is not None or self._distributed(ctx):
+            # The bounding runs on the workers: no driver pass over the rows.
+            self._rates[ctx.release_id] = qc.require_match_rates(ctx, cluster_rates)
+            return
+        try:
+            exact = exact_pass.compute(ctx)
+        except pl.exceptions.PolarsError as exc:
+            raise _rows_do_not_fit(ctx, exc) from exc
+        self._rates[ctx.release_id] = qc.require_match_rates(ctx, exact.rates)
+        self._cells[ctx.release_id] = exact.cells
+
+    def _distributed(self, ctx: BuildContext) -> bool:
+        return choose(ctx, self, ctx.options.cluster).distributed
 
     def _cluster_rates(self, ctx: BuildContext) -> dict[str, float] | None:
         """The join match rates counted per co-partition on the cluster when the build runs
@@ -88,21 +121,23 @@ class LanguageReportBuilder:
         """The join match rates ``plan`` computed for ``release_id``."""
         return self._rates.get(release_id, {})
 
+    def exact_cells(self, release_id: str) -> dict[str, pl.DataFrame]:
+        """The exact cells ``plan`` computed for ``release_id`` (taken: used by one draw)."""
+        return self._cells.pop(release_id, {})
+
     def draw(self, ctx: BuildContext) -> Draw:
+        rates = self._rates.pop(ctx.release_id, None)
+        cells = self._cells.pop(ctx.release_id, None)
         try:
-            frames = bounded_frames(ctx)
+            if cells is None:  # plan not run by this builder: one pass now
+                cells = exact_pass.compute(ctx).cells
+            rest = [t.name for t in ctx.spec.tables if t.name not in cells]
+            frames = bounded_frames(ctx, rest) if rest else {}
         except pl.exceptions.PolarsError as exc:
-            # The data did not fit the plan (a value the static checks could not foresee).
             # No noise has been drawn yet: a refusal, so the engine voids the charge instead
             # of keeping a charge that no draw will ever use.
-            first = str(exc).splitlines()[0][:200]
-            raise ValidationError(
-                f"product {ctx.spec.id}: the rows do not fit the query ({type(exc).__name__}: "
-                f"{first})",
-                hint="check the field types and values the query reads; nothing was drawn and "
-                "the charge is void",
-            ) from exc
-        return self.measure(ctx, frames)
+            raise _rows_do_not_fit(ctx, exc) from exc
+        return measure(ctx, frames, rates, cells)
 
     def bounding_plans(self, ctx: BuildContext) -> dict[str, BoundingPlan]:
         """Per table its bounding plan, for a build whose bounding runs on a cluster
@@ -134,37 +169,47 @@ class LanguageReportBuilder:
         return finish(ctx, draw, stage)
 
 
-def bounded_frames(ctx: BuildContext) -> dict[str, pl.LazyFrame]:
-    """Each table's per-unit bounded cells, sunk with the streaming engine to the build's
-    work directory without the unit identifier, and scanned back.
+def bounded_frames(ctx: BuildContext, tables: list[str] | None = None) -> dict[str, pl.LazyFrame]:
+    """Each table's (or each of ``tables``') per-unit bounded cells, sunk with the streaming
+    engine to the build's work directory without the unit identifier, and scanned back.
 
     All tables' sinks run in one ``collect_all``, so polars scans and joins the inputs once
     for all of them (common sub-plan elimination) instead of once per table.
     """
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    paths = {name: ctx.workdir / f"{name}.parquet" for name in (t.name for t in ctx.spec.tables)}
+    names = [t.name for t in ctx.spec.tables if tables is None or t.name in tables]
+    paths = {name: ctx.workdir / f"{name}.parquet" for name in names}
     sinks = [
         lf.drop(qc.UNIT_COL).sink_parquet(paths[name], lazy=True)
         for name, lf in _plans(ctx).items()
+        if name in paths
     ]
     pl.collect_all(sinks, engine="streaming")
     return {name: pl.scan_parquet(path) for name, path in paths.items()}
 
 
 def measure(
-    ctx: BuildContext, frames: dict[str, pl.LazyFrame], rates: dict[str, float] | None = None
+    ctx: BuildContext,
+    frames: dict[str, pl.LazyFrame],
+    rates: dict[str, float] | None = None,
+    cells: dict[str, pl.DataFrame] | None = None,
 ) -> Draw:
-    """One OpenDP measurement per table over its bounded frame and public key set."""
+    """One OpenDP measurement per table over its public key set: of its exact ``cells`` when
+    given (counts and sums), else of its bounded frame."""
     spec = ctx.spec
     assert spec.budget is not None and spec.privacy_unit is not None
+    cells = cells or {}
+    plans = _plans(ctx) if any(t.name not in frames for t in spec.tables) else {}
     queries = [
         TableQuery(
             name=t.name,
-            frame=frames[t.name],
+            # with cells, the frame is only the schema the measurement is calibrated on
+            frame=frames[t.name] if t.name in frames else plans[t.name].drop(qc.UNIT_COL),
             by=list(t.by),
             keys=specs.key_frame(spec, list(t.by)),
             measures=[mechanism_measure(m) for m in t.measures],
             weight=t.weight,
+            cells=cells.get(t.name),
         )
         for t in spec.tables
     ]

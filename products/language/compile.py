@@ -452,7 +452,8 @@ def match_counts(ctx: BuildContext) -> tuple[int, dict[str, int]]:
 def require_match_rates(
     ctx: BuildContext, rates: dict[str, float] | None = None
 ) -> dict[str, float]:
-    """``rates`` (default: :func:`match_rates`), refused when a join is below its floor."""
+    """``rates`` (default: :func:`match_rates`, or already computed by ``cells.compute``),
+    refused when a join is below its floor."""
     q = query_of(ctx.spec)
     rates = match_rates(ctx) if rates is None else rates
     low = [

@@ -62,6 +62,7 @@ def _row_sets(ctx: BuildContext) -> list[BuildContext]:
 class LanguageIndexBuilder:
     def __init__(self) -> None:
         self._rates: dict[str, dict[str, float]] = {}
+        self._cells: dict[str, dict[str, pl.DataFrame]] = {}
 
     def extra_inputs(self, home: Home, spec: ProductSpec, options: BuildOptions) -> list[InputRef]:
         return []
@@ -71,18 +72,30 @@ class LanguageIndexBuilder:
 
     def plan(self, ctx: BuildContext) -> None:
         rates: dict[str, float] = {}
+        cells: dict[str, pl.DataFrame] = {}
         for sub in _row_sets(ctx):
             report_builder = lang.LanguageReportBuilder()
-            report_builder.plan(sub)  # static checks, schemas, join match rates
+            # static checks, schemas, join match rates and (built here) the exact cells
+            report_builder.plan(sub)
             for code, rate in report_builder.match_rates(sub.release_id).items():
                 rates[f"{_row_set_name(sub)}/{code}"] = rate
+            cells.update(report_builder.exact_cells(sub.release_id))
         self._rates[ctx.release_id] = rates
+        self._cells[ctx.release_id] = cells
 
     def draw(self, ctx: BuildContext) -> Draw:
+        """Tables whose exact cells the plan computed are measured on them (the row set's
+        plan only gives the schema the measurement is calibrated on); the others on their
+        bounded frames."""
+        cells = self._cells.pop(ctx.release_id, {})
         frames: dict[str, pl.LazyFrame] = {}
         for sub in _row_sets(ctx):
-            frames.update(lang.bounded_frames(sub))
-        return self.measure(ctx, frames)
+            rest = [t.name for t in sub.spec.tables if t.name not in cells]
+            if rest:
+                frames.update(lang.bounded_frames(sub, rest))
+            plans = lang.table_plans(sub)
+            frames.update({t: plans[t].drop(qc.UNIT_COL) for t in plans if t in cells})
+        return lang.measure(ctx, frames, self._rates.get(ctx.release_id, {}), cells)
 
     def measure(self, ctx: BuildContext, frames: dict[str, pl.LazyFrame]) -> Draw:
         return lang.measure(ctx, frames, self._rates.get(ctx.release_id, {}))

@@ -92,6 +92,10 @@ class BuildContext:
     # them; joined before the charge (``_build``).
     checking: Future[None] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A context travels to dask workers; the driver's integrity check stays here.
+        return {**self.__dict__, "checking": None}
+
     @property
     def workdir(self) -> Path:
         return self.home.work / "products" / "build" / self.release_id

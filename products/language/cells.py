@@ -9,8 +9,8 @@ same per-unit values, same clipping, same caps.
 
 When every join is on the privacy unit and no raw-row cap is declared, the tables that are
 computed unit-first share one per-unit frame, left-joined to every joined resource with a
-"matched" flag: the join match rates (base rows after filters and period whose key finds a
-row) come out of that same frame, so the input is read once, not once more for the rates.
+"matched" flag. The join match rates are not taken from it (they would be rates over the
+spec's selection): ``compile.match_rates`` counts them over the whole snapshots.
 
 When the inputs are co-partitioned on the unit (``shuyu ingest --partitions N``) the pass runs
 part by part and the partial cells and row counts are added up: a unit's rows are all in one
@@ -233,15 +233,11 @@ def compute(ctx: BuildContext) -> Exact:
     if fine is not None:
         for t in shared_tables:
             cells[t.name] = _table_from_fine(ctx, fine, t)
+    # The match rates are never folded out of this pass: it reads the rows the spec selects
+    # (filters, period), and a rate over a selection is a free exact oracle before the charge
+    # (are these few persons in the registry?). ``compile.match_rates`` counts them over the
+    # whole snapshots instead.
     rates: dict[str, float] | None = None if q.joins else {}
-    if fine is not None and folds_rates(ctx):
-        total = int(fine[_ROWS].sum() or 0)
-        rates = {
-            j.resource: 1.0
-            if total == 0
-            else int(fine.filter(pl.col(_matched(i)))[_ROWS].sum() or 0) / total
-            for i, j in enumerate(q.joins)
-        }
     return Exact(
         cells={t.name: cells[t.name] for t in ctx.spec.tables if t.name in cells}, rates=rates
     )

@@ -633,6 +633,32 @@ def test_rows_that_do_not_fit_the_plan_void_the_charge(
     monkeypatch.setattr(qc, "bounded", failing)
     with pytest.raises(ValidationError, match="the rows do not fit the query"):
         engine.build(home, product)
+    # The exact-cells pass reads the rows in the plan, before the charge: nothing charged.
+    assert ledger.all_entries(home) == []
+    assert "product.build" in {e["action"] for e in audit.tail(home, 3)}
+    # Failing only once the plan has passed (the draw reads the rows again): the charge is
+    # void, not kept charged for a draw that will never come.
+    from products.language import builder as lang
+    from products.language import cells
+
+    monkeypatch.setattr(qc, "bounded", real)
+    real_compute, real_draw = cells.compute, lang.LanguageReportBuilder.draw
+    calls = {"n": 0}
+
+    def fails_after_the_plan(ctx: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise pl.exceptions.InvalidOperationError("conversion failed")
+        return real_compute(ctx)
+
+    def draw_reading_again(self: Any, ctx: Any) -> Any:
+        self._cells.pop(ctx.release_id, None)
+        return real_draw(self, ctx)
+
+    monkeypatch.setattr(cells, "compute", fails_after_the_plan)
+    monkeypatch.setattr(lang.LanguageReportBuilder, "draw", draw_reading_again)
+    with pytest.raises(ValidationError, match="the rows do not fit the query"):
+        engine.build(home, product)
     entries = ledger.all_entries(home)
     assert entries and {e.state for e in entries} == {"void"}
     assert {e["action"] for e in audit.tail(home, 6)} >= {"budget.void", "product.build"}

@@ -1,0 +1,172 @@
+"""The cost model of a partitioned run, fitted to ``bench_scale.py`` runs and extrapolated.
+
+One run = one resource pair (RKJBXX + SBCBJF, R rows) ingested with P parts, the per-partition
+phases (bounding, quality, desensitize) and the driver's combination (``draw``) on a backend
+with W workers (W = 1 for ``local``). Its seconds are modelled as
+
+    t = a + b·P + c·R / min(W, P) + d·R
+
+- ``a`` fixed cost per run (task submission, plan compilation, the driver's sampled PII scan);
+- ``b`` per-partition overhead (one task, one file open, one plan per part and phase);
+- ``c`` per-row cost per core: the work of the parts, spread over min(W, P) workers;
+- ``d`` per-row cost of the driver's serial steps (quantile bounds over the whole snapshot,
+  the union of the bounded parts for the draw) — this one does not shrink with W.
+
+fitted by non-negative least squares (no term may be a saving). The driver's SM3 verification
+of the snapshots is measured separately per run (``verify_s``) and added as ``v·R`` in the
+extrapolation: it is one sequential pass on the driver, whatever the cluster.
+
+Worker memory is modelled as ``peak MiB = m0 + m1 · R/P`` (rows per part), fitted over the
+dask runs' largest worker peak; the extrapolation picks the partition count so that the
+modelled peak stays at 3 GiB (4 GiB with a quarter as headroom) and each worker has at
+least ``PARTS_PER_WORKER`` parts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+TARGET_ROWS = 3.5e9
+MACHINES = (1, 4, 16, 64)
+PARTS_PER_WORKER = 4
+WORKER_BUDGET_MIB = 3 * 1024  # 4 GiB per worker, a quarter kept as headroom
+STORAGE_GBPS = 1.0  # assumed aggregate read bandwidth of the shared storage, GB/s
+PHASES = ("bounding", "quality", "desensitize", "draw")
+
+
+def total(run: dict[str, Any]) -> float:
+    return float(sum(run["seconds"][p] for p in PHASES))
+
+
+def worker_peak(run: dict[str, Any]) -> float:
+    peaks = [p for phase in PHASES for p in run["worker_peak_mib"].get(phase, [])]
+    return max(peaks) if peaks else max(run["driver_peak_mib"].values())
+
+
+def print_runs(runs: list[dict[str, Any]], header: bool = True) -> None:
+    if header:
+        print(
+            f"   {'rows':>12} {'parts':>5} {'backend':<7}{'verify':>8}{'bound.':>8}{'quality':>8}"
+            f"{'desens.':>8}{'draw':>7}{'total s':>9}{'M rows/s':>9}{'driver MiB':>11}"
+            f"  worker peak MiB (per worker, max over phases)  load",
+            flush=True,
+        )
+    for r in runs:
+        s = r["seconds"]
+        t = total(r)
+        drv = max(r["driver_peak_mib"].values())
+        per_worker = [
+            max(r["worker_peak_mib"][p][i] for p in PHASES if r["worker_peak_mib"].get(p))
+            for i in range(len(r["worker_peak_mib"].get("bounding", [])))
+        ]
+        workers = ", ".join(f"{p:.0f}" for p in per_worker) or "-"
+        print(
+            f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{r['verify_s']:>8.2f}"
+            f"{s['bounding']:>8.2f}{s['quality']:>8.2f}{s['desensitize']:>8.2f}{s['draw']:>7.2f}"
+            f"{t:>9.2f}{r['rows'] / t / 1e6:>9.2f}{drv:>11.0f}  {workers:<45} {r['load']:.1f}",
+            flush=True,
+        )
+
+
+def _design(runs: list[dict[str, Any]]) -> np.ndarray:
+    return np.array(
+        [[1.0, r["parts"], r["rows"] / min(r["workers"], r["parts"]), r["rows"]] for r in runs]
+    )
+
+
+def fit(runs: list[dict[str, Any]]) -> np.ndarray:
+    """(a, b, c, d) of the model, non-negative least squares over ``runs``."""
+    from scipy.optimize import nnls
+
+    coef, _ = nnls(_design(runs), np.array([total(r) for r in runs]))
+    return np.asarray(coef)
+
+
+def memory_fit(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(m0, m1): worker peak MiB = m0 + m1 · rows per part, over the dask runs."""
+    from scipy.optimize import nnls
+
+    dask = [r for r in runs if r["backend"] == "dask"]
+    if len({r["rows"] / r["parts"] for r in dask}) < 2:
+        return None
+    x = np.array([[1.0, r["rows"] / r["parts"]] for r in dask])
+    coef, _ = nnls(x, np.array([worker_peak(r) for r in dask]))
+    return float(coef[0]), float(coef[1])
+
+
+def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> None:
+    if len({r["rows"] for r in runs}) < 2 or len(runs) < 5:
+        print("   cost model: needs 2 or more sizes and 5 or more runs")
+        return
+    a, b, c, d = fit(runs)
+    print(
+        f"\n3. Cost model, NNLS over {len(runs)} runs (local: W = 1):\n"
+        f"   t = {a:.2f} s + {b * 1e3:.1f} ms x P + {c * 1e9:.1f} ns x R / min(W, P)"
+        f" + {d * 1e9:.1f} ns x R"
+    )
+    pred = _design(runs) @ np.array([a, b, c, d])
+    print(
+        f"   {'rows':>12} {'parts':>5} {'backend':<7}{'measured s':>11}{'model s':>9}{'resid.':>8}"
+    )
+    for r, p in zip(runs, pred, strict=True):
+        t = total(r)
+        print(
+            f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{t:>11.2f}{p:>9.2f}"
+            f"{(p - t) / t:>+8.0%}"
+        )
+    measured = np.array([total(r) for r in runs])
+    rel = np.abs(pred - measured) / measured
+    print(f"   |relative residual|: median {np.median(rel):.0%}, worst {np.max(rel):.0%}")
+    v = float(np.median([r["verify_s"] / r["rows"] for r in runs]))
+    # bytes read from storage per row of a run: SM3 and bounding read both snapshots once
+    # each, quality and desensitization read RKJBXX once each
+    bpr = float(
+        np.median(
+            [
+                (2 * sum(r["bytes_by_code"].values()) + 2 * r["bytes_by_code"]["RKJBXX"])
+                / r["rows"]
+                for r in runs
+            ]
+        )
+    )
+    print(
+        f"   driver SM3 verification, measured: {v * 1e9:.1f} ns x R (median); "
+        f"{bpr:.1f} bytes read from storage per row and run"
+    )
+    mem = memory_fit(runs)
+    if mem is None:
+        print("   memory model: needs dask runs with 2 or more rows-per-part values")
+        cap = float("inf")
+    else:
+        m0, m1 = mem
+        cap = (WORKER_BUDGET_MIB - m0) / m1 if m1 > 0 else float("inf")
+        print(
+            f"   worker peak = {m0:.0f} MiB + {m1 * 1e6:.1f} MiB per M rows per part "
+            f"-> at most {cap / 1e6:.1f} M rows per part within {WORKER_BUDGET_MIB} MiB"
+        )
+    print(
+        f"\n   Extrapolation to {TARGET_ROWS / 1e9:.1f} billion rows, machines of "
+        f"{workers_per_machine} workers (1 per core, this machine's per-core speed), "
+        f"P = max({PARTS_PER_WORKER} x W, R / rows-per-part cap); storage read at "
+        f"{STORAGE_GBPS:.0f} GB/s aggregate (assumed):"
+    )
+    print(
+        f"   {'machines':>8}{'W':>5}{'P':>7}{'M rows/part':>12}{'fixed+parts h':>14}"
+        f"{'workers h':>10}{'driver h':>9}{'SM3 h':>7}{'total h':>8}{'read floor h':>13}"
+    )
+    for n in MACHINES:
+        w = n * workers_per_machine
+        p = max(PARTS_PER_WORKER * w, math.ceil(TARGET_ROWS / cap) if cap > 0 else 1)
+        fixed = a + b * p
+        work = c * TARGET_ROWS / min(w, p)
+        drv = d * TARGET_ROWS
+        sm3 = v * TARGET_ROWS
+        floor = TARGET_ROWS * bpr / (STORAGE_GBPS * 1e9)
+        print(
+            f"   {n:>8}{w:>5}{p:>7}{TARGET_ROWS / p / 1e6:>12.1f}{fixed / 3600:>14.2f}"
+            f"{work / 3600:>10.2f}{drv / 3600:>9.2f}{sm3 / 3600:>7.2f}"
+            f"{(fixed + work + drv + sm3) / 3600:>8.2f}{floor / 3600:>13.2f}"
+        )

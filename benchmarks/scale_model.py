@@ -25,6 +25,7 @@ least ``PARTS_PER_WORKER`` parts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -97,29 +98,54 @@ def memory_fit(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
     return float(coef[0]), float(coef[1])
 
 
-def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> None:
-    if len({r["rows"] for r in runs}) < 2 or len(runs) < 5:
-        print("   cost model: needs 2 or more sizes and 5 or more runs")
-        return
-    a, b, c, d = fit(runs)
-    print(
-        f"\n3. Cost model, NNLS over {len(runs)} runs (local: W = 1):\n"
-        f"   t = {a:.2f} s + {b * 1e3:.1f} ms x P + {c * 1e9:.1f} ns x R / min(W, P)"
-        f" + {d * 1e9:.1f} ns x R"
-    )
-    pred = _design(runs) @ np.array([a, b, c, d])
-    print(
-        f"   {'rows':>12} {'parts':>5} {'backend':<7}{'measured s':>11}{'model s':>9}{'resid.':>8}"
-    )
-    for r, p in zip(runs, pred, strict=True):
-        t = total(r)
-        print(
-            f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{t:>11.2f}{p:>9.2f}"
-            f"{(p - t) / t:>+8.0%}"
-        )
-    measured = np.array([total(r) for r in runs])
-    rel = np.abs(pred - measured) / measured
-    print(f"   |relative residual|: median {np.median(rel):.0%}, worst {np.max(rel):.0%}")
+@dataclass(frozen=True)
+class Model:
+    """The fitted model: seconds ``a + b·P + c·R/min(W, P) + d·R``, the driver's SM3 pass
+    ``v·R``, storage bytes read per row ``bpr``, worker memory ``m0 + m1·R/P`` MiB."""
+
+    a: float
+    b: float
+    c: float
+    d: float
+    v: float
+    bpr: float
+    m0: float | None = None
+    m1: float | None = None
+
+    def seconds(self, rows: float, parts: int, workers: int) -> float:
+        return self.a + self.b * parts + self.c * rows / min(workers, parts) + self.d * rows
+
+    def rows_per_part_cap(self) -> float:
+        """Most rows per part keeping a worker's modelled peak within the budget."""
+        if self.m0 is None or self.m1 is None or self.m1 <= 0:
+            return math.inf
+        return max((WORKER_BUDGET_MIB - self.m0) / self.m1, 1.0)
+
+    def plan(self, rows: float, machines: int, workers_per_machine: int) -> dict[str, float]:
+        """Workers, parts and the modelled hours of each term for ``rows`` on ``machines``."""
+        w = machines * workers_per_machine
+        cap = self.rows_per_part_cap()
+        p = max(PARTS_PER_WORKER * w, math.ceil(rows / cap) if math.isfinite(cap) else 1)
+        terms = {
+            "fixed": self.a + self.b * p,
+            "workers": self.c * rows / min(w, p),
+            "driver": self.d * rows,
+            "sm3": self.v * rows,
+        }
+        return {
+            "machines": machines,
+            "workers_total": w,
+            "parts": p,
+            "rows_per_part": rows / p,
+            **{k: t / 3600 for k, t in terms.items()},
+            "total": sum(terms.values()) / 3600,
+            "read_floor": rows * self.bpr / (STORAGE_GBPS * 1e9) / 3600,
+        }
+
+
+def build_model(runs: list[dict[str, Any]]) -> Model:
+    """Fit every term of :class:`Model` to ``runs``."""
+    a, b, c, d = (float(x) for x in fit(runs))
     v = float(np.median([r["verify_s"] / r["rows"] for r in runs]))
     # bytes read from storage per row of a run: SM3 and bounding read both snapshots once
     # each, quality and desensitization read RKJBXX once each
@@ -132,20 +158,44 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
             ]
         )
     )
-    print(
-        f"   driver SM3 verification, measured: {v * 1e9:.1f} ns x R (median); "
-        f"{bpr:.1f} bytes read from storage per row and run"
-    )
     mem = memory_fit(runs)
-    if mem is None:
-        print("   memory model: needs dask runs with 2 or more rows-per-part values")
-        cap = float("inf")
-    else:
-        m0, m1 = mem
-        cap = (WORKER_BUDGET_MIB - m0) / m1 if m1 > 0 else float("inf")
+    return Model(a, b, c, d, v, bpr, *(mem or (None, None)))
+
+
+def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> Model | None:
+    if len({r["rows"] for r in runs}) < 2 or len(runs) < 5:
+        print("   cost model: needs 2 or more sizes and 5 or more runs")
+        return None
+    m = build_model(runs)
+    print(
+        f"\n3. Cost model, NNLS over {len(runs)} runs (local: W = 1):\n"
+        f"   t = {m.a:.2f} s + {m.b * 1e3:.1f} ms x P + {m.c * 1e9:.1f} ns x R / min(W, P)"
+        f" + {m.d * 1e9:.1f} ns x R"
+    )
+    print(
+        f"   {'rows':>12} {'parts':>5} {'backend':<7}{'measured s':>11}{'model s':>9}{'resid.':>8}"
+    )
+    rel = []
+    for r in runs:
+        t = total(r)
+        p = m.seconds(r["rows"], r["parts"], r["workers"])
+        rel.append(abs(p - t) / t)
         print(
-            f"   worker peak = {m0:.0f} MiB + {m1 * 1e6:.1f} MiB per M rows per part "
-            f"-> at most {cap / 1e6:.1f} M rows per part within {WORKER_BUDGET_MIB} MiB"
+            f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{t:>11.2f}{p:>9.2f}"
+            f"{(p - t) / t:>+8.0%}"
+        )
+    print(f"   |relative residual|: median {np.median(rel):.0%}, worst {np.max(rel):.0%}")
+    print(
+        f"   driver SM3 verification, measured: {m.v * 1e9:.1f} ns x R (median); "
+        f"{m.bpr:.1f} bytes read from storage per row and run"
+    )
+    if m.m0 is None or m.m1 is None:
+        print("   memory model: needs dask runs with 2 or more rows-per-part values")
+    else:
+        print(
+            f"   worker peak = {m.m0:.0f} MiB + {m.m1 * 1e6:.1f} MiB per M rows per part "
+            f"-> at most {m.rows_per_part_cap() / 1e6:.1f} M rows per part within "
+            f"{WORKER_BUDGET_MIB} MiB"
         )
     print(
         f"\n   Extrapolation to {TARGET_ROWS / 1e9:.1f} billion rows, machines of "
@@ -158,15 +208,11 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
         f"{'workers h':>10}{'driver h':>9}{'SM3 h':>7}{'total h':>8}{'read floor h':>13}"
     )
     for n in MACHINES:
-        w = n * workers_per_machine
-        p = max(PARTS_PER_WORKER * w, math.ceil(TARGET_ROWS / cap) if cap > 0 else 1)
-        fixed = a + b * p
-        work = c * TARGET_ROWS / min(w, p)
-        drv = d * TARGET_ROWS
-        sm3 = v * TARGET_ROWS
-        floor = TARGET_ROWS * bpr / (STORAGE_GBPS * 1e9)
+        e = m.plan(TARGET_ROWS, n, workers_per_machine)
         print(
-            f"   {n:>8}{w:>5}{p:>7}{TARGET_ROWS / p / 1e6:>12.1f}{fixed / 3600:>14.2f}"
-            f"{work / 3600:>10.2f}{drv / 3600:>9.2f}{sm3 / 3600:>7.2f}"
-            f"{(fixed + work + drv + sm3) / 3600:>8.2f}{floor / 3600:>13.2f}"
+            f"   {n:>8}{e['workers_total']:>5.0f}{e['parts']:>7.0f}"
+            f"{e['rows_per_part'] / 1e6:>12.1f}"
+            f"{e['fixed']:>14.2f}{e['workers']:>10.2f}{e['driver']:>9.2f}{e['sm3']:>7.2f}"
+            f"{e['total']:>8.2f}{e['read_floor']:>13.2f}"
         )
+    return m

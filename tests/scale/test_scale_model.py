@@ -1,0 +1,86 @@
+"""The scale benchmark's cost model (benchmarks/scale_model.py): the fit recovers known terms,
+the residuals it reports are the real misfit, and the extrapolation respects the worker
+memory budget."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import scale_model
+
+
+def _run(rows: int, parts: int, backend: str, seconds: float, peak: float) -> dict[str, Any]:
+    workers = 2 if backend == "dask" else 1
+    share = seconds / 4
+    return {
+        "rows": rows,
+        "parts": parts,
+        "backend": backend,
+        "workers": workers,
+        "seconds": dict.fromkeys(scale_model.PHASES, share),
+        "verify_s": rows * 50e-9,
+        "bytes_by_code": {"RKJBXX": rows, "SBCBJF": 9 * rows},
+        "driver_peak_mib": dict.fromkeys(scale_model.PHASES, 500.0),
+        "worker_peak_mib": {p: [peak] * workers if workers > 1 else [] for p in scale_model.PHASES},
+    }
+
+
+def _synthetic(a: float, b: float, c: float, d: float) -> list[dict[str, Any]]:
+    runs = []
+    for rows in (1_000_000, 10_000_000, 100_000_000):
+        for parts in (2, 4, 8, 16):
+            for backend, w in (("local", 1), ("dask", 2)):
+                t = a + b * parts + c * rows / min(w, parts) + d * rows
+                runs.append(_run(rows, parts, backend, t, 200 + 80e-6 * rows / parts))
+    return runs
+
+
+def test_fit_recovers_the_terms_of_a_known_cost() -> None:
+    runs = _synthetic(1.5, 0.2, 1e-6, 0.3e-6)
+    m = scale_model.build_model(runs)
+    assert m.a == pytest.approx(1.5, rel=1e-6)
+    assert m.b == pytest.approx(0.2, rel=1e-6)
+    assert m.c == pytest.approx(1e-6, rel=1e-6)
+    assert m.d == pytest.approx(0.3e-6, rel=1e-6)
+    assert m.v == pytest.approx(50e-9)
+    assert m.bpr == pytest.approx(22.0)  # 2 x (1 + 9) + 2 x 1 bytes per row
+    assert m.m0 == pytest.approx(200, rel=1e-6) and m.m1 == pytest.approx(80e-6, rel=1e-6)
+
+
+def test_reported_residuals_show_a_misfit(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = _synthetic(1.5, 0.2, 1e-6, 0.3e-6)
+    runs[0]["seconds"] = {p: 10 * s for p, s in runs[0]["seconds"].items()}  # one slow run
+    scale_model.fit_and_report(runs)
+    out = capsys.readouterr().out
+    worst = float(out.split("worst ")[1].split("%")[0])
+    assert worst > 50
+
+
+def test_extrapolation_keeps_parts_within_the_worker_memory_budget() -> None:
+    m = scale_model.build_model(_synthetic(1.5, 0.2, 1e-6, 0.3e-6))
+    cap = m.rows_per_part_cap()
+    assert cap == pytest.approx((scale_model.WORKER_BUDGET_MIB - 200) / 80e-6, rel=1e-6)
+    for machines in scale_model.MACHINES:
+        e = m.plan(3.5e9, machines, 2)
+        assert e["rows_per_part"] <= cap
+        assert e["parts"] >= scale_model.PARTS_PER_WORKER * e["workers_total"]
+        assert m.a + m.b * e["parts"] == pytest.approx(e["fixed"] * 3600)
+    one, many = m.plan(3.5e9, 1, 2), m.plan(3.5e9, 64, 2)
+    # the workers' term shrinks with machines, the driver's serial terms do not
+    assert many["workers"] == pytest.approx(one["workers"] / 64)
+    assert many["driver"] == one["driver"] and many["sm3"] == one["sm3"]
+
+
+def test_no_memory_model_without_two_part_sizes() -> None:
+    runs = [r for r in _synthetic(1.0, 0.1, 1e-6, 0.0) if r["rows"] / r["parts"] == 500_000]
+    assert scale_model.memory_fit(runs) is None
+    m = scale_model.Model(1.0, 0.1, 1e-6, 0.0, 0.0, 1.0)
+    assert math.isinf(m.rows_per_part_cap())
+    assert m.plan(3.5e9, 4, 2)["parts"] == 32

@@ -46,6 +46,7 @@ import hmac
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -200,7 +201,6 @@ def _source(data: Path, persons: int) -> Path:
 def _ingested(home: Any, src: Path, parts: int) -> tuple[dict[str, Any], float | None]:
     """Both inputs ingested with ``parts`` parts: the stored snapshots if the home has them
     (ingest seconds None), else a fresh ingest, timed."""
-    from pipelines.ingest import ingest_path
     from shuyu_core import snapshots
 
     have = {c: snapshots.list_snapshots(home, c) for c in CODES}
@@ -209,12 +209,23 @@ def _ingested(home: Any, src: Path, parts: int) -> tuple[dict[str, Any], float |
         for s in have.values()
     ):
         return {c: have[c][-1] for c in CODES}, None
+    # In a child process: what ingestion allocates would otherwise stay in this process's
+    # RSS and be counted as the driver's peak in every phase after it.
     t0 = time.perf_counter()
-    out = {}
+    subprocess.run(
+        [sys.executable, __file__, "--_ingest", str(home.root), str(src), str(parts)], check=True
+    )
+    seconds = time.perf_counter() - t0
+    return {c: snapshots.latest(home, c) for c in CODES}, seconds
+
+
+def _ingest_child(root: Path, src: Path, parts: int) -> None:
+    from pipelines.ingest import ingest_path
+
+    home = _home(root)
     for code in CODES:
         path = src / f"{code}.parquet" if (src / f"{code}.parquet").exists() else src / code
-        out[code] = ingest_path(home, code, path, partitions=parts)
-    return out, time.perf_counter() - t0
+        ingest_path(home, code, path, partitions=parts)
 
 
 def _bytes(home: Any, m: Any) -> int:
@@ -272,25 +283,49 @@ def _phases(
     return {"bounding": bounding, "quality": quality, "desensitize": desensitize, "draw": draw}
 
 
+class TimedBackend:
+    """A backend whose ``map`` calls are timed: the seconds the parts' jobs took from
+    dispatch to the last result; the rest of a phase is the driver's own serial work."""
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+        self.name = backend.name
+        self.client = getattr(backend, "client", None)
+        self.map_s = 0.0
+
+    def map(self, fn: Callable[[Any], Any], items: Any) -> list[Any]:
+        t0 = time.perf_counter()
+        try:
+            return list(self.inner.map(fn, items))
+        finally:
+            self.map_s += time.perf_counter() - t0
+
+
 def _run(
     home: Any, inputs: dict[str, Any], backend: Any, tag: str, out: Path
-) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
-    """Every phase on ``backend``: seconds, driver peak MiB, worker peaks MiB."""
+) -> dict[str, dict[str, Any]]:
+    """Every phase on ``backend``: seconds, seconds inside the backend's map, driver RSS at
+    the start and peak MiB, worker peaks MiB."""
+    timed = TimedBackend(backend)
     peaks = Peaks(backend)
-    times: dict[str, float] = {}
-    driver_peak: dict[str, float] = {}
-    worker_peak: dict[str, list[float]] = {}
+    got: dict[str, dict[str, Any]] = {
+        k: {}
+        for k in ("seconds", "map_s", "driver_start_mib", "driver_peak_mib", "worker_peak_mib")
+    }
     try:
-        for name, fn in _phases(home, inputs, backend, tag, out).items():
+        for name, fn in _phases(home, inputs, timed, tag, out).items():
             peaks.reset()
+            got["driver_start_mib"][name] = psutil.Process().memory_info().rss / 2**20
+            timed.map_s = 0.0
             t0 = time.perf_counter()
             fn()
-            times[name] = time.perf_counter() - t0
-            driver_peak[name], worker_peak[name] = peaks.read()
+            got["seconds"][name] = time.perf_counter() - t0
+            got["map_s"][name] = timed.map_s
+            got["driver_peak_mib"][name], got["worker_peak_mib"][name] = peaks.read()
     finally:
         shutil.rmtree(out / f"desens-{tag}", ignore_errors=True)
         shutil.rmtree(home.work / "products" / "build" / f"bench-{tag}", ignore_errors=True)
-    return times, driver_peak, worker_peak
+    return got
 
 
 def _warm_workers(backend: Any) -> None:
@@ -341,7 +376,7 @@ def bench_scale(
                     for backend in (LocalBackend(), dask_backend):
                         _warm_workers(backend)
                         tag = f"{backend.name}-{persons}-{parts}"
-                        times, dpeak, wpeak = _run(home, inputs, backend, tag, out)
+                        got = _run(home, inputs, backend, tag, out)
                         run = {
                             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                             "command": command,
@@ -356,9 +391,7 @@ def bench_scale(
                             "ingest_s": ingest_s,
                             "verify_s": verify_s,
                             "verify_driver_mib": verify_mib,
-                            "seconds": times,
-                            "driver_peak_mib": dpeak,
-                            "worker_peak_mib": wpeak,
+                            **got,
                             "load": os.getloadavg()[0],
                         }
                         runs.append(run)
@@ -380,7 +413,11 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="keep sources and homes")
     parser.add_argument("--results", type=Path, default=None, help="append runs as JSON lines")
     parser.add_argument("--report", type=Path, nargs="+", default=None, help="only report")
+    parser.add_argument("--_ingest", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._ingest:
+        _ingest_child(Path(args._ingest[0]), Path(args._ingest[1]), int(args._ingest[2]))
+        return 0
     if args.report:
         runs = [
             json.loads(line)

@@ -51,7 +51,8 @@ def print_runs(runs: list[dict[str, Any]], header: bool = True) -> None:
     if header:
         print(
             f"   {'rows':>12} {'parts':>5} {'backend':<7}{'verify':>8}{'bound.':>8}{'quality':>8}"
-            f"{'desens.':>8}{'draw':>7}{'total s':>9}{'M rows/s':>9}{'driver MiB':>11}"
+            f"{'desens.':>8}{'draw':>7}{'total s':>9}{'driver s':>9}{'M rows/s':>9}"
+            f"{'driver MiB':>11}"
             f"  worker peak MiB (per worker, max over phases)  load",
             flush=True,
         )
@@ -59,6 +60,7 @@ def print_runs(runs: list[dict[str, Any]], header: bool = True) -> None:
         s = r["seconds"]
         t = total(r)
         drv = max(r["driver_peak_mib"].values())
+        serial = f"{driver_serial(r):.2f}" if "map_s" in r else "-"
         per_worker = [
             max(r["worker_peak_mib"][p][i] for p in PHASES if r["worker_peak_mib"].get(p))
             for i in range(len(r["worker_peak_mib"].get("bounding", [])))
@@ -67,7 +69,8 @@ def print_runs(runs: list[dict[str, Any]], header: bool = True) -> None:
         print(
             f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{r['verify_s']:>8.2f}"
             f"{s['bounding']:>8.2f}{s['quality']:>8.2f}{s['desensitize']:>8.2f}{s['draw']:>7.2f}"
-            f"{t:>9.2f}{r['rows'] / t / 1e6:>9.2f}{drv:>11.0f}  {workers:<45} {r['load']:.1f}",
+            f"{t:>9.2f}{serial:>9}{r['rows'] / t / 1e6:>9.2f}{drv:>11.0f}"
+            f"  {workers:<45} {r['load']:.1f}",
             flush=True,
         )
 
@@ -78,10 +81,25 @@ def _design(runs: list[dict[str, Any]]) -> np.ndarray:
     )
 
 
+def driver_serial(run: dict[str, Any]) -> float:
+    """Seconds of the run outside the backend's ``map`` (the driver's own work)."""
+    return total(run) - sum(run["map_s"][p] for p in PHASES)
+
+
 def fit(runs: list[dict[str, Any]]) -> np.ndarray:
-    """(a, b, c, d) of the model, non-negative least squares over ``runs``."""
+    """(a, b, c, d) of the model, non-negative least squares over ``runs``.
+
+    Runs that record the time inside the backend's ``map`` (``map_s``) are split: (a_w, b, c)
+    fitted to the time in ``map``, (a_d, d) to the rest, a = a_w + a_d; older runs without it
+    are fitted jointly."""
     from scipy.optimize import nnls
 
+    if runs and all("map_s" in r for r in runs):
+        x = _design(runs)
+        work = np.array([total(r) - driver_serial(r) for r in runs])
+        (aw, b, c), _ = nnls(x[:, :3], work)
+        (ad, d), _ = nnls(x[:, [0, 3]], np.array([driver_serial(r) for r in runs]))
+        return np.array([aw + ad, b, c, d])
     coef, _ = nnls(_design(runs), np.array([total(r) for r in runs]))
     return np.asarray(coef)
 
@@ -111,15 +129,19 @@ class Model:
     bpr: float
     m0: float | None = None
     m1: float | None = None
+    # the largest part measured on a worker within the budget: parts are not extrapolated
+    # beyond what was run
+    measured_part_rows: float = math.inf
 
     def seconds(self, rows: float, parts: int, workers: int) -> float:
         return self.a + self.b * parts + self.c * rows / min(workers, parts) + self.d * rows
 
     def rows_per_part_cap(self) -> float:
-        """Most rows per part keeping a worker's modelled peak within the budget."""
+        """Most rows per part keeping a worker's modelled peak within the budget, and no
+        larger than the largest part measured within it."""
         if self.m0 is None or self.m1 is None or self.m1 <= 0:
-            return math.inf
-        return max((WORKER_BUDGET_MIB - self.m0) / self.m1, 1.0)
+            return self.measured_part_rows
+        return min(max((WORKER_BUDGET_MIB - self.m0) / self.m1, 1.0), self.measured_part_rows)
 
     def plan(self, rows: float, machines: int, workers_per_machine: int) -> dict[str, float]:
         """Workers, parts and the modelled hours of each term for ``rows`` on ``machines``."""
@@ -159,7 +181,13 @@ def build_model(runs: list[dict[str, Any]]) -> Model:
         )
     )
     mem = memory_fit(runs)
-    return Model(a, b, c, d, v, bpr, *(mem or (None, None)))
+    within = [
+        r["rows"] / r["parts"]
+        for r in runs
+        if r["backend"] == "dask" and worker_peak(r) <= WORKER_BUDGET_MIB
+    ]
+    m0, m1 = mem if mem is not None else (None, None)
+    return Model(a, b, c, d, v, bpr, m0, m1, max(within, default=math.inf))
 
 
 def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> Model | None:
@@ -194,8 +222,9 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
     else:
         print(
             f"   worker peak = {m.m0:.0f} MiB + {m.m1 * 1e6:.1f} MiB per M rows per part "
-            f"-> at most {m.rows_per_part_cap() / 1e6:.1f} M rows per part within "
-            f"{WORKER_BUDGET_MIB} MiB"
+            f"-> parts of at most {m.rows_per_part_cap() / 1e6:.1f} M rows (within "
+            f"{WORKER_BUDGET_MIB} MiB, and no larger than the largest part measured, "
+            f"{m.measured_part_rows / 1e6:.1f} M)"
         )
     print(
         f"\n   Extrapolation to {TARGET_ROWS / 1e9:.1f} billion rows, machines of "

@@ -4,6 +4,7 @@ memory budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -16,10 +17,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import scale_model
 
 
-def _run(rows: int, parts: int, backend: str, seconds: float, peak: float) -> dict[str, Any]:
+def _run(
+    rows: int, parts: int, backend: str, seconds: float, peak: float, serial: float | None = None
+) -> dict[str, Any]:
     workers = 2 if backend == "dask" else 1
     share = seconds / 4
+    extra = (
+        {}
+        if serial is None
+        else {"map_s": dict.fromkeys(scale_model.PHASES, (seconds - serial) / 4)}
+    )
     return {
+        **extra,
         "rows": rows,
         "parts": parts,
         "backend": backend,
@@ -32,13 +41,16 @@ def _run(rows: int, parts: int, backend: str, seconds: float, peak: float) -> di
     }
 
 
-def _synthetic(a: float, b: float, c: float, d: float) -> list[dict[str, Any]]:
+def _synthetic(a: float, b: float, c: float, d: float, split: bool = False) -> list[dict[str, Any]]:
+    """Runs timed exactly by the model; with ``split``, a second of the fixed cost and the
+    ``d`` term recorded as the driver's (outside the backend's map)."""
     runs = []
     for rows in (1_000_000, 10_000_000, 100_000_000):
         for parts in (2, 4, 8, 16):
             for backend, w in (("local", 1), ("dask", 2)):
                 t = a + b * parts + c * rows / min(w, parts) + d * rows
-                runs.append(_run(rows, parts, backend, t, 200 + 80e-6 * rows / parts))
+                serial = 1.0 + d * rows if split else None
+                runs.append(_run(rows, parts, backend, t, 200 + 80e-6 * rows / parts, serial))
     return runs
 
 
@@ -54,6 +66,14 @@ def test_fit_recovers_the_terms_of_a_known_cost() -> None:
     assert m.m0 == pytest.approx(200, rel=1e-6) and m.m1 == pytest.approx(80e-6, rel=1e-6)
 
 
+def test_split_fit_recovers_the_driver_term() -> None:
+    m = scale_model.build_model(_synthetic(1.5, 0.2, 1e-6, 0.3e-6, split=True))
+    assert (m.a, m.b) == (pytest.approx(1.5, rel=1e-6), pytest.approx(0.2, rel=1e-6))
+    assert (m.c, m.d) == (pytest.approx(1e-6, rel=1e-6), pytest.approx(0.3e-6, rel=1e-6))
+    runs = _synthetic(1.5, 0.2, 1e-6, 0.3e-6, split=True)
+    assert scale_model.driver_serial(runs[0]) == pytest.approx(1.0 + 0.3e-6 * 1_000_000)
+
+
 def test_reported_residuals_show_a_misfit(capsys: pytest.CaptureFixture[str]) -> None:
     runs = _synthetic(1.5, 0.2, 1e-6, 0.3e-6)
     runs[0]["seconds"] = {p: 10 * s for p, s in runs[0]["seconds"].items()}  # one slow run
@@ -65,8 +85,14 @@ def test_reported_residuals_show_a_misfit(capsys: pytest.CaptureFixture[str]) ->
 
 def test_extrapolation_keeps_parts_within_the_worker_memory_budget() -> None:
     m = scale_model.build_model(_synthetic(1.5, 0.2, 1e-6, 0.3e-6))
+    # the modelled cap (35.9 M rows) is beyond the largest part measured within 3 GiB (25 M:
+    # the 50 M-row parts peaked at 4.2 GiB), so the measured one binds
+    assert (scale_model.WORKER_BUDGET_MIB - 200) / 80e-6 > 25_000_000
     cap = m.rows_per_part_cap()
-    assert cap == pytest.approx((scale_model.WORKER_BUDGET_MIB - 200) / 80e-6, rel=1e-6)
+    assert cap == m.measured_part_rows == 25_000_000
+    steep = dataclasses.replace(m, m1=160e-6)
+    assert steep.rows_per_part_cap() == pytest.approx((3072 - 200) / 160e-6, rel=1e-6)
+    assert steep.plan(3.5e9, 1, 2)["parts"] == math.ceil(3.5e9 / ((3072 - 200) / 160e-6))
     for machines in scale_model.MACHINES:
         e = m.plan(3.5e9, machines, 2)
         assert e["rows_per_part"] <= cap
@@ -84,3 +110,6 @@ def test_no_memory_model_without_two_part_sizes() -> None:
     m = scale_model.Model(1.0, 0.1, 1e-6, 0.0, 0.0, 1.0)
     assert math.isinf(m.rows_per_part_cap())
     assert m.plan(3.5e9, 4, 2)["parts"] == 32
+    # without a memory slope, parts stay no larger than the largest one measured
+    m = scale_model.Model(1.0, 0.1, 1e-6, 0.0, 0.0, 1.0, 2000.0, 0.0, 25e6)
+    assert m.plan(3.5e9, 4, 2)["parts"] == 140

@@ -24,9 +24,13 @@ against a Dask LocalCluster of 2 workers, per partition count; then the cost mod
    - ``draw``: the driver's combination, the OpenDP measurement over the union of the bounded
      parts (noise drawn once; nothing is released or charged).
 
-   Per phase: wall time, and the peak RSS of the driver and of each worker process: the
-   kernel's high-water mark (``VmHWM``) reset before the phase (``/proc/<pid>/clear_refs``
-   = 5) and read after it, on every process, so each figure is that phase's own peak.
+   Per phase: wall time, the time inside the backend's ``map`` (the rest is the driver's
+   serial work), the CPU seconds of the driver and of each worker (all threads: polars runs
+   its own thread pool inside each process), and the peak RSS of the driver and of each
+   worker process: the kernel's high-water mark (``VmHWM``) reset before the phase
+   (``/proc/<pid>/clear_refs`` = 5) and read after it, so each figure is that phase's own
+   peak (the driver's RSS at the start of the phase is recorded too: what an earlier phase
+   left allocated counts in its peak).
 3. The cost model (``benchmarks/scale_model.py``) fitted over every run, with residuals, and
    extrapolated to 3.5 billion rows on N machines.
 
@@ -141,20 +145,41 @@ def _peak_mib() -> float:
     return 0.0
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process, all its threads (polars' pool included)."""
+    return time.process_time()
+
+
 class Peaks:
-    """Per-phase peak RSS of the driver and of every dask worker process."""
+    """Per-phase peak RSS and CPU seconds of the driver and of every dask worker process
+    (workers in address order)."""
 
     def __init__(self, backend: Any) -> None:
         self.client = backend.client if backend.name == "dask" else None
+        self.cpu0 = 0.0
+        self.wcpu0: dict[str, float] = {}
+
+    def _workers(self, fn: Callable[[], float]) -> dict[str, float]:
+        return dict(sorted(self.client.run(fn).items())) if self.client is not None else {}
 
     def reset(self) -> None:
         _reset_peak()
         if self.client is not None:
             self.client.run(_reset_peak)
+        self.cpu0 = _cpu_s()
+        self.wcpu0 = self._workers(_cpu_s)
 
-    def read(self) -> tuple[float, list[float]]:
-        workers = sorted(self.client.run(_peak_mib).values()) if self.client is not None else []
-        return _peak_mib(), workers
+    def read(self) -> tuple[float, list[float], float, list[float]]:
+        """Driver peak MiB, worker peaks MiB, driver CPU s, worker CPU s since the reset."""
+        cpu = _cpu_s() - self.cpu0
+        wcpu = self._workers(_cpu_s)
+        peaks = self._workers(_peak_mib)
+        return (
+            _peak_mib(),
+            list(peaks.values()),
+            cpu,
+            [wcpu[a] - self.wcpu0.get(a, 0.0) for a in wcpu],
+        )
 
 
 # -- 2. scale ---------------------------------------------------------------------------------
@@ -310,7 +335,15 @@ def _run(
     peaks = Peaks(backend)
     got: dict[str, dict[str, Any]] = {
         k: {}
-        for k in ("seconds", "map_s", "driver_start_mib", "driver_peak_mib", "worker_peak_mib")
+        for k in (
+            "seconds",
+            "map_s",
+            "driver_start_mib",
+            "driver_peak_mib",
+            "worker_peak_mib",
+            "driver_cpu_s",
+            "worker_cpu_s",
+        )
     }
     try:
         for name, fn in _phases(home, inputs, timed, tag, out).items():
@@ -321,7 +354,12 @@ def _run(
             fn()
             got["seconds"][name] = time.perf_counter() - t0
             got["map_s"][name] = timed.map_s
-            got["driver_peak_mib"][name], got["worker_peak_mib"][name] = peaks.read()
+            (
+                got["driver_peak_mib"][name],
+                got["worker_peak_mib"][name],
+                got["driver_cpu_s"][name],
+                got["worker_cpu_s"][name],
+            ) = peaks.read()
     finally:
         shutil.rmtree(out / f"desens-{tag}", ignore_errors=True)
         shutil.rmtree(home.work / "products" / "build" / f"bench-{tag}", ignore_errors=True)

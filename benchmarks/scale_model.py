@@ -48,29 +48,38 @@ def worker_peak(run: dict[str, Any]) -> float:
 
 
 def print_runs(runs: list[dict[str, Any]], header: bool = True) -> None:
+    """One line per run. ``driver s``: outside the backend's map; ``cores``: CPU seconds of
+    all processes / wall seconds; ``driver MiB``: peak (+ added over the RSS at the phase's
+    start, i.e. what the phase itself allocated)."""
     if header:
         print(
-            f"   {'rows':>12} {'parts':>5} {'backend':<7}{'verify':>8}{'bound.':>8}{'quality':>8}"
-            f"{'desens.':>8}{'draw':>7}{'total s':>9}{'driver s':>9}{'M rows/s':>9}"
-            f"{'driver MiB':>11}"
-            f"  worker peak MiB (per worker, max over phases)  load",
+            f"   {'rows':>12} {'parts':>5} {'backend':<7}{'verify':>7}{'bound.':>7}{'quality':>8}"
+            f"{'desens.':>8}{'draw':>6}{'total s':>8}{'driver s':>9}{'M rows/s':>9}"
+            f"{'cores':>6}{'driver MiB':>13}  worker peak MiB  load",
             flush=True,
         )
     for r in runs:
         s = r["seconds"]
         t = total(r)
         drv = max(r["driver_peak_mib"].values())
+        added = (
+            max(r["driver_peak_mib"][p] - r["driver_start_mib"][p] for p in PHASES)
+            if "driver_start_mib" in r
+            else None
+        )
+        drv_s = f"{drv:.0f}" + (f" (+{added:.0f})" if added is not None else "")
         serial = f"{driver_serial(r):.2f}" if "map_s" in r else "-"
+        cores = f"{cpu_s(r) / t:.2f}" if "driver_cpu_s" in r else "-"
         per_worker = [
             max(r["worker_peak_mib"][p][i] for p in PHASES if r["worker_peak_mib"].get(p))
             for i in range(len(r["worker_peak_mib"].get("bounding", [])))
         ]
         workers = ", ".join(f"{p:.0f}" for p in per_worker) or "-"
         print(
-            f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{r['verify_s']:>8.2f}"
-            f"{s['bounding']:>8.2f}{s['quality']:>8.2f}{s['desensitize']:>8.2f}{s['draw']:>7.2f}"
-            f"{t:>9.2f}{serial:>9}{r['rows'] / t / 1e6:>9.2f}{drv:>11.0f}"
-            f"  {workers:<45} {r['load']:.1f}",
+            f"   {r['rows']:>12,} {r['parts']:>5} {r['backend']:<7}{r['verify_s']:>7.2f}"
+            f"{s['bounding']:>7.2f}{s['quality']:>8.2f}{s['desensitize']:>8.2f}{s['draw']:>6.2f}"
+            f"{t:>8.2f}{serial:>9}{r['rows'] / t / 1e6:>9.2f}{cores:>6}{drv_s:>13}"
+            f"  {workers:<15} {r['load']:.1f}",
             flush=True,
         )
 
@@ -132,6 +141,10 @@ class Model:
     # the largest part measured on a worker within the budget: parts are not extrapolated
     # beyond what was run
     measured_part_rows: float = math.inf
+    # CPU seconds per row of the parts' work (all processes, all threads): the per-row cost
+    # per core on dedicated cores, which wall time on a shared machine does not show
+    c_cpu: float | None = None
+    cores_per_machine: int = 2
 
     def seconds(self, rows: float, parts: int, workers: int) -> float:
         return self.a + self.b * parts + self.c * rows / min(workers, parts) + self.d * rows
@@ -148,9 +161,13 @@ class Model:
         w = machines * workers_per_machine
         cap = self.rows_per_part_cap()
         p = max(PARTS_PER_WORKER * w, math.ceil(rows / cap) if math.isfinite(cap) else 1)
+        if self.c_cpu is not None:  # every core of the cluster busy with the parts
+            work = self.c_cpu * rows / min(machines * self.cores_per_machine, p)
+        else:
+            work = self.c * rows / min(w, p)
         terms = {
             "fixed": self.a + self.b * p,
-            "workers": self.c * rows / min(w, p),
+            "workers": work,
             "driver": self.d * rows,
             "sm3": self.v * rows,
         }
@@ -187,7 +204,24 @@ def build_model(runs: list[dict[str, Any]]) -> Model:
         if r["backend"] == "dask" and worker_peak(r) <= WORKER_BUDGET_MIB
     ]
     m0, m1 = mem if mem is not None else (None, None)
-    return Model(a, b, c, d, v, bpr, m0, m1, max(within, default=math.inf))
+    return Model(a, b, c, d, v, bpr, m0, m1, max(within, default=math.inf), cpu_fit(runs))
+
+
+def cpu_s(run: dict[str, Any]) -> float:
+    """CPU seconds of a run's phases, driver and workers together."""
+    return float(sum(run["driver_cpu_s"][p] + sum(run["worker_cpu_s"][p]) for p in PHASES))
+
+
+def cpu_fit(runs: list[dict[str, Any]]) -> float | None:
+    """CPU seconds per row: ``cpu = e + f·P + c_cpu·R`` (NNLS) over the runs that record CPU."""
+    from scipy.optimize import nnls
+
+    with_cpu = [r for r in runs if "driver_cpu_s" in r]
+    if len({r["rows"] for r in with_cpu}) < 2:
+        return None
+    x = np.array([[1.0, r["parts"], r["rows"]] for r in with_cpu])
+    coef, _ = nnls(x, np.array([cpu_s(r) for r in with_cpu]))
+    return float(coef[2])
 
 
 def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> Model | None:
@@ -213,6 +247,11 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
             f"{(p - t) / t:>+8.0%}"
         )
     print(f"   |relative residual|: median {np.median(rel):.0%}, worst {np.max(rel):.0%}")
+    if m.c_cpu is not None:
+        print(
+            f"   CPU, all processes and threads: cpu = e + f x P + {m.c_cpu * 1e9:.0f} ns x R "
+            "(NNLS over the runs recording CPU)"
+        )
     print(
         f"   driver SM3 verification, measured: {m.v * 1e9:.1f} ns x R (median); "
         f"{m.bpr:.1f} bytes read from storage per row and run"
@@ -228,7 +267,13 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
         )
     print(
         f"\n   Extrapolation to {TARGET_ROWS / 1e9:.1f} billion rows, machines of "
-        f"{workers_per_machine} workers (1 per core, this machine's per-core speed), "
+        f"{workers_per_machine} workers on {m.cores_per_machine} dedicated cores (workers term: "
+        + (
+            f"{m.c_cpu * 1e9:.0f} ns CPU per row / cores"
+            if m.c_cpu is not None
+            else "the wall fit's c / min(W, P)"
+        )
+        + "), "
         f"P = max({PARTS_PER_WORKER} x W, R / rows-per-part cap); storage read at "
         f"{STORAGE_GBPS:.0f} GB/s aggregate (assumed):"
     )

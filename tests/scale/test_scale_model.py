@@ -113,3 +113,20 @@ def test_no_memory_model_without_two_part_sizes() -> None:
     # without a memory slope, parts stay no larger than the largest one measured
     m = scale_model.Model(1.0, 0.1, 1e-6, 0.0, 0.0, 1.0, 2000.0, 0.0, 25e6)
     assert m.plan(3.5e9, 4, 2)["parts"] == 140
+
+
+def test_cpu_per_row_drives_the_workers_term_on_dedicated_cores() -> None:
+    runs = _synthetic(1.5, 0.2, 1e-6, 0.3e-6, split=True)
+    for r in runs:  # 2 µs of CPU per row, whichever backend ran it, plus 0.5 s per run
+        cpu = 0.5 + 2e-6 * r["rows"]
+        n = r["workers"] if r["backend"] == "dask" else 0
+        r["driver_cpu_s"] = dict.fromkeys(scale_model.PHASES, 0.0)
+        r["worker_cpu_s"] = {p: [] for p in scale_model.PHASES}
+        if n:
+            r["worker_cpu_s"]["bounding"] = [cpu / n] * n
+        else:
+            r["driver_cpu_s"]["bounding"] = cpu
+    m = scale_model.build_model(runs)
+    assert m.c_cpu == pytest.approx(2e-6, rel=1e-6)
+    e = m.plan(3.5e9, 16, 2)
+    assert e["workers"] == pytest.approx(2e-6 * 3.5e9 / 32 / 3600)

@@ -68,7 +68,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from scale_model import fit_and_report, print_runs  # noqa: E402  (benchmarks/ on sys.path)
+from scale_model import fit_and_report, markdown, print_runs  # noqa: E402  (benchmarks/ on sys.path)
 
 AS_OF = dt.date(2026, 1, 15)
 KEY = bytes(range(32))
@@ -451,6 +451,7 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="keep sources and homes")
     parser.add_argument("--results", type=Path, default=None, help="append runs as JSON lines")
     parser.add_argument("--report", type=Path, nargs="+", default=None, help="only report")
+    parser.add_argument("--markdown", action="store_true", help="with --report: Markdown")
     parser.add_argument("--_ingest", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._ingest:
@@ -463,6 +464,9 @@ def main() -> int:
             for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()
         ]
+        if args.markdown:
+            print(markdown(runs))
+            return 0
         print_runs(runs)
         fit_and_report(runs)
         return 0

@@ -290,3 +290,55 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
             f"{e['total']:>8.2f}{e['read_floor']:>13.2f}"
         )
     return m
+
+
+def markdown(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> str:
+    """The runs, the fit's residuals and the extrapolation as Markdown tables (for the docs)."""
+    out = [
+        "| rows | parts | backend | verify s | bounding s | quality s | desens. s | draw s "
+        "| total s | driver s | M rows/s | cores | worker peak MiB | load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    m = build_model(runs) if len({r["rows"] for r in runs}) >= 2 else None
+    for r in runs:
+        s = r["seconds"]
+        t = total(r)
+        cores = f"{cpu_s(r) / t:.2f}" if "driver_cpu_s" in r else "–"
+        serial = f"{driver_serial(r):.2f}" if "map_s" in r else "–"
+        peaks = ", ".join(
+            f"{max(r['worker_peak_mib'][p][i] for p in PHASES):.0f}"
+            for i in range(len(r["worker_peak_mib"]["bounding"]))
+        )
+        out.append(
+            f"| {r['rows']:,} | {r['parts']} | {r['backend']} | {r['verify_s']:.2f} "
+            f"| {s['bounding']:.2f} | {s['quality']:.2f} | {s['desensitize']:.2f} "
+            f"| {s['draw']:.2f} | {t:.2f} | {serial} | {r['rows'] / t / 1e6:.2f} | {cores} "
+            f"| {peaks or '–'} | {r['load']:.1f} |"
+        )
+    if m is not None:
+        out += [
+            "",
+            "| rows | parts | backend | measured s | model s | residual |",
+            "|---:|---:|---|---:|---:|---:|",
+        ]
+        for r in runs:
+            t = total(r)
+            p = m.seconds(r["rows"], r["parts"], r["workers"])
+            out.append(
+                f"| {r['rows']:,} | {r['parts']} | {r['backend']} | {t:.2f} | {p:.2f} "
+                f"| {(p - t) / t:+.0%} |"
+            )
+        out += [
+            "",
+            "| machines | workers | parts | M rows/part | fixed + parts h | workers h | driver h "
+            "| SM3 h | total h | storage read floor h |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n in MACHINES:
+            e = m.plan(TARGET_ROWS, n, workers_per_machine)
+            out.append(
+                f"| {n} | {e['workers_total']:.0f} | {e['parts']:.0f} "
+                f"| {e['rows_per_part'] / 1e6:.1f} | {e['fixed']:.2f} | {e['workers']:.2f} "
+                f"| {e['driver']:.2f} | {e['sm3']:.2f} | {e['total']:.2f} | {e['read_floor']:.2f} |"
+            )
+    return "\n".join(out)

@@ -402,16 +402,19 @@ def bench_scale(
             f"persons {sizes}, parts {parts_list} ({_machine()})",
             flush=True,
         )
-        with open_backend(f"local:{workers}") as dask_backend:
-            for persons in sizes:
-                src = _source(data, persons)
-                for parts in parts_list:
-                    home = _home(data / "homes" / f"p{persons}-n{parts}")
-                    inputs, ingest_s = _ingested(home, src, parts)
-                    rows = {c: inputs[c].rows for c in CODES}
-                    size = {c: _bytes(home, inputs[c]) for c in CODES}
-                    verify_s, verify_mib = _verify(home, inputs)
-                    for backend in (LocalBackend(), dask_backend):
+        for persons in sizes:
+            src = _source(data, persons)
+            for parts in parts_list:
+                home = _home(data / "homes" / f"p{persons}-n{parts}")
+                inputs, ingest_s = _ingested(home, src, parts)
+                rows = {c: inputs[c].rows for c in CODES}
+                size = {c: _bytes(home, inputs[c]) for c in CODES}
+                verify_s, verify_mib = _verify(home, inputs)
+                # A fresh cluster per count, and dask before local: a worker's and this
+                # process's RSS keep what earlier work allocated, which would otherwise be
+                # counted in the next count's peaks.
+                with open_backend(f"local:{workers}") as dask_backend:
+                    for backend in (dask_backend, LocalBackend()):
                         _warm_workers(backend)
                         tag = f"{backend.name}-{persons}-{parts}"
                         got = _run(home, inputs, backend, tag, out)
@@ -426,6 +429,7 @@ def bench_scale(
                             "parts": parts,
                             "backend": backend.name,
                             "workers": workers if backend.name == "dask" else 1,
+                            "fresh_cluster": True,
                             "ingest_s": ingest_s,
                             "verify_s": verify_s,
                             "verify_driver_mib": verify_mib,

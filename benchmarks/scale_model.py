@@ -113,11 +113,19 @@ def fit(runs: list[dict[str, Any]]) -> np.ndarray:
     return np.asarray(coef)
 
 
+def _memory_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dask runs whose workers were fresh (``fresh_cluster``), if any: a long-lived
+    worker's RSS keeps what earlier runs allocated; else every dask run."""
+    dask = [r for r in runs if r["backend"] == "dask"]
+    fresh = [r for r in dask if r.get("fresh_cluster")]
+    return fresh or dask
+
+
 def memory_fit(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
     """(m0, m1): worker peak MiB = m0 + m1 · rows per part, over the dask runs."""
     from scipy.optimize import nnls
 
-    dask = [r for r in runs if r["backend"] == "dask"]
+    dask = _memory_runs(runs)
     if len({r["rows"] / r["parts"] for r in dask}) < 2:
         return None
     x = np.array([[1.0, r["rows"] / r["parts"]] for r in dask])
@@ -199,9 +207,7 @@ def build_model(runs: list[dict[str, Any]]) -> Model:
     )
     mem = memory_fit(runs)
     within = [
-        r["rows"] / r["parts"]
-        for r in runs
-        if r["backend"] == "dask" and worker_peak(r) <= WORKER_BUDGET_MIB
+        r["rows"] / r["parts"] for r in _memory_runs(runs) if worker_peak(r) <= WORKER_BUDGET_MIB
     ]
     m0, m1 = mem if mem is not None else (None, None)
     return Model(a, b, c, d, v, bpr, m0, m1, max(within, default=math.inf), cpu_fit(runs))

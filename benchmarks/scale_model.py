@@ -2,19 +2,25 @@
 
 One run = one resource pair (RKJBXX + SBCBJF, R rows) ingested with P parts, the per-partition
 phases (bounding, quality, desensitize) and the driver's combination (``draw``) on a backend
-with W workers (W = 1 for ``local``). Its seconds are modelled as
+with W workers (W = 1 for ``local``). Its wall seconds are modelled as
 
-    t = a + b·P + c·R / min(W, P) + d·R
+    t = a + (b·P + c·R) / min(W, P) + d·R
 
 - ``a`` fixed cost per run (task submission, plan compilation, the driver's sampled PII scan);
-- ``b`` per-partition overhead (one task, one file open, one plan per part and phase);
-- ``c`` per-row cost per core: the work of the parts, spread over min(W, P) workers;
+- ``b`` per-partition overhead (one task, one file open, one plan per part and phase), paid
+  on the workers, so spread over them like the rows;
+- ``c`` per-row cost per worker: the work of the parts, spread over min(W, P) workers;
 - ``d`` per-row cost of the driver's serial steps (quantile bounds over the whole snapshot,
   the union of the bounded parts for the draw) — this one does not shrink with W.
 
-fitted by non-negative least squares (no term may be a saving). The driver's SM3 verification
-of the snapshots is measured separately per run (``verify_s``) and added as ``v·R`` in the
-extrapolation: it is one sequential pass on the driver, whatever the cluster.
+fitted by non-negative least squares (no term may be a saving): (a_w, b, c) to the time
+inside the backend's ``map``, (a_d, d) to the rest, a = a_w + a_d. On a shared machine whose
+cores are busy with other work, W workers do not get W cores, so ``c`` is what this machine
+gave, not a per-core cost: the extrapolation uses the CPU seconds instead,
+``cpu = e + f·P + c_cpu·R`` over all processes and threads, as the work that N dedicated
+machines share: ``(f·P + c_cpu·R) / min(cores, P)``. The driver's SM3 verification of the
+snapshots is measured separately per run (``verify_s``) and added as ``v·R``: it is one
+sequential pass on the driver, whatever the cluster.
 
 Worker memory is modelled as ``peak MiB = m0 + m1 · R/P`` (rows per part), fitted over the
 dask runs' largest worker peak; the extrapolation picks the partition count so that the
@@ -86,7 +92,10 @@ def print_runs(runs: list[dict[str, Any]], header: bool = True) -> None:
 
 def _design(runs: list[dict[str, Any]]) -> np.ndarray:
     return np.array(
-        [[1.0, r["parts"], r["rows"] / min(r["workers"], r["parts"]), r["rows"]] for r in runs]
+        [
+            [1.0, r["parts"] / (w := min(r["workers"], r["parts"])), r["rows"] / w, r["rows"]]
+            for r in runs
+        ]
     )
 
 
@@ -135,7 +144,7 @@ def memory_fit(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class Model:
-    """The fitted model: seconds ``a + b·P + c·R/min(W, P) + d·R``, the driver's SM3 pass
+    """The fitted model: seconds ``a + (b·P + c·R)/min(W, P) + d·R``, the driver's SM3 pass
     ``v·R``, storage bytes read per row ``bpr``, worker memory ``m0 + m1·R/P`` MiB."""
 
     a: float
@@ -152,10 +161,12 @@ class Model:
     # CPU seconds per row of the parts' work (all processes, all threads): the per-row cost
     # per core on dedicated cores, which wall time on a shared machine does not show
     c_cpu: float | None = None
+    f_cpu: float = 0.0  # CPU seconds per part
     cores_per_machine: int = 2
 
     def seconds(self, rows: float, parts: int, workers: int) -> float:
-        return self.a + self.b * parts + self.c * rows / min(workers, parts) + self.d * rows
+        w = min(workers, parts)
+        return self.a + (self.b * parts + self.c * rows) / w + self.d * rows
 
     def rows_per_part_cap(self) -> float:
         """Most rows per part keeping a worker's modelled peak within the budget, and no
@@ -170,11 +181,12 @@ class Model:
         cap = self.rows_per_part_cap()
         p = max(PARTS_PER_WORKER * w, math.ceil(rows / cap) if math.isfinite(cap) else 1)
         if self.c_cpu is not None:  # every core of the cluster busy with the parts
-            work = self.c_cpu * rows / min(machines * self.cores_per_machine, p)
+            cores = min(machines * self.cores_per_machine, p)
+            per_part, work = self.f_cpu * p / cores, self.c_cpu * rows / cores
         else:
-            work = self.c * rows / min(w, p)
+            per_part, work = self.b * p / min(w, p), self.c * rows / min(w, p)
         terms = {
-            "fixed": self.a + self.b * p,
+            "fixed": self.a + per_part,
             "workers": work,
             "driver": self.d * rows,
             "sm3": self.v * rows,
@@ -210,7 +222,20 @@ def build_model(runs: list[dict[str, Any]]) -> Model:
         r["rows"] / r["parts"] for r in _memory_runs(runs) if worker_peak(r) <= WORKER_BUDGET_MIB
     ]
     m0, m1 = mem if mem is not None else (None, None)
-    return Model(a, b, c, d, v, bpr, m0, m1, max(within, default=math.inf), cpu_fit(runs))
+    cpu = cpu_fit(runs)
+    return Model(
+        a,
+        b,
+        c,
+        d,
+        v,
+        bpr,
+        m0,
+        m1,
+        max(within, default=math.inf),
+        cpu[1] if cpu else None,
+        cpu[0] if cpu else 0.0,
+    )
 
 
 def cpu_s(run: dict[str, Any]) -> float:
@@ -218,8 +243,9 @@ def cpu_s(run: dict[str, Any]) -> float:
     return float(sum(run["driver_cpu_s"][p] + sum(run["worker_cpu_s"][p]) for p in PHASES))
 
 
-def cpu_fit(runs: list[dict[str, Any]]) -> float | None:
-    """CPU seconds per row: ``cpu = e + f·P + c_cpu·R`` (NNLS) over the runs that record CPU."""
+def cpu_fit(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(f, c_cpu): CPU seconds per part and per row, ``cpu = e + f·P + c_cpu·R`` (NNLS) over
+    the runs that record CPU."""
     from scipy.optimize import nnls
 
     with_cpu = [r for r in runs if "driver_cpu_s" in r]
@@ -227,7 +253,7 @@ def cpu_fit(runs: list[dict[str, Any]]) -> float | None:
         return None
     x = np.array([[1.0, r["parts"], r["rows"]] for r in with_cpu])
     coef, _ = nnls(x, np.array([cpu_s(r) for r in with_cpu]))
-    return float(coef[2])
+    return float(coef[1]), float(coef[2])
 
 
 def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> Model | None:
@@ -237,7 +263,7 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
     m = build_model(runs)
     print(
         f"\n3. Cost model, NNLS over {len(runs)} runs (local: W = 1):\n"
-        f"   t = {m.a:.2f} s + {m.b * 1e3:.1f} ms x P + {m.c * 1e9:.1f} ns x R / min(W, P)"
+        f"   t = {m.a:.2f} s + ({m.b * 1e3:.1f} ms x P + {m.c * 1e9:.1f} ns x R) / min(W, P)"
         f" + {m.d * 1e9:.1f} ns x R"
     )
     print(
@@ -255,7 +281,8 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
     print(f"   |relative residual|: median {np.median(rel):.0%}, worst {np.max(rel):.0%}")
     if m.c_cpu is not None:
         print(
-            f"   CPU, all processes and threads: cpu = e + f x P + {m.c_cpu * 1e9:.0f} ns x R "
+            f"   CPU, all processes and threads: cpu = e + {m.f_cpu * 1e3:.0f} ms x P + "
+            f"{m.c_cpu * 1e9:.0f} ns x R "
             "(NNLS over the runs recording CPU)"
         )
     print(
@@ -275,7 +302,8 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
         f"\n   Extrapolation to {TARGET_ROWS / 1e9:.1f} billion rows, machines of "
         f"{workers_per_machine} workers on {m.cores_per_machine} dedicated cores (workers term: "
         + (
-            f"{m.c_cpu * 1e9:.0f} ns CPU per row / cores"
+            f"({m.f_cpu * 1e3:.0f} ms CPU per part x P + {m.c_cpu * 1e9:.0f} ns CPU per row x R) "
+            "/ min(cores, P)"
             if m.c_cpu is not None
             else "the wall fit's c / min(W, P)"
         )

@@ -48,7 +48,7 @@ def _synthetic(a: float, b: float, c: float, d: float, split: bool = False) -> l
     for rows in (1_000_000, 10_000_000, 100_000_000):
         for parts in (2, 4, 8, 16):
             for backend, w in (("local", 1), ("dask", 2)):
-                t = a + b * parts + c * rows / min(w, parts) + d * rows
+                t = a + (b * parts + c * rows) / min(w, parts) + d * rows
                 serial = 1.0 + d * rows if split else None
                 runs.append(_run(rows, parts, backend, t, 200 + 80e-6 * rows / parts, serial))
     return runs
@@ -97,7 +97,8 @@ def test_extrapolation_keeps_parts_within_the_worker_memory_budget() -> None:
         e = m.plan(3.5e9, machines, 2)
         assert e["rows_per_part"] <= cap
         assert e["parts"] >= scale_model.PARTS_PER_WORKER * e["workers_total"]
-        assert m.a + m.b * e["parts"] == pytest.approx(e["fixed"] * 3600)
+        w = min(e["workers_total"], e["parts"])
+        assert m.a + m.b * e["parts"] / w == pytest.approx(e["fixed"] * 3600)
     one, many = m.plan(3.5e9, 1, 2), m.plan(3.5e9, 64, 2)
     # the workers' term shrinks with machines, the driver's serial terms do not
     assert many["workers"] == pytest.approx(one["workers"] / 64)
@@ -117,8 +118,8 @@ def test_no_memory_model_without_two_part_sizes() -> None:
 
 def test_cpu_per_row_drives_the_workers_term_on_dedicated_cores() -> None:
     runs = _synthetic(1.5, 0.2, 1e-6, 0.3e-6, split=True)
-    for r in runs:  # 2 µs of CPU per row, whichever backend ran it, plus 0.5 s per run
-        cpu = 0.5 + 2e-6 * r["rows"]
+    for r in runs:  # 2 µs of CPU per row and 30 ms per part, whichever backend, 0.5 s per run
+        cpu = 0.5 + 0.03 * r["parts"] + 2e-6 * r["rows"]
         n = r["workers"] if r["backend"] == "dask" else 0
         r["driver_cpu_s"] = dict.fromkeys(scale_model.PHASES, 0.0)
         r["worker_cpu_s"] = {p: [] for p in scale_model.PHASES}
@@ -128,5 +129,7 @@ def test_cpu_per_row_drives_the_workers_term_on_dedicated_cores() -> None:
             r["driver_cpu_s"]["bounding"] = cpu
     m = scale_model.build_model(runs)
     assert m.c_cpu == pytest.approx(2e-6, rel=1e-6)
+    assert m.f_cpu == pytest.approx(0.03, rel=1e-6)
     e = m.plan(3.5e9, 16, 2)
     assert e["workers"] == pytest.approx(2e-6 * 3.5e9 / 32 / 3600)
+    assert e["fixed"] == pytest.approx((m.a + 0.03 * e["parts"] / 32) / 3600)

@@ -105,20 +105,23 @@ def driver_serial(run: dict[str, Any]) -> float:
 
 
 def fit(runs: list[dict[str, Any]]) -> np.ndarray:
-    """(a, b, c, d) of the model, non-negative least squares over ``runs``.
+    """(a, b, c, d) of the model, non-negative least squares over ``runs``, each run weighted
+    by 1 / its seconds (relative errors: a 7 s run counts as much as a 70 s one).
 
     Runs that record the time inside the backend's ``map`` (``map_s``) are split: (a_w, b, c)
     fitted to the time in ``map``, (a_d, d) to the rest, a = a_w + a_d; older runs without it
     are fitted jointly."""
     from scipy.optimize import nnls
 
+    weight = np.array([1.0 / total(r) for r in runs])[:, None]
+    x = _design(runs) * weight
     if runs and all("map_s" in r for r in runs):
-        x = _design(runs)
-        work = np.array([total(r) - driver_serial(r) for r in runs])
+        work = np.array([total(r) - driver_serial(r) for r in runs]) * weight[:, 0]
+        serial = np.array([driver_serial(r) for r in runs]) * weight[:, 0]
         (aw, b, c), _ = nnls(x[:, :3], work)
-        (ad, d), _ = nnls(x[:, [0, 3]], np.array([driver_serial(r) for r in runs]))
+        (ad, d), _ = nnls(x[:, [0, 3]], serial)
         return np.array([aw + ad, b, c, d])
-    coef, _ = nnls(_design(runs), np.array([total(r) for r in runs]))
+    coef, _ = nnls(x, np.array([total(r) for r in runs]) * weight[:, 0])
     return np.asarray(coef)
 
 
@@ -244,15 +247,16 @@ def cpu_s(run: dict[str, Any]) -> float:
 
 
 def cpu_fit(runs: list[dict[str, Any]]) -> tuple[float, float] | None:
-    """(f, c_cpu): CPU seconds per part and per row, ``cpu = e + f·P + c_cpu·R`` (NNLS) over
-    the runs that record CPU."""
+    """(f, c_cpu): CPU seconds per part and per row, ``cpu = e + f·P + c_cpu·R`` (NNLS,
+    weighted by 1 / cpu) over the runs that record CPU."""
     from scipy.optimize import nnls
 
     with_cpu = [r for r in runs if "driver_cpu_s" in r]
     if len({r["rows"] for r in with_cpu}) < 2:
         return None
     x = np.array([[1.0, r["parts"], r["rows"]] for r in with_cpu])
-    coef, _ = nnls(x, np.array([cpu_s(r) for r in with_cpu]))
+    y = np.array([cpu_s(r) for r in with_cpu])
+    coef, _ = nnls(x / y[:, None], np.ones_like(y))  # relative errors, as in :func:`fit`
     return float(coef[1]), float(coef[2])
 
 
@@ -262,7 +266,7 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
         return None
     m = build_model(runs)
     print(
-        f"\n3. Cost model, NNLS over {len(runs)} runs (local: W = 1):\n"
+        f"\n3. Cost model, NNLS weighted by 1 / seconds over {len(runs)} runs (local: W = 1):\n"
         f"   t = {m.a:.2f} s + ({m.b * 1e3:.1f} ms x P + {m.c * 1e9:.1f} ns x R) / min(W, P)"
         f" + {m.d * 1e9:.1f} ns x R"
     )

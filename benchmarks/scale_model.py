@@ -165,6 +165,7 @@ class Model:
     # per core on dedicated cores, which wall time on a shared machine does not show
     c_cpu: float | None = None
     f_cpu: float = 0.0  # CPU seconds per part
+    ingest: float | None = None  # seconds per row of the single-process ingest (not in t)
     cores_per_machine: int = 2
 
     def seconds(self, rows: float, parts: int, workers: int) -> float:
@@ -202,6 +203,7 @@ class Model:
             **{k: t / 3600 for k, t in terms.items()},
             "total": sum(terms.values()) / 3600,
             "read_floor": rows * self.bpr / (STORAGE_GBPS * 1e9) / 3600,
+            "ingest": rows * self.ingest / 3600 if self.ingest is not None else math.nan,
         }
 
 
@@ -238,7 +240,14 @@ def build_model(runs: list[dict[str, Any]]) -> Model:
         max(within, default=math.inf),
         cpu[1] if cpu else None,
         cpu[0] if cpu else 0.0,
+        ingest_rate(runs),
     )
+
+
+def ingest_rate(runs: list[dict[str, Any]]) -> float | None:
+    """Median seconds per row of the ingests the runs timed (one process; not distributed)."""
+    rates = {(r["persons"], r["parts"]): r["ingest_s"] / r["rows"] for r in runs if r["ingest_s"]}
+    return float(np.median(list(rates.values()))) if rates else None
 
 
 def cpu_s(run: dict[str, Any]) -> float:
@@ -318,6 +327,7 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
     print(
         f"   {'machines':>8}{'W':>5}{'P':>7}{'M rows/part':>12}{'fixed+parts h':>14}"
         f"{'workers h':>10}{'driver h':>9}{'SM3 h':>7}{'total h':>8}{'read floor h':>13}"
+        f"{'ingest h':>9}"
     )
     for n in MACHINES:
         e = m.plan(TARGET_ROWS, n, workers_per_machine)
@@ -325,7 +335,7 @@ def fit_and_report(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> 
             f"   {n:>8}{e['workers_total']:>5.0f}{e['parts']:>7.0f}"
             f"{e['rows_per_part'] / 1e6:>12.1f}"
             f"{e['fixed']:>14.2f}{e['workers']:>10.2f}{e['driver']:>9.2f}{e['sm3']:>7.2f}"
-            f"{e['total']:>8.2f}{e['read_floor']:>13.2f}"
+            f"{e['total']:>8.2f}{e['read_floor']:>13.2f}{e['ingest']:>9.2f}"
         )
     return m
 
@@ -368,15 +378,18 @@ def markdown(runs: list[dict[str, Any]], workers_per_machine: int = 2) -> str:
             )
         out += [
             "",
-            "| machines | workers | parts | M rows/part | fixed + parts h | workers h | driver h "
-            "| SM3 h | total h | storage read floor h |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| machines | workers | parts | M rows/part | fixed + parts min | workers min "
+            "| driver min | SM3 min | total min | storage read floor min "
+            "| ingest min (1 process) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for n in MACHINES:
             e = m.plan(TARGET_ROWS, n, workers_per_machine)
+            mins = [e[k] * 60 for k in ("fixed", "workers", "driver", "sm3", "total")]
             out.append(
                 f"| {n} | {e['workers_total']:.0f} | {e['parts']:.0f} "
-                f"| {e['rows_per_part'] / 1e6:.1f} | {e['fixed']:.2f} | {e['workers']:.2f} "
-                f"| {e['driver']:.2f} | {e['sm3']:.2f} | {e['total']:.2f} | {e['read_floor']:.2f} |"
+                f"| {e['rows_per_part'] / 1e6:.1f} | "
+                + " | ".join(f"{x:.1f}" for x in mins)
+                + f" | {e['read_floor'] * 60:.1f} | {e['ingest'] * 60:.0f} |"
             )
     return "\n".join(out)

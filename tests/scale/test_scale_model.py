@@ -29,6 +29,8 @@ def _run(
     )
     return {
         **extra,
+        "persons": rows // 10,
+        "ingest_s": 3e-6 * rows,
         "rows": rows,
         "parts": parts,
         "backend": backend,
@@ -64,6 +66,8 @@ def test_fit_recovers_the_terms_of_a_known_cost() -> None:
     assert m.v == pytest.approx(50e-9)
     assert m.bpr == pytest.approx(22.0)  # 2 x (1 + 9) + 2 x 1 bytes per row
     assert m.m0 == pytest.approx(200, rel=1e-6) and m.m1 == pytest.approx(80e-6, rel=1e-6)
+    assert m.ingest == pytest.approx(3e-6)
+    assert m.plan(3.5e9, 4, 2)["ingest"] == pytest.approx(3e-6 * 3.5e9 / 3600)
 
 
 def test_split_fit_recovers_the_driver_term() -> None:

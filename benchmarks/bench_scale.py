@@ -1,21 +1,44 @@
 """Scale-out benchmark: HMAC-SM3 pseudonyms, and one partitioned resource on the local backend
-against a Dask LocalCluster of 2 workers.
+against a Dask LocalCluster of 2 workers, per partition count; then the cost model.
 
-    .venv/bin/python benchmarks/bench_scale.py [--persons N ...] [--parts 2 4 8] [--hmac N]
-                                               [--workers 2] [--skip-scale]
+    .venv/bin/python benchmarks/bench_scale.py [--persons N ...] [--parts 2 4 8 16]
+        [--workers 2] [--hmac N] [--skip-hmac] [--skip-scale]
+        [--data-dir DIR] [--results FILE.jsonl] [--report FILE.jsonl ...]
 
 1. HMAC-SM3, ``--hmac`` distinct 18-character IDs (default 300 000), one core:
    ``transforms.operators.hmac_sm3_tokens`` (the key's inner and outer pads hashed once, the
    two SM3 states copied per value) against the previous implementation (an HMAC object
    prepared once and copied per value) and a per-row ``hmac.new`` loop; outputs asserted equal.
 2. Scale: each ``--persons`` size of synthetic persons (default 10 000 and 40 000; ~11 rows
-   per person over RKJBXX and SBCBJF),
-   ingested with each ``--parts`` count (hash-partitioned on the person). Per count: the
-   per-unit bounding of the SI enrolment report (``scaleout.driver.bounded_frame``), the
-   quality row-rule counts and desensitization of RKJBXX, on ``local`` (this process, parts in
-   turn) and on a LocalCluster of ``--workers`` processes (1 thread each); wall time, and each
-   worker's peak RSS (VmHWM read on the worker). Then a least-squares cost model
-   t = a + b·parts + c·rows/min(workers, parts) fitted over the dask runs, extrapolated.
+   per person over RKJBXX and SBCBJF), ingested with each ``--parts`` count (hash-partitioned
+   on the person). Per count, once on the driver: the SM3 verification of both snapshots
+   (``verify``, the driver's serial pass; cached afterwards, as in one long-lived process).
+   Then on ``local`` (this process, parts in turn) and on a LocalCluster of ``--workers``
+   processes (1 thread each), the phases that run per partition:
+
+   - ``bounding``: the per-unit bounding of the SI enrolment report
+     (``scaleout.driver.report_bounded_frames``, both inputs, every table);
+   - ``quality``: the row-rule counts of RKJBXX (``scaleout.driver.quality_counts_of``);
+   - ``desensitize``: RKJBXX with the default policy (``scaleout.driver.desensitize``; its
+     whole-snapshot PII sample and quantile bounds run on the driver);
+   - ``draw``: the driver's combination, the OpenDP measurement over the union of the bounded
+     parts (noise drawn once; nothing is released or charged).
+
+   Per phase: wall time, the time inside the backend's ``map`` (the rest is the driver's
+   serial work), the CPU seconds of the driver and of each worker (all threads: polars runs
+   its own thread pool inside each process), and the peak RSS of the driver and of each
+   worker process: the kernel's high-water mark (``VmHWM``) reset before the phase
+   (``/proc/<pid>/clear_refs`` = 5) and read after it, so each figure is that phase's own
+   peak (the driver's RSS at the start of the phase is recorded too: what an earlier phase
+   left allocated counts in its peak).
+3. The cost model (``benchmarks/scale_model.py``) fitted over every run, with residuals, and
+   extrapolated to 3.5 billion rows on N machines.
+
+``--data-dir`` keeps the generated sources (``src-<persons>/``) and one home per size and
+count (``homes/p<persons>-n<parts>/``) for reuse by later runs: the issue's figure is
+``--persons 10000000 --data-dir /work/bigdata/scalebench`` (under ``flock /work/bench.lock``).
+``--results`` appends one JSON line per run; ``--report`` prints the table and the model from
+such files without running anything.
 """
 
 from __future__ import annotations
@@ -24,23 +47,33 @@ import argparse
 import datetime as dt
 import hashlib
 import hmac
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from scale_model import fit_and_report, markdown, print_runs  # noqa: E402  (benchmarks/ on sys.path)
 
 AS_OF = dt.date(2026, 1, 15)
 KEY = bytes(range(32))
+CODES = ("RKJBXX", "SBCBJF")
+PHASES = ("bounding", "quality", "desensitize", "draw")
 
 
 def _machine() -> str:
@@ -95,14 +128,70 @@ def bench_hmac(n: int) -> None:
     print("   outputs identical: yes")
 
 
+# -- peak RSS per process -------------------------------------------------------------------
+
+
+def _reset_peak() -> int:
+    """Reset this process's RSS high-water mark (Linux: clear_refs 5); its pid."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return os.getpid()
+
+
+def _peak_mib() -> float:
+    """This process's RSS high-water mark since the last reset, MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process, all its threads (polars' pool included)."""
+    return time.process_time()
+
+
+class Peaks:
+    """Per-phase peak RSS and CPU seconds of the driver and of every dask worker process
+    (workers in address order)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.client = backend.client if backend.name == "dask" else None
+        self.cpu0 = 0.0
+        self.wcpu0: dict[str, float] = {}
+
+    def _workers(self, fn: Callable[[], float]) -> dict[str, float]:
+        return dict(sorted(self.client.run(fn).items())) if self.client is not None else {}
+
+    def reset(self) -> None:
+        _reset_peak()
+        if self.client is not None:
+            self.client.run(_reset_peak)
+        self.cpu0 = _cpu_s()
+        self.wcpu0 = self._workers(_cpu_s)
+
+    def read(self) -> tuple[float, list[float], float, list[float]]:
+        """Driver peak MiB, worker peaks MiB, driver CPU s, worker CPU s since the reset."""
+        cpu = _cpu_s() - self.cpu0
+        wcpu = self._workers(_cpu_s)
+        peaks = self._workers(_peak_mib)
+        return (
+            _peak_mib(),
+            list(peaks.values()),
+            cpu,
+            [wcpu[a] - self.wcpu0.get(a, 0.0) for a in wcpu],
+        )
+
+
 # -- 2. scale ---------------------------------------------------------------------------------
 
 
-def _home(work: Path) -> Any:
-    os.environ["SHUYU_HOME"] = str(work / "home")
-    policy = work / "domain_policy.yaml"
+def _home(root: Path) -> Any:
+    """A benchmark home at ``root`` (idempotent): an operator account, the two keys."""
+    os.environ["SHUYU_HOME"] = str(root)
+    policy = root.parent / "domain_policy.yaml"
     from governance.identity import login_name
 
+    policy.parent.mkdir(parents=True, exist_ok=True)
     policy.write_text(
         f"service_accounts:\n  - {{name: {login_name()}, purpose: benchmark}}\n",
         encoding="utf-8",
@@ -122,14 +211,52 @@ def _home(work: Path) -> Any:
     return home
 
 
-def _ingest(home: Any, src: Path, parts: int) -> dict[str, Any]:
+def _source(data: Path, persons: int) -> Path:
+    """The generated sources of ``persons`` (generated once per data dir)."""
+    from synthetic_data.generate import generate
+
+    src = data / f"src-{persons}"
+    if not (src / "defects.json").exists():
+        t0 = time.perf_counter()
+        generate(src, persons=persons, seed=11, defect_rate=0.0, as_of=AS_OF)
+        print(f"   generated {persons:,} persons in {time.perf_counter() - t0:.1f} s")
+    return src
+
+
+def _ingested(home: Any, src: Path, parts: int) -> tuple[dict[str, Any], float | None]:
+    """Both inputs ingested with ``parts`` parts: the stored snapshots if the home has them
+    (ingest seconds None), else a fresh ingest, timed."""
+    from shuyu_core import snapshots
+
+    have = {c: snapshots.list_snapshots(home, c) for c in CODES}
+    if all(
+        s and s[-1].partitioning is not None and s[-1].partitioning.count == parts
+        for s in have.values()
+    ):
+        return {c: have[c][-1] for c in CODES}, None
+    # In a child process: what ingestion allocates would otherwise stay in this process's
+    # RSS and be counted as the driver's peak in every phase after it.
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, __file__, "--_ingest", str(home.root), str(src), str(parts)], check=True
+    )
+    seconds = time.perf_counter() - t0
+    return {c: snapshots.latest(home, c) for c in CODES}, seconds
+
+
+def _ingest_child(root: Path, src: Path, parts: int) -> None:
     from pipelines.ingest import ingest_path
 
-    out = {}
-    for code in ("RKJBXX", "SBCBJF"):
+    home = _home(root)
+    for code in CODES:
         path = src / f"{code}.parquet" if (src / f"{code}.parquet").exists() else src / code
-        out[code] = ingest_path(home, code, path, partitions=parts)
-    return out
+        ingest_path(home, code, path, partitions=parts)
+
+
+def _bytes(home: Any, m: Any) -> int:
+    from shuyu_core import snapshots
+
+    return sum(p.stat().st_size for p in snapshots.part_paths(home, m))
 
 
 def _ctx(home: Any, inputs: dict[str, Any], name: str) -> Any:
@@ -141,131 +268,220 @@ def _ctx(home: Any, inputs: dict[str, Any], name: str) -> Any:
     return engine.BuildContext(home, spec, Catalog.load(), ins, name, engine.BuildOptions(), [])
 
 
-def _worker_peaks(backend: Any) -> list[float]:
-    if backend.name != "dask":
-        return []
+def _verify(home: Any, inputs: dict[str, Any]) -> tuple[float, float]:
+    """The driver's SM3 verification of both snapshots from cold (per-process caches
+    cleared: a fresh ``shuyu`` command pays it); seconds and driver peak MiB."""
+    from governance import evidence
+    from scaleout import driver
+    from shuyu_core import snapshots
 
-    def vmhwm() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+    snapshots._VERIFIED.clear()
+    evidence._SNAPSHOTS_CHECKED.clear()
+    _reset_peak()
+    t0 = time.perf_counter()
+    for m in inputs.values():
+        driver.verified_parts(home, m)
+    return time.perf_counter() - t0, _peak_mib()
 
-    return sorted(backend.client.run(vmhwm).values())
 
-
-def _run(home: Any, inputs: dict[str, Any], backend: Any, tag: str, work: Path) -> dict[str, float]:
+def _phases(
+    home: Any, inputs: dict[str, Any], backend: Any, tag: str, out: Path
+) -> dict[str, Callable[[], Any]]:
+    from products.language.builder import measure
     from scaleout import driver
 
-    times = {}
-    t0 = time.perf_counter()
-    frames = driver.report_bounded_frames(_ctx(home, inputs, f"bench-{tag}"), backend)
-    for frame in frames.values():
-        frame.select(pl.len()).collect()
-    times["bounding"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    driver.quality_counts_of(home, "RKJBXX", backend, inputs["RKJBXX"].snapshot_id, AS_OF)
-    times["quality"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    driver.desensitize(home, "RKJBXX", backend, work / f"desens-{tag}")
-    times["desensitize"] = time.perf_counter() - t0
-    return times
+    ctx = _ctx(home, inputs, f"bench-{tag}")
+    frames: dict[str, pl.LazyFrame] = {}
+
+    def bounding() -> None:
+        frames.update(driver.report_bounded_frames(ctx, backend))
+
+    def quality() -> None:
+        driver.quality_counts_of(home, "RKJBXX", backend, inputs["RKJBXX"].snapshot_id, AS_OF)
+
+    def desensitize() -> None:
+        driver.desensitize(home, "RKJBXX", backend, out / f"desens-{tag}")
+
+    def draw() -> None:
+        measure(ctx, frames, rates={})  # the same OpenDP measurement; not released
+
+    return {"bounding": bounding, "quality": quality, "desensitize": desensitize, "draw": draw}
 
 
-def bench_scale(sizes: list[int], parts_list: list[int], workers: int) -> None:
+class TimedBackend:
+    """A backend whose ``map`` calls are timed: the seconds the parts' jobs took from
+    dispatch to the last result; the rest of a phase is the driver's own serial work."""
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+        self.name = backend.name
+        self.client = getattr(backend, "client", None)
+        self.map_s = 0.0
+
+    def map(self, fn: Callable[[Any], Any], items: Any) -> list[Any]:
+        t0 = time.perf_counter()
+        try:
+            return list(self.inner.map(fn, items))
+        finally:
+            self.map_s += time.perf_counter() - t0
+
+
+def _run(
+    home: Any, inputs: dict[str, Any], backend: Any, tag: str, out: Path
+) -> dict[str, dict[str, Any]]:
+    """Every phase on ``backend``: seconds, seconds inside the backend's map, driver RSS at
+    the start and peak MiB, worker peaks MiB."""
+    timed = TimedBackend(backend)
+    peaks = Peaks(backend)
+    got: dict[str, dict[str, Any]] = {
+        k: {}
+        for k in (
+            "seconds",
+            "map_s",
+            "driver_start_mib",
+            "driver_peak_mib",
+            "worker_peak_mib",
+            "driver_cpu_s",
+            "worker_cpu_s",
+        )
+    }
+    try:
+        for name, fn in _phases(home, inputs, timed, tag, out).items():
+            peaks.reset()
+            got["driver_start_mib"][name] = psutil.Process().memory_info().rss / 2**20
+            timed.map_s = 0.0
+            t0 = time.perf_counter()
+            fn()
+            got["seconds"][name] = time.perf_counter() - t0
+            got["map_s"][name] = timed.map_s
+            (
+                got["driver_peak_mib"][name],
+                got["worker_peak_mib"][name],
+                got["driver_cpu_s"][name],
+                got["worker_cpu_s"][name],
+            ) = peaks.read()
+    finally:
+        shutil.rmtree(out / f"desens-{tag}", ignore_errors=True)
+        shutil.rmtree(home.work / "products" / "build" / f"bench-{tag}", ignore_errors=True)
+    return got
+
+
+def _warm_workers(backend: Any) -> None:
+    """Imports on the workers before timing (a long-lived cluster has them)."""
+
+    def imports() -> None:
+        import opendp.prelude  # noqa: F401
+
+        import products.engine
+        import products.language.builder  # noqa: F401
+        import quality.engine  # noqa: F401
+        import scaleout.jobs  # noqa: F401
+        import transforms.apply  # noqa: F401
+
+    imports()
+    if backend.name == "dask":
+        backend.client.run(imports)
+
+
+def bench_scale(
+    sizes: list[int],
+    parts_list: list[int],
+    workers: int,
+    data_dir: Path | None,
+    results: Path | None,
+    command: str,
+) -> list[dict[str, Any]]:
     from scaleout.backends import LocalBackend, open_backend
-    from synthetic_data.generate import generate
 
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        work = Path(tmp)
-        home = _home(work)
+        data = data_dir or Path(tmp)
+        out = Path(tmp) / "out"
         print(
             f"\n2. Scale: local vs dask LocalCluster({workers} workers x 1 thread), "
-            f"persons {sizes}, parts {parts_list} ({_machine()})"
+            f"persons {sizes}, parts {parts_list} ({_machine()})",
+            flush=True,
         )
-        results: list[tuple[int, str, dict[str, float], list[float], int]] = []
-        with open_backend(f"local:{workers}") as dask_backend:
-            warm = False
-            for persons in sizes:
-                src = work / f"src-{persons}"
-                generate(src, persons=persons, seed=11, defect_rate=0.0, as_of=AS_OF)
-                for parts in parts_list:
-                    t0 = time.perf_counter()
-                    inputs = _ingest(home, src, parts)
-                    ingest_s = time.perf_counter() - t0
-                    rows = inputs["SBCBJF"].rows + inputs["RKJBXX"].rows
-                    if not warm:  # imports and first connections on the workers, not timed
-                        _run(home, inputs, dask_backend, "warm", work)
-                        warm = True
-                    for backend in (LocalBackend(), dask_backend):
+        for persons in sizes:
+            src = _source(data, persons)
+            for parts in parts_list:
+                home = _home(data / "homes" / f"p{persons}-n{parts}")
+                inputs, ingest_s = _ingested(home, src, parts)
+                rows = {c: inputs[c].rows for c in CODES}
+                size = {c: _bytes(home, inputs[c]) for c in CODES}
+                verify_s, verify_mib = _verify(home, inputs)
+                # A fresh cluster per count, and dask before local: a worker's and this
+                # process's RSS keep what earlier work allocated, which would otherwise be
+                # counted in the next count's peaks.
+                with open_backend(f"local:{workers}") as dask_backend:
+                    for backend in (dask_backend, LocalBackend()):
+                        _warm_workers(backend)
                         tag = f"{backend.name}-{persons}-{parts}"
-                        times = _run(home, inputs, backend, tag, work)
-                        results.append((parts, backend.name, times, _worker_peaks(backend), rows))
-                    print(
-                        f"   {persons:,} persons, {rows:,} rows (RKJBXX + SBCBJF), {parts} parts: "
-                        f"ingest {ingest_s:.1f} s"
-                    )
-        print(
-            f"   {'rows':>11} {'parts':>5} {'backend':<8}{'bounding s':>11}{'quality s':>10}"
-            f"{'desens. s':>10}{'total s':>9}  worker peak RSS MiB"
-        )
-        for parts, name, t, peaks, rows in results:
-            total = sum(t.values())
-            peak = ", ".join(f"{p:.0f}" for p in peaks) or f"(driver {_self_peak():.0f})"
-            print(
-                f"   {rows:>11,} {parts:>5} {name:<8}{t['bounding']:>11.2f}{t['quality']:>10.2f}"
-                f"{t['desensitize']:>10.2f}{total:>9.2f}  {peak}"
-            )
-        _cost_model(
-            [(p, sum(t.values()), r) for p, n, t, _pk, r in results if n == "dask"], workers
-        )
-
-
-def _self_peak() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _cost_model(runs: list[tuple[int, float, int]], workers: int) -> None:
-    """t = a + b·parts + c·rows/min(workers, parts), least squares over the dask runs."""
-    if len({r for _p, _t, r in runs}) < 2 or len(runs) < 3:
-        print("   cost model: needs 2 or more sizes and 3 or more runs")
-        return
-    from scipy.optimize import nnls
-
-    x = np.array([[1.0, p, r / min(workers, p)] for p, _t, r in runs])
-    y = np.array([t for _p, t, _r in runs])
-    (a, b, c), _resid = nnls(x, y)  # non-negative: no cost term may be a saving
-    fit = x @ np.array([a, b, c])
-    worst = float(np.max(np.abs(fit - y) / y))
-    print(
-        f"   cost model (dask runs): t = {a:.2f} s + {b * 1e3:.1f} ms x parts + "
-        f"{c * 1e9:.1f} ns x rows / min(workers, parts); worst relative misfit {worst:.0%}"
-    )
-    total = 3.5e9
-    for machines in (1, 4, 16, 64):
-        w = machines * workers
-        parts = max(w * 4, 64)
-        t = a + b * parts + c * total / w
-        print(
-            f"   extrapolation: 3.5 billion rows, {machines:>3} machine(s) x {workers} workers, "
-            f"{parts} parts: {t / 3600:.1f} h"
-        )
+                        got = _run(home, inputs, backend, tag, out)
+                        run = {
+                            "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                            "command": command,
+                            "machine": _machine(),
+                            "persons": persons,
+                            "rows": sum(rows.values()),
+                            "rows_by_code": rows,
+                            "bytes_by_code": size,
+                            "parts": parts,
+                            "backend": backend.name,
+                            "workers": workers if backend.name == "dask" else 1,
+                            "fresh_cluster": True,
+                            "ingest_s": ingest_s,
+                            "verify_s": verify_s,
+                            "verify_driver_mib": verify_mib,
+                            **got,
+                            "load": os.getloadavg()[0],
+                        }
+                        runs.append(run)
+                        if results is not None:
+                            with results.open("a", encoding="utf-8") as f:
+                                f.write(json.dumps(run, ensure_ascii=False) + "\n")
+                        print_runs([run], header=len(runs) == 1)
+    return runs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--persons", type=int, nargs="+", default=[10_000, 40_000])
-    parser.add_argument("--parts", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--parts", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--hmac", type=int, default=300_000)
+    parser.add_argument("--skip-hmac", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--data-dir", type=Path, default=None, help="keep sources and homes")
+    parser.add_argument("--results", type=Path, default=None, help="append runs as JSON lines")
+    parser.add_argument("--report", type=Path, nargs="+", default=None, help="only report")
+    parser.add_argument("--markdown", action="store_true", help="with --report: Markdown")
+    parser.add_argument("--_ingest", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    bench_hmac(args.hmac)
+    if args._ingest:
+        _ingest_child(Path(args._ingest[0]), Path(args._ingest[1]), int(args._ingest[2]))
+        return 0
+    if args.report:
+        runs = [
+            json.loads(line)
+            for path in args.report
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        if args.markdown:
+            print(markdown(runs))
+            return 0
+        print_runs(runs)
+        fit_and_report(runs)
+        return 0
+    if not args.skip_hmac:
+        bench_hmac(args.hmac)
     if not args.skip_scale:
-        bench_scale(args.persons, args.parts, args.workers)
+        command = " ".join([Path(sys.executable).name, *sys.argv])
+        runs = bench_scale(
+            args.persons, args.parts, args.workers, args.data_dir, args.results, command
+        )
+        fit_and_report(runs)
     return 0
 
 

@@ -99,6 +99,8 @@ def plan(spec: ProductSpec, targets: dict[str, float] | None = None) -> list[Mea
                 keys=specs.key_frame(spec, list(t.by)),
                 measures=[mechanism_measure(m) for m in t.measures],
                 weight=t.weight,
+                # the language's bounding: one row per unit and cell (as its builder declares)
+                rows_per_cell=1 if spec.query is not None else None,
             )
         )
     rho = spec.budget.zcdp_rho

@@ -101,6 +101,8 @@ def measure(
             keys=specs.key_frame(spec, list(t.by)),
             measures=[mechanism_measure(m) for m in t.measures],
             weight=t.weight,
+            # ``qc.bounded`` / ``qc.unit_first`` keep one row per unit and cell
+            rows_per_cell=1,
         )
         for t in spec.tables
     ]

@@ -1324,7 +1324,8 @@ def accuracy_target(ctx: Ctx) -> Check:
     rule = (
         f"at least {ACCURACY_PASS:.0%} of released cells have a relative CI half-width at "
         f"α=0.05 within the product's accuracy target ({ACCURACY_WARN:.0%} or more: warn); "
-        "index scores are held to the index's maximum band half-width"
+        "index scores are held to the index's maximum band half-width; quantiles by their "
+        "rank error over the cell's noisy count"
     )
     title = "精度目标 cells meeting the accuracy target"
     check = _CheckDef("accuracy", "accuracy_target", title, rule, True)
@@ -1340,7 +1341,10 @@ def accuracy_target(ctx: Ctx) -> Check:
         {
             "output": [c.output for c in cells],
             "measure": [c.measure for c in cells],
-            "rel": [c.relative_error for c in cells],
+            # a quantile's accuracy is in ranks: its rank error over the cell's noisy count
+            "rel": [
+                c.relative_error if c.rank_error is None else c.relative_rank_error for c in cells
+            ],
             "hw": [c.ci_half_width for c in cells],
         },
         schema={"output": pl.String, "measure": pl.String, "rel": pl.Float64, "hw": pl.Float64},

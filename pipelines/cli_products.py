@@ -172,7 +172,8 @@ def products_plan(
             r.measure,
             str(r.cells),
             f"{r.scale:.4g}",
-            f"±{r.half_width:.4g}",
+            # a quantile's half-width is in ranks (units), not in the value's unit
+            f"±{r.half_width:.4g}" + (" 秩 ranks" if "Quantile" in r.aggregate else ""),
             f"{r.level:.2%}",
             "-" if r.target is None else f"±{r.target:g}",
             "-" if r.rho_needed is None else f"{r.rho_needed:.4g}",

@@ -240,7 +240,13 @@ def build(
 ) -> BuildOutcome:
     """Build one product, or return its stored release (release-once). See the module doc."""
     opts = options or BuildOptions()
-    spec = resolve_spec(product)
+    try:
+        spec = resolve_spec(product)
+    except ShuyuError as exc:  # a spec file that fails validation is a refused build too
+        if not exc.audited:
+            record(home, "product.build", str(product), "error", {"error": exc.one_line()})
+            exc.audited = True
+        raise
     try:
         return _build(home, spec, opts, catalog or Catalog.load())
     except ShuyuError as exc:

@@ -175,6 +175,13 @@ class AccuracyCell(_Model):
     scale: float | None = Field(default=None, description="noise scale (σ for Gaussian)")
     suppressed: bool = False
     reason: str | None = None
+    # Quantiles: no interval on the value, one in ranks (privacy.dp.accuracy.quantile_rank_error)
+    rank_error: float | None = Field(
+        default=None, description="quantile: ± ranks (units) around the true quantile at alpha"
+    )
+    relative_rank_error: float | None = Field(
+        default=None, description="quantile: rank_error over the cell's noisy count"
+    )
 
 
 class SuppressedCell(_Model):

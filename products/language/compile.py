@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from catalogs.catalog import Catalog
-from catalogs.product_language import FilterSpec, QuerySpec, ValueSpec
+from catalogs.product_language import FilterSpec, QuerySpec, ValueSpec, quantile_problems
 from catalogs.product_models import ProductSpec, TableSpec
 from products import specs
 from products.language import vocabulary
@@ -96,6 +96,8 @@ def check(spec: ProductSpec, catalog: Catalog) -> None:
         problems.append(f"the base {q.base} must carry the privacy unit {spec.privacy_unit.field}")
     for j in q.joins:
         problems += _join_problems(spec, catalog, q, j.resource, j.key, j.field or j.key)
+    # Again here (also at spec validation): a spec object built around the validators.
+    problems += quantile_problems(spec.tables, {v.name: v for v in q.values})
     for d in q.derive:
         try:
             dim = spec.dimension(d.dimension)
@@ -272,8 +274,9 @@ def rows(ctx: BuildContext) -> pl.LazyFrame:
         ).alias(d.dimension)
         for d in q.derive
     ]
-    values = [pl.col(col_name(q, v.field)) for v in q.values if v.field]
-    return lf.select(pl.col(unit).alias(UNIT_COL), *keys, *values)
+    # Several values may read one field (a sum and a mean of the same cost): select it once.
+    fields = dict.fromkeys(col_name(q, v.field) for v in q.values if v.field)
+    return lf.select(pl.col(unit).alias(UNIT_COL), *keys, *(pl.col(f) for f in fields))
 
 
 def _per_unit(q: QuerySpec, v: ValueSpec) -> pl.Expr:

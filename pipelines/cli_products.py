@@ -323,7 +323,12 @@ def releases_show(
         )
         for mech in manifest.mechanisms:
             noise = ", ".join(
-                f"{n.column} {n.distribution} σ={n.scale:.4g} ±{n.ci_half_width:.4g}"
+                f"{n.column} {n.distribution} σ={n.scale:.4g} "
+                + (
+                    f"±{n.rank_error:.4g} 秩 ranks"
+                    if n.rank_error is not None
+                    else f"±{n.ci_half_width or 0:.4g}"
+                )
                 for n in mech.measures
             )
             console.print(f"  {mech.output}: ρ={mech.rho:.4g}; {noise}", highlight=False)

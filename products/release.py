@@ -104,9 +104,17 @@ class MeasureNoise(_Model):
     aggregate: str
     distribution: str
     scale: float = Field(description="σ of the (discrete) Gaussian; the same for every cell")
-    ci_half_width: float = Field(description="half-width of the 1−alpha interval of the noise")
+    ci_half_width: float | None = Field(
+        description="half-width of the 1−alpha interval of the noise (None for a quantile)"
+    )
     alpha: float
     rho: float = Field(description="this measure's share of the release's ρ")
+    # Quantiles (report-noisy-max): the Gumbel scale and the interval in ranks (units)
+    rank_scale: float | None = None
+    rank_error: float | None = Field(
+        default=None, description="quantile: ± ranks around the true quantile at alpha"
+    )
+    candidates: int | None = None
 
 
 class Mechanism(_Model):

@@ -371,6 +371,14 @@ def test_medical_report_releases_a_median_with_its_rank_error(lang_home: Home) -
     # the plan (no data, no charge) states the same rank error the build used
     planned = next(p for p in planning.plan(spec) if p.measure == "visit_cost_median")
     assert math.isclose(planned.half_width, r)
+    # accuracy-first: the ρ at which the rank error is at most 10 ranks, found before a charge
+    want = next(p for p in planning.plan(spec, {"visit_cost_median": 10.0}) if p.target is not None)
+    assert spec.budget is not None and want.rho_needed is not None
+    assert want.rho_needed > spec.budget.zcdp_rho
+    budget = spec.budget.model_copy(update={"rho": want.rho_needed})
+    at = spec.model_copy(update={"budget": budget})
+    r_at = next(p for p in planning.plan(at) if p.measure == "visit_cost_median").half_width
+    assert 9.0 <= r_at <= 10.0
     assert math.isclose(sum(x.rho for x in mech.measures), mech.rho, rel_tol=1e-9)
     rdir = rel.release_dir(lang_home, m.release_id)
     df = pl.read_parquet(rdir / "data/visit_cost_by_district_quarter.parquet")

@@ -73,7 +73,7 @@ def test_rank_interval_holds_for_skewed_tied_and_small_groups() -> None:
     """Median and 90th percentile per group, one row per unit and cell, 4 cells per unit:
     for a large skewed group, a group with many ties at a candidate, and a group of 6 units,
     the released candidate is within the stated rank error r of the best candidate in at least
-    level − 3σ of the runs."""
+    level − 3σ of the runs; a public key without data gets a random candidate, not a null."""
     rng = np.random.default_rng(11)
     skewed = np.round(rng.lognormal(5.3, 1.2, 400), 2).clip(0, 20000)
     tied = np.concatenate([np.zeros(180), np.round(rng.lognormal(5, 1, 120), 2)])
@@ -90,7 +90,7 @@ def test_rank_interval_holds_for_skewed_tied_and_small_groups() -> None:
         "t",
         frame,
         ["g"],
-        pl.DataFrame({"g": list(groups)}),
+        pl.DataFrame({"g": [*groups, "empty"]}),  # a public key without any unit
         [
             Measure("n", "count"),
             Measure("med", "quantile", "v", None, 0.5, cands),
@@ -115,6 +115,11 @@ def test_rank_interval_holds_for_skewed_tied_and_small_groups() -> None:
             rel_ = got.filter(pl.col("g") == g)[name].to_numpy()
             share = float(covered(rel_, values, c, qq, r).mean())
             assert share >= LEVEL - tolerance(LEVEL, runs), (name, g, share, r)
+    # a key without data still gets a candidate (uniformly), never a null that would tell
+    empty = got.filter(pl.col("g") == "empty")
+    for name in ("med", "p90"):
+        assert empty[name].null_count() == 0 and set(empty[name]) <= set(cands)
+        assert empty[name].n_unique() > len(cands) // 2
     # the noise is material here (not a trivially covered interval): r is tens of ranks
     assert (noise["med"].rank_error or 0) > 10
 

@@ -785,12 +785,20 @@ def _implied_rho(ctx: Ctx) -> float | None:
     """zCDP ρ the recorded Gaussian noise scales pay for: Σ Δ²/(2σ²) over the measures.
 
     Δ is the L2 sensitivity of one measure's table: √contributions for a count, and the
-    larger bound times √contributions for a bounded sum. None when no scale is recorded.
+    larger bound times √contributions for a bounded sum — with one row per unit and cell, a
+    unit changes at most min(contributions, cells of the table) cells, each by one row.
+    None when no scale is recorded.
     """
+    from products import specs
+
     pu = ctx.spec.privacy_unit
-    c = pu.contributions if pu is not None else 1
+    k = pu.contributions if pu is not None else 1
     sens: dict[tuple[str, str], float] = {}
     for t in ctx.spec.tables:
+        try:
+            c = min(k, specs.key_frame(ctx.spec, list(t.by)).height)
+        except KeyError:  # a table over undeclared dimensions: other checks report it
+            c = k
         for meas in t.measures:
             if meas.aggregate == "count":
                 sens[(t.name, meas.name)] = c**0.5

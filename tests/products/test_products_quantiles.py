@@ -399,3 +399,32 @@ def test_medical_report_releases_a_median_with_its_rank_error(lang_home: Home) -
         if c.name == "visit_cost_median"
     )
     assert "ranks" in col.description and col.operator == "dp_aggregate"
+
+
+def test_one_row_per_cell_is_what_is_charged_and_assessed(lang_home: Home) -> None:
+    """The language declares one row per unit and cell in at most k cells. With k = 8 and a
+    table of 4 cells a unit changes at most 4 cells by one row: OpenDP charges the count
+    4/(2σ²), and the assessment's independent recomputation of ρ from the recorded scales
+    (ledger_tied) agrees instead of reading k = 8 rows into it."""
+    from assessment.engine import assess
+
+    data = specs.get(MED).model_dump(mode="json", by_alias=True)
+    data["privacy_unit"]["contributions"] = 8
+    data["tables"] = [
+        {
+            "name": "by_quarter",
+            "title": "按季度",
+            "title_en": "By quarter",
+            "by": ["quarter"],
+            "measures": [{"name": "persons", "title": "结算人数", "aggregate": "count"}],
+        }
+    ]
+    data["version"] = "1.6.0"
+    m = engine.build(lang_home, specs.parse(data, "test")).manifest
+    (mech,) = m.mechanisms
+    (persons,) = mech.measures
+    assert math.isclose(persons.rho, mech.rho, rel_tol=1e-9)
+    assert math.isclose(persons.rho, 4 / (2 * persons.scale**2), rel_tol=1e-6)
+    a = assess(lang_home, m.release_id)
+    tied = next(c for c in a.checks if c.name == "ledger_tied")
+    assert tied.status == "pass", tied.evidence

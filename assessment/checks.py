@@ -785,12 +785,20 @@ def _implied_rho(ctx: Ctx) -> float | None:
     """zCDP ρ the recorded Gaussian noise scales pay for: Σ Δ²/(2σ²) over the measures.
 
     Δ is the L2 sensitivity of one measure's table: √contributions for a count, and the
-    larger bound times √contributions for a bounded sum. None when no scale is recorded.
+    larger bound times √contributions for a bounded sum — with one row per unit and cell, a
+    unit changes at most min(contributions, cells of the table) cells, each by one row.
+    None when no scale is recorded.
     """
+    from products import specs
+
     pu = ctx.spec.privacy_unit
-    c = pu.contributions if pu is not None else 1
+    k = pu.contributions if pu is not None else 1
     sens: dict[tuple[str, str], float] = {}
     for t in ctx.spec.tables:
+        try:
+            c = min(k, specs.key_frame(ctx.spec, list(t.by)).height)
+        except KeyError:  # a table over undeclared dimensions: other checks report it
+            c = k
         for meas in t.measures:
             if meas.aggregate == "count":
                 sens[(t.name, meas.name)] = c**0.5
@@ -1324,7 +1332,8 @@ def accuracy_target(ctx: Ctx) -> Check:
     rule = (
         f"at least {ACCURACY_PASS:.0%} of released cells have a relative CI half-width at "
         f"α=0.05 within the product's accuracy target ({ACCURACY_WARN:.0%} or more: warn); "
-        "index scores are held to the index's maximum band half-width"
+        "index scores are held to the index's maximum band half-width; quantiles by their "
+        "rank error over the cell's noisy count"
     )
     title = "精度目标 cells meeting the accuracy target"
     check = _CheckDef("accuracy", "accuracy_target", title, rule, True)
@@ -1340,7 +1349,10 @@ def accuracy_target(ctx: Ctx) -> Check:
         {
             "output": [c.output for c in cells],
             "measure": [c.measure for c in cells],
-            "rel": [c.relative_error for c in cells],
+            # a quantile's accuracy is in ranks: its rank error over the cell's noisy count
+            "rel": [
+                c.relative_error if c.rank_error is None else c.relative_rank_error for c in cells
+            ],
             "hw": [c.ci_half_width for c in cells],
         },
         schema={"output": pl.String, "measure": pl.String, "rel": pl.Float64, "hw": pl.Float64},

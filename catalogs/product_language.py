@@ -22,7 +22,9 @@ catalog or the rest of the spec live in ``products.language.compile``.
 
 from __future__ import annotations
 
-from typing import Literal
+import itertools
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -171,3 +173,31 @@ class QuerySpec(_Strict):
             if v.name == name:
                 return v
         raise KeyError(name)
+
+
+def quantile_problems(tables: Iterable[Any], values: dict[str, ValueSpec]) -> list[str]:
+    """Candidates of every quantile measure: strictly ascending, inside the bounds its value
+    is clipped to, and a count in the same table (its cell is withheld by that noisy count).
+
+    Checked at spec validation and again when the build is planned (before any charge), so
+    a spec object built around the validators is refused too. Candidates are public (spec
+    only); a candidate outside the value's bounds can never be the true quantile of clipped
+    values, and without a count a quantile of a near-empty cell could not be withheld.
+    """
+    out: list[str] = []
+    for t in tables:
+        quantiles = [m for m in t.measures if m.aggregate == "quantile"]
+        if quantiles and not any(m.aggregate == "count" for m in t.measures):
+            out.append(f"table {t.name}: a quantile needs a count measure in its table")
+        for m in quantiles:
+            c = list(m.candidates or [])
+            if len(c) < 2 or any(b <= a for a, b in itertools.pairwise(c)):
+                out.append(f"table {t.name}: quantile {m.name}: candidates must strictly ascend")
+                continue
+            v = values.get(m.field or "")
+            if v is not None and (c[0] < v.bounds[0] or c[-1] > v.bounds[1]):
+                out.append(
+                    f"table {t.name}: quantile {m.name}: candidates [{c[0]:g}, {c[-1]:g}] "
+                    f"outside the bounds {list(v.bounds)} of value {v.name}"
+                )
+    return out

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from catalogs.index_language import IndexSpec, check_index
-from catalogs.product_language import QuerySpec
+from catalogs.product_language import QuerySpec, quantile_problems
 
 ProductKind = Literal["statistical_report", "index", "verification", "desensitized_dataset"]
 PurposeCategory = Literal["public_good", "industry"]
@@ -418,6 +418,9 @@ def _query_fits(spec: ProductSpec, q: QuerySpec) -> None:
                     f"table {t.name}: measure {m.name} bounds {m.bounds} differ from value "
                     f"{v.name} bounds {v.bounds}"
                 )
+    problems = quantile_problems(spec.tables, values)
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class ProductSpec(Strict):

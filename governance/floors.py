@@ -82,6 +82,9 @@ class PrivacyFloors(_Strict):
     max_literal_keys: int = Field(
         default=50, ge=1, description="largest literal values: list of a dimension"
     )
+    max_quantile_candidates: int = Field(
+        default=100, ge=2, description="candidates one DP quantile may choose from"
+    )
     masks: dict[PiiType, MaskFloor] = Field(default_factory=_default_masks)
 
     def mask_floor(self, pii_type: PiiType) -> MaskFloor:

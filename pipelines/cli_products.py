@@ -189,7 +189,8 @@ def products_plan(
             r.measure,
             str(r.cells),
             f"{r.scale:.4g}",
-            f"±{r.half_width:.4g}",
+            # a quantile's half-width is in ranks (units), not in the value's unit
+            f"±{r.half_width:.4g}" + (" 秩 ranks" if "Quantile" in r.aggregate else ""),
             f"{r.level:.2%}",
             "-" if r.target is None else f"±{r.target:g}",
             "-" if r.rho_needed is None else f"{r.rho_needed:.4g}",
@@ -339,7 +340,12 @@ def releases_show(
         )
         for mech in manifest.mechanisms:
             noise = ", ".join(
-                f"{n.column} {n.distribution} σ={n.scale:.4g} ±{n.ci_half_width:.4g}"
+                f"{n.column} {n.distribution} σ={n.scale:.4g} "
+                + (
+                    f"±{n.rank_error:.4g} 秩 ranks"
+                    if n.rank_error is not None
+                    else f"±{n.ci_half_width or 0:.4g}"
+                )
                 for n in mech.measures
             )
             console.print(f"  {mech.output}: ρ={mech.rho:.4g}; {noise}", highlight=False)

@@ -669,9 +669,12 @@ def _mechanisms(draw: Draw, budget: rel.BudgetCharge) -> list[rel.Mechanism]:
                 aggregate=n["aggregate"],
                 distribution=n["distribution"],
                 scale=float(n["scale"]),
-                ci_half_width=float(n["accuracy"]),
+                ci_half_width=None if n.get("rank_error") is not None else float(n["accuracy"]),
                 alpha=float(n["alpha"]),
                 rho=float(n["rho"]),
+                rank_scale=n.get("rank_scale"),
+                rank_error=n.get("rank_error"),
+                candidates=n.get("candidates"),
             )
             for n in noise
         ]

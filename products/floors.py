@@ -91,6 +91,13 @@ def dp_problems(
                 f"ρ per {unit} in {when} would reach {spent + rho:.4g} "
                 f"({spent:.4g} spent + {rho:.4g}), above the ceiling {fl.max_rho_per_unit_year:g}"
             )
+    for t in spec.tables:
+        for m in t.measures:
+            if m.aggregate == "quantile" and len(m.candidates or []) > fl.max_quantile_candidates:
+                out.append(
+                    f"quantile {t.name}.{m.name}: {len(m.candidates or [])} candidates exceed "
+                    f"the ceiling {fl.max_quantile_candidates}"
+                )
     if spec.suppression.min_count < fl.min_suppression_threshold:
         out.append(
             f"suppression threshold {spec.suppression.min_count:g} is below the floor "

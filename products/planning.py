@@ -46,9 +46,13 @@ def _rho_for(
             spec.privacy_unit.max_units if spec.privacy_unit else 1,
             spec.alpha,
         )
-        return next(n.accuracy for n in noise[table] if n.column == column)
+        n = next(n for n in noise[table] if n.column == column)
+        return n.rank_error if n.rank_error is not None else n.accuracy
 
-    guess = rho_for_half_width(rho, now.accuracy, target, now.scale, spec.alpha)
+    if now.rank_error is not None:  # a quantile's rank error is ∝ its scale ∝ 1/sqrt(ρ)
+        guess = rho * (now.rank_error / target) ** 2
+    else:
+        guess = rho_for_half_width(rho, now.accuracy, target, now.scale, spec.alpha)
     lo, hi = guess / 2, guess * 2
     while width(hi) > target:
         lo, hi = hi, hi * 4
@@ -66,7 +70,7 @@ class MeasurePlan:
     measure: str
     aggregate: str
     scale: float
-    half_width: float
+    half_width: float  # a quantile's: its rank error (± units around the true quantile)
     level: float  # the interval's exact level
     cells: int  # cells of the table (public key set)
     target: float | None = None
@@ -107,6 +111,8 @@ def plan(spec: ProductSpec, targets: dict[str, float] | None = None) -> list[Mea
                 keys=specs.key_frame(spec, list(t.by)),
                 measures=[mechanism_measure(m) for m in t.measures],
                 weight=t.weight,
+                # the language's bounding: one row per unit and cell (as its builder declares)
+                rows_per_cell=1 if spec.query is not None else None,
             )
         )
     rho = spec.budget.zcdp_rho
@@ -123,7 +129,7 @@ def plan(spec: ProductSpec, targets: dict[str, float] | None = None) -> list[Mea
                     measure=n.column,
                     aggregate=n.aggregate,
                     scale=n.scale,
-                    half_width=n.accuracy,
+                    half_width=n.rank_error if n.rank_error is not None else n.accuracy,
                     level=1 - n.alpha,
                     cells=q.keys.height,
                     target=target,

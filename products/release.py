@@ -104,9 +104,17 @@ class MeasureNoise(_Model):
     aggregate: str
     distribution: str
     scale: float = Field(description="σ of the (discrete) Gaussian; the same for every cell")
-    ci_half_width: float = Field(description="half-width of the 1−alpha interval of the noise")
+    ci_half_width: float | None = Field(
+        description="half-width of the 1−alpha interval of the noise (None for a quantile)"
+    )
     alpha: float
     rho: float = Field(description="this measure's share of the release's ρ")
+    # Quantiles (report-noisy-max): the Gumbel scale and the interval in ranks (units)
+    rank_scale: float | None = None
+    rank_error: float | None = Field(
+        default=None, description="quantile: ± ranks around the true quantile at alpha"
+    )
+    candidates: int | None = None
 
 
 class Mechanism(_Model):
@@ -177,6 +185,13 @@ class AccuracyCell(_Model):
     scale: float | None = Field(default=None, description="noise scale (σ for Gaussian)")
     suppressed: bool = False
     reason: str | None = None
+    # Quantiles: no interval on the value, one in ranks (privacy.dp.accuracy.quantile_rank_error)
+    rank_error: float | None = Field(
+        default=None, description="quantile: ± ranks (units) around the true quantile at alpha"
+    )
+    relative_rank_error: float | None = Field(
+        default=None, description="quantile: rank_error over the cell's noisy count"
+    )
 
 
 class SuppressedCell(_Model):

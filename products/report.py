@@ -142,6 +142,8 @@ def _accuracy_view(spec: ProductSpec, c: AccuracyCell) -> dict[str, Any]:
         "estimate": c.estimate,
         "ci_half_width": c.ci_half_width,
         "relative_error": c.relative_error,
+        "rank_error": c.rank_error,
+        "relative_rank_error": c.relative_rank_error,
         "method": METHOD_LABELS.get(c.method, c.method),
         "suppressed": c.suppressed,
         "reason": c.reason,
@@ -165,6 +167,32 @@ def uncertainty_sentences(spec: ProductSpec, t: TableSpec, frame: pl.DataFrame) 
         out.append(
             f"「{t.title}」中的「{m.title}」：为保护个人信息，每个数字都加入了随机噪声；"
             f"在 {level}% 的情况下，公布的数字与真实数字相差不超过 ±{n:,} {word}。"
+        )
+    return out
+
+
+def quantile_name(q: float) -> str:
+    return "中位数" if abs(q - 0.5) < 1e-12 else f"第 {100 * q:g} 百分位数"
+
+
+def quantile_sentences(spec: ProductSpec, t: TableSpec, noise: list[dict[str, Any]]) -> list[str]:
+    """One plain sentence per quantile measure: its error is in ranks (秩误差), r units
+    either side of the true quantile at the stated level (public: from the spec only)."""
+    out = []
+    word = _unit_word(spec)
+    level = round(100 * (1 - spec.alpha))
+    by_column = {n["column"]: n for n in noise}
+    for m in t.measures:
+        n = by_column.get(m.name)
+        if m.aggregate != "quantile" or n is None or n.get("rank_error") is None:
+            continue
+        what = quantile_name(float(m.quantile or 0.5))
+        r = math.ceil(float(n["rank_error"]))
+        out.append(
+            f"「{t.title}」中的「{m.title}」：{what}从 {n['candidates']} 个事先公开的候选值中"
+            f"按差分隐私方法选出，误差以秩（排位）计：在至少 {level}% 的情况下，公布值位于"
+            f"真实排位前后 {r:,} {word}之内的两个真实值之间（秩误差 ±{r:,}），另加相邻候选值"
+            f"之间的间距；该格人数越多，秩误差占比越小。秩误差超过该格一侧全部人数的{what}不公布。"
         )
     return out
 
@@ -284,7 +312,9 @@ def render_stat_report(
     for t in spec.tables:
         res = next(r for r in results if r.name == t.name)
         charts_svg += _charts_for(spec, t, res)
-        tables.append(_table_view(spec, t, res.frame))
+        view = _table_view(spec, t, res.frame)
+        view["uncertainty"] += quantile_sentences(spec, t, meta.get("noise", {}).get(t.name, []))
+        tables.append(view)
     doc = _common(ctx, accuracy, notes or [])
     doc.update({"charts": [Markup(c) for c in charts_svg], "tables": tables})
     return _env.get_template("stat_report.html.j2").render(**doc)

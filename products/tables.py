@@ -144,7 +144,18 @@ def finish_table(
     # published denominator would give a withheld numerator back.
     inputs = {d.name: d.operands for d in table.derived}
     shares = {d.name: d.numerator for d in table.derived if d.op == "share"}
-    quantiles = {m.name for m in table.measures if m.aggregate == "quantile"}
+    quantiles = {m.name: m for m in table.measures if m.aggregate == "quantile"}
+    # A quantile's interval is in ranks: ±r units around the true q-quantile (public, from
+    # the spec). Over the cell's noisy count n̂ that is ±r/n̂ in quantile level; when it
+    # reaches past the group's minimum or maximum (r/n̂ > min(q, 1 − q)) the released
+    # candidate says nothing the candidates did not, and it is withheld (post-processing of
+    # released values; the rule names no value).
+    rank_share: dict[str, np.ndarray] = {}
+    for name in quantiles:
+        r = float(noise[name]["rank_error"])
+        size = est[basis] if basis is not None else np.zeros(n)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rank_share[name] = np.where(size >= 1.0, r / np.maximum(size, 1.0), np.inf)
     withheld: dict[str, np.ndarray] = {}
     for name in [*(m.name for m in table.measures), *(d.name for d in table.derived)]:
         val = values[name]
@@ -156,6 +167,9 @@ def finish_table(
             if sup.max_relative_error is None or name in quantiles
             else ~(rel <= sup.max_relative_error)
         )
+        if name in quantiles:
+            q = float(quantiles[name].quantile or 0.5)
+            own |= ~(rank_share[name] <= min(q, 1.0 - q))
         upstream = np.zeros(n, dtype=bool)
         for dep in inputs.get(name, ()):
             upstream |= withheld[dep]
@@ -182,6 +196,8 @@ def finish_table(
                 reason = cell_reason[i] or (
                     f"{name}: an input it depends on is withheld"
                     if upstream[i]
+                    else f"{name}: rank error reaches past the group's minimum or maximum"
+                    if name in quantiles and np.isfinite(val[i])
                     else f"{name}: relative error above target {sup.max_relative_error:g}"
                     if np.isfinite(val[i])
                     else f"{name}: undefined (denominator below 1)"
@@ -210,6 +226,10 @@ def finish_table(
                     scale=float(noise[name]["scale"]) if name in noise else None,
                     suppressed=bool(suppressed[i]),
                     reason=reason,
+                    rank_error=float(noise[name]["rank_error"]) if name in quantiles else None,
+                    relative_rank_error=float(rank_share[name][i])
+                    if name in quantiles and not suppressed[i]
+                    else None,
                 )
             )
         title, unit = titles[name]
@@ -218,6 +238,14 @@ def finish_table(
             round(float(h), 2) if ok else None for h, ok in zip(hw[name], shown_hw, strict=True)
         ]
         result.descriptions[name] = f"{title}{f' ({unit})' if unit else ''}, DP estimate"
+        if name in quantiles:
+            qm, nq = quantiles[name], noise[name]
+            result.descriptions[name] = (
+                f"{title}{f' ({unit})' if unit else ''}, DP {qm.quantile:g}-quantile: one of "
+                f"{nq['candidates']} public candidates; with probability ≥ {1 - alpha:.0%} "
+                f"within ±{float(nq['rank_error']):.1f} ranks (units) of the true quantile, "
+                "plus the candidate grid's gap"
+            )
         level = 1 - float(noise[name]["alpha"]) if name in noise else 1 - alpha
         result.descriptions[f"{name}_ci95"] = (
             f"half-width of the {level:.1%} confidence interval of {name} (exact level)"

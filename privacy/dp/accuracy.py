@@ -9,6 +9,7 @@ scales only, so it costs no privacy budget.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -139,3 +140,25 @@ def suppress(
         else:
             reasons.append(None)
     return Suppression(suppressed=small | inaccurate | other, reasons=reasons)
+
+
+def quantile_rank_error(rank_scale: float, candidates: int, alpha: float = 0.05) -> float:
+    """Half-width r, in ranks (units), of the interval a DP quantile supports at level 1 − α.
+
+    OpenDP's quantile is report-noisy-max with Gumbel noise over public candidates c₁…c_m
+    scored by the rank error e(c) = |#(x < c) − q·(n − #(x = c))|: the candidate minimising
+    e(c) + Gumbel noise of scale b (``rank_scale``, in ranks) is released, which picks c with
+    probability ∝ exp(−e(c)/b) (the Gumbel-max trick). A candidate whose rank error exceeds
+    the best candidate's by t or more is picked with probability at most exp(−t/b), so by the
+    union bound over the other m − 1 candidates
+
+        P(e(released) > e(best) + r) ≤ α   for   r = b · ln((m − 1)/α).
+
+    So with probability ≥ 1 − α the released value lies between the true quantiles at ranks
+    q·n − r and q·n + r, widened by the candidate grid's own gap e(best) (zero when a
+    candidate sits at the true quantile). r depends on the spec only (ρ, contributions,
+    candidate count, α), never on the data; r/n is the interval in quantile levels.
+    """
+    if candidates < 2:
+        return 0.0
+    return float(rank_scale * math.log((candidates - 1) / alpha))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import polars as pl
@@ -87,22 +87,37 @@ class TableQuery:
     measures: list[Measure]
     weight: float = 1.0
     cells: pl.DataFrame | None = None
+    # Rows a unit has in one cell, when the bounding guarantees it (the product language: one
+    # row per unit and cell). Declared to OpenDP with the unit's ``contributions`` as the
+    # number of cells, it charges a unit's k rows as k cells changed by one row each instead
+    # of k rows in each of k cells: at k = 4 over many cells a count costs ρ 2/s² instead of
+    # 8/s² and a quantile 2/s² instead of 32/s² (OpenDP's maps), so the noise is 2–4× smaller
+    # for the same ρ. None: only the total per unit is declared.
+    rows_per_cell: int | None = None
 
 
 @dataclass(frozen=True)
 class NoiseInfo:
-    """What the mechanism added to one measure column (public: it depends on the spec only)."""
+    """What the mechanism added to one measure column (public: it depends on the spec only).
+
+    A quantile has no interval on its value: ``accuracy`` is NaN and ``rank_error`` holds the
+    half-width of its interval in *ranks* (units) at level 1 − ``alpha``, with ``rank_scale``
+    the Gumbel scale in ranks (``privacy.dp.accuracy.quantile_rank_error``).
+    """
 
     column: str
     aggregate: str
     distribution: str
     scale: float
-    accuracy: float  # CI half-width at alpha, from OpenDP's accuracy utilities
+    accuracy: float  # CI half-width at alpha (exact discrete-Gaussian level for integers)
     alpha: float
-    rho: float  # this measure's share of the table's ρ
+    rho: float  # this measure's ρ under OpenDP's privacy map (the table's ρ is their sum)
+    rank_scale: float | None = None
+    rank_error: float | None = None
+    candidates: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "column": self.column,
             "aggregate": self.aggregate,
             "distribution": self.distribution,
@@ -111,6 +126,13 @@ class NoiseInfo:
             "alpha": self.alpha,
             "rho": self.rho,
         }
+        if self.rank_error is not None:
+            out |= {
+                "rank_scale": self.rank_scale,
+                "rank_error": self.rank_error,
+                "candidates": self.candidates,
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -175,40 +197,45 @@ def exact_cells(frame: pl.LazyFrame, by: list[str], measures: list[Measure]) -> 
     return frame.group_by(by).agg(aggs)
 
 
-def _sensitivity(m: Measure, contributions: int) -> int:
+def _sensitivity(m: Measure, contributions: int, rows_per_cell: int | None) -> float:
     """ℓ2 sensitivity of one measure's vector of cells when a unit adds or removes at most
-    ``contributions`` bounded rows: a count moves by 1 per row, a sum by its largest bound."""
-    if m.aggregate == "count":
-        return contributions
-    lo, hi = integer_bounds(m)
-    return contributions * max(abs(lo), abs(hi))
+    ``contributions`` bounded rows: a count moves by 1 per row, a sum by its largest bound.
+    With ``rows_per_cell`` declared, those rows fall in at most ``contributions`` cells with at
+    most ``rows_per_cell`` each (√k·r); else all of them may fall in one cell (k)."""
+    per_row = 1 if m.aggregate == "count" else max(abs(b) for b in integer_bounds(m))
+    if rows_per_cell is None:
+        return float(contributions * per_row)
+    return math.sqrt(contributions) * rows_per_cell * per_row
 
 
 def _noisy_cells(
     dp: Any,
     q: TableQuery,
     cells: pl.DataFrame,
-    meas: Any,
-    d_in: Any,
-    summary: pl.DataFrame,
+    tm: TableMeasurement,
     contributions: int,
-    rho_q: float,
+    alpha: float,
 ) -> pl.DataFrame:
     """The public key set with each measure's exact cells plus OpenDP's discrete Gaussian
     noise at the scale the table's calibrated measurement states for it."""
+    summary = dp.summarize_polars_measurement(tm.measurement, alpha)
+    meas, d_in, rho_q = tm.measurement, tm.context.d_in, tm.rho
     exact = q.keys.join(cells, on=q.by, how="left", nulls_equal=True, maintain_order="left")
     scales = {r["column"]: float(r["scale"]) for r in summary.iter_rows(named=True)}
     mechs = {
         m.name: dp.m.make_gaussian(
-            dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64"), scales[m.name]
+            dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="f64"), scales[m.name]
         )
         for m in q.measures
     }
-    spent = sum(float(mechs[m.name].map(_sensitivity(m, contributions))) for m in q.measures)
+    spent = sum(
+        float(mechs[m.name].map(_sensitivity(m, contributions, q.rows_per_cell)))
+        for m in q.measures
+    )
     planned = float(meas.map(d_in))
     # The vector measurements must account exactly what OpenDP's analysis of the plan does
     # (a smaller sensitivity here would understate the loss), within the table's ρ.
-    if abs(spent - planned) > 1e-9 * planned or spent > rho_q * (1 + 1e-6):
+    if abs(spent - planned) > 1e-6 * planned or spent > rho_q * (1 + 1e-6):
         raise ShuyuError(
             f"table {q.name}: the noise on its cells would account ρ={spent!r}, OpenDP's plan "
             f"ρ={planned!r} (table budget {rho_q!r}); nothing was drawn",
@@ -234,36 +261,86 @@ def _plan(schema: pl.Schema, q: TableQuery) -> pl.LazyFrame:
     return q.keys.lazy().join(grouped, how="left", on=q.by, nulls_equal=True)
 
 
-def _calibrate(dp: Any, ctx: Any, plan: pl.LazyFrame, d_mid: float) -> Any:
+def _unit(dp: Any, q: TableQuery, contributions: int) -> Any:
+    """The privacy unit: ``contributions`` rows in all, and, when the bounding guarantees it,
+    at most ``rows_per_cell`` rows in each of at most ``contributions`` cells of ``q.by``."""
+    if q.rows_per_cell is None:
+        return dp.unit_of(contributions=contributions)
+    bound = dp.polars.Bound
+    return dp.unit_of(
+        contributions=[
+            bound(per_group=contributions),
+            bound(by=list(q.by), per_group=q.rows_per_cell, num_groups=contributions),
+        ]
+    )
+
+
+def _make(dp: Any, ctx: Any, plan: pl.LazyFrame, scale: float) -> Any:
     acct = ctx.accountant
+    return dp.m.make_private_lazyframe(
+        acct.input_domain, acct.input_metric, acct.output_measure, plan, global_scale=scale
+    )
+
+
+def _calibrate(dp: Any, ctx: Any, plan: pl.LazyFrame, d_mid: float) -> tuple[Any, float]:
+    """The measurement at the largest global scale whose ρ is within ``d_mid``, and that scale.
+
+    OpenDP gives each measure the noise scale ``global_scale × its sensitivity``: a count's σ,
+    a sum's σ (times its bound), a quantile's Gumbel scale on its score. Every term of the
+    table's ρ is ∝ 1/global_scale² (Gaussian: Δ²/2σ²; report-noisy-max under zCDP: ε²/8 with
+    ε ∝ 1/scale), so one map at scale 1 lands on the target up to float rounding.
+    """
     d_in = ctx.d_in
-
-    def make(scale: float) -> Any:
-        return dp.m.make_private_lazyframe(
-            acct.input_domain, acct.input_metric, acct.output_measure, plan, global_scale=scale
-        )
-
     scale = 1.0
-    rho_at_1 = float(make(scale).map(d_in))
-    # zCDP of Gaussian noise: ρ ∝ 1/σ², so this lands on the target up to float rounding.
+    rho_at_1 = float(_make(dp, ctx, plan, scale).map(d_in))
     scale = math.sqrt(rho_at_1 / d_mid) * (1 + 1e-9)
     for _ in range(50):
-        meas = make(scale)
+        meas = _make(dp, ctx, plan, scale)
         if meas.check(d_in, d_mid):
-            return meas
+            return meas, scale
         scale *= 1.0001
     raise RuntimeError(f"could not calibrate the noise scale to ρ={d_mid}")  # pragma: no cover
 
 
-def _noise_info(row: dict[str, Any], alpha: float, share: float) -> NoiseInfo:
+def _measure_rhos(
+    dp: Any, ctx: Any, schema: pl.Schema, q: TableQuery, scale: float, rho_q: float
+) -> list[float]:
+    """Each measure's ρ at the table's calibrated scale, from OpenDP's own privacy map.
+
+    The shares are not equal: at ``contributions`` k > 1 OpenDP charges a quantile twice what
+    a count or sum costs at the same global scale (k = 4: 16/s² against 8/s²). They add up to
+    the table's ρ (zCDP composes by addition); the sum is scaled onto ``rho_q`` exactly to
+    absorb the calibration's rounding.
+    """
+    if len(q.measures) == 1:
+        return [rho_q]
+    one = [
+        float(_make(dp, ctx, _plan(schema, replace(q, measures=[m])), scale).map(ctx.d_in))
+        for m in q.measures
+    ]
+    total = sum(one)
+    return [rho_q * r / total for r in one]
+
+
+def _noise_info(
+    row: dict[str, Any], m: Measure, alpha: float, share: float, global_scale: float
+) -> NoiseInfo:
     """The measure's noise with an interval whose stated level is its actual level.
 
     For integer (discrete Gaussian) noise OpenDP's accuracy is a conservative tail bound (its
     "95 %" covers 99.5–99.9 %); the exact discrete-Gaussian quantile replaces it, and ``alpha``
     records 1 − the level the integer half-width really has (≥ the spec's 1 − α).
+
+    A quantile gets no interval on its value but one in ranks: OpenDP's Gumbel scale is on
+    the score ``|α_den·#(x<c) − α_num·(n − #(x=c))|``, i.e. ``α_den`` times a rank error,
+    and its sensitivity is ``max(α_num, α_den − α_num)``; so the scale in ranks is
+    ``global_scale · max(q, 1 − q)`` whatever OpenDP's fraction for q
+    (``accuracy.quantile_rank_error``).
     """
     scale = float(row["scale"])
-    if row.get("accuracy") is None:  # quantiles: no interval on the value (docs/products.md)
+    if m.aggregate == "quantile":
+        assert m.quantile is not None and m.candidates is not None
+        b = global_scale * max(m.quantile, 1.0 - m.quantile)
         return NoiseInfo(
             column=row["column"],
             aggregate=row["aggregate"],
@@ -272,6 +349,9 @@ def _noise_info(row: dict[str, Any], alpha: float, share: float) -> NoiseInfo:
             accuracy=float("nan"),
             alpha=alpha,
             rho=share,
+            rank_scale=b,
+            rank_error=accuracy.quantile_rank_error(b, len(m.candidates), alpha),
+            candidates=len(m.candidates),
         )
     width, level = float(row["accuracy"]), 1.0 - alpha
     if "Integer" in str(row["distribution"]):
@@ -286,6 +366,60 @@ def _noise_info(row: dict[str, Any], alpha: float, share: float) -> NoiseInfo:
         alpha=1.0 - level,
         rho=share,
     )
+
+
+@dataclass(frozen=True)
+class TableMeasurement:
+    """One table's calibrated OpenDP measurement (public: it depends on the spec only).
+
+    ``measurement`` is non-interactive: invoking it on a bounded frame draws fresh noise, so
+    the simulation tests call it many times over fixed data; a release invokes it exactly
+    once, through the table's compositor (``release_tables``).
+    """
+
+    query: TableQuery
+    context: Any  # dp.Context.compositor holding the table's ρ
+    measurement: Any
+    global_scale: float
+    rho: float
+    noise: list[NoiseInfo]
+
+
+def table_measurement(
+    q: TableQuery,
+    rho_q: float,
+    contributions: int = 1,
+    max_units: int = 50_000_000,
+    alpha: float = 0.05,
+    data: pl.LazyFrame | None = None,
+) -> TableMeasurement:
+    """Calibrate ``q``'s measurement to ``rho_q`` over ``data`` (default: the query's frame).
+
+    ``data`` may be an empty frame of the bounded schema (planning): nothing is read.
+    """
+    dp = _dp()
+    frame = _integer_sums(q) if data is None else data
+    schema = frame.collect_schema()
+    with warnings.catch_warnings():
+        # OpenDP warns that large public key sets are slow; ours are small.
+        warnings.simplefilter("ignore")
+        ctx = dp.Context.compositor(
+            data=frame,
+            privacy_unit=_unit(dp, q, contributions),
+            privacy_loss=dp.loss_of(rho=rho_q),
+            split_evenly_over=1,
+            margins=[dp.polars.Margin(by=[], max_length=max_units)],
+        )
+        meas, scale = _calibrate(dp, ctx, _plan(schema, q), ctx.d_mids[0])
+        summary = dp.summarize_polars_measurement(meas, alpha)
+        shares = _measure_rhos(dp, ctx, schema, q, scale, rho_q)
+    rows = list(summary.iter_rows(named=True))
+    by_name = {m.name: m for m in q.measures}
+    noise = [
+        _noise_info(row, by_name[row["column"]], alpha, share, scale)
+        for row, share in zip(rows, shares, strict=True)
+    ]
+    return TableMeasurement(q, ctx, meas, scale, rho_q, noise)
 
 
 def release_tables(
@@ -307,35 +441,26 @@ def release_tables(
     draws: list[TableDraw] = []
     for q in queries:
         rho_q = rho * q.weight / total_w
-        data = _integer_sums(q)
-        schema = data.collect_schema()
         cells = q.cells
         if cells is None and aggregable(q.measures):
             cells = exact_cells(q.frame, q.by, q.measures).collect(engine="streaming")
+        # With exact cells, the measurement is calibrated on the bounded schema only.
+        schema_only = (
+            None if cells is None else pl.LazyFrame(schema=_integer_sums(q).collect_schema())
+        )
+        tm = table_measurement(q, rho_q, contributions, max_units, alpha, data=schema_only)
         with warnings.catch_warnings():
-            # OpenDP warns that large public key sets are slow; ours are small.
             warnings.simplefilter("ignore")
-            ctx = dp.Context.compositor(
-                data=data if cells is None else pl.LazyFrame(schema=schema),
-                privacy_unit=dp.unit_of(contributions=contributions),
-                privacy_loss=dp.loss_of(rho=rho_q),
-                split_evenly_over=1,
-                margins=[dp.polars.Margin(by=[], max_length=max_units)],
-            )
-            meas = _calibrate(dp, ctx, _plan(schema, q), ctx.d_mids[0])
-            summary = dp.summarize_polars_measurement(meas, alpha)
             if cells is not None:
-                frame = _noisy_cells(dp, q, cells, meas, ctx.d_in, summary, contributions, rho_q)
+                frame = _noisy_cells(dp, q, cells, tm, contributions, alpha)
             else:
-                released = ctx(meas).collect()
+                released = tm.context(tm.measurement).collect()
                 # The join keeps the key set's order only loosely; fix it for deterministic
                 # outputs.
                 frame = q.keys.join(
                     released, on=q.by, how="left", nulls_equal=True, maintain_order="left"
                 )
-        share = rho_q / max(len(q.measures), 1)
-        noise = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
-        draws.append(TableDraw(name=q.name, frame=frame, noise=noise, rho=rho_q))
+        draws.append(TableDraw(name=q.name, frame=frame, noise=tm.noise, rho=tm.rho))
     return draws
 
 
@@ -351,26 +476,14 @@ def plan_noise(
     The same calibration as ``release_tables`` over an empty frame of the bounded frames'
     schema: nothing is read, nothing is drawn, nothing is charged (accuracy-first planning).
     """
-    dp = _dp()
     total_w = sum(q.weight for q in queries)
     out: dict[str, list[NoiseInfo]] = {}
     for q in queries:
-        rho_q = rho * q.weight / total_w
-        schema = _integer_sums(q).collect_schema()
-        empty = pl.LazyFrame(schema=schema)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ctx = dp.Context.compositor(
-                data=empty,
-                privacy_unit=dp.unit_of(contributions=contributions),
-                privacy_loss=dp.loss_of(rho=rho_q),
-                split_evenly_over=1,
-                margins=[dp.polars.Margin(by=[], max_length=max_units)],
-            )
-            meas = _calibrate(dp, ctx, _plan(schema, q), ctx.d_mids[0])
-            summary = dp.summarize_polars_measurement(meas, alpha)
-        share = rho_q / max(len(q.measures), 1)
-        out[q.name] = [_noise_info(row, alpha, share) for row in summary.iter_rows(named=True)]
+        empty = pl.LazyFrame(schema=_integer_sums(q).collect_schema())
+        tm = table_measurement(
+            q, rho * q.weight / total_w, contributions, max_units, alpha, data=empty
+        )
+        out[q.name] = tm.noise
     return out
 
 

@@ -210,6 +210,8 @@ def measure(
             measures=[mechanism_measure(m) for m in t.measures],
             weight=t.weight,
             cells=cells.get(t.name),
+            # ``qc.bounded`` / ``qc.unit_first`` keep one row per unit and cell
+            rows_per_cell=1,
         )
         for t in spec.tables
     ]

@@ -21,7 +21,7 @@ import polars as pl
 
 from catalogs.catalog import Catalog
 from catalogs.models import FieldSpec
-from catalogs.product_language import FilterSpec, QuerySpec, ValueSpec
+from catalogs.product_language import FilterSpec, QuerySpec, ValueSpec, quantile_problems
 from catalogs.product_models import ProductSpec, TableSpec
 from catalogs.vocabulary import PiiType
 from products import specs
@@ -101,6 +101,8 @@ def check(spec: ProductSpec, catalog: Catalog) -> None:
         problems.append(f"the base {q.base} must carry the privacy unit {spec.privacy_unit.field}")
     for j in q.joins:
         problems += _join_problems(spec, catalog, q, j.resource, j.key, j.field or j.key)
+    # Again here (also at spec validation): a spec object built around the validators.
+    problems += quantile_problems(spec.tables, {v.name: v for v in q.values})
     for d in q.derive:
         try:
             dim = spec.dimension(d.dimension)

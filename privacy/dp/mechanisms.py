@@ -197,7 +197,7 @@ def exact_cells(frame: pl.LazyFrame, by: list[str], measures: list[Measure]) -> 
     return frame.group_by(by).agg(aggs)
 
 
-def _sensitivity(m: Measure, contributions: int, rows_per_cell: int | None) -> float:
+def _sensitivity(m: Measure, contributions: int, rows_per_cell: int | None, cells: int) -> float:
     """ℓ2 sensitivity of one measure's vector of cells when a unit adds or removes at most
     ``contributions`` bounded rows: a count moves by 1 per row, a sum by its largest bound.
     With ``rows_per_cell`` declared, those rows fall in at most ``contributions`` cells with at
@@ -205,7 +205,8 @@ def _sensitivity(m: Measure, contributions: int, rows_per_cell: int | None) -> f
     per_row = 1 if m.aggregate == "count" else max(abs(b) for b in integer_bounds(m))
     if rows_per_cell is None:
         return float(contributions * per_row)
-    return math.sqrt(contributions) * rows_per_cell * per_row
+    # A unit cannot touch more cells than the public key set has (OpenDP bounds it the same).
+    return math.sqrt(min(contributions, cells)) * rows_per_cell * per_row
 
 
 def _noisy_cells(
@@ -229,7 +230,7 @@ def _noisy_cells(
         for m in q.measures
     }
     spent = sum(
-        float(mechs[m.name].map(_sensitivity(m, contributions, q.rows_per_cell)))
+        float(mechs[m.name].map(_sensitivity(m, contributions, q.rows_per_cell, q.keys.height)))
         for m in q.measures
     )
     planned = float(meas.map(d_in))

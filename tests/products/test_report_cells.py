@@ -65,7 +65,7 @@ def _reference(ctx: engine.BuildContext) -> dict[str, pl.DataFrame]:
         t.name: exact_cells(
             bounded[t.name], list(t.by), [mechanism_measure(m) for m in t.measures]
         ).collect()
-        for t in ctx.spec.tables
+        for t in cells.aggregable_tables(ctx)  # a quantile table keeps its bounded frame
     }
 
 
@@ -77,7 +77,7 @@ def test_cells_and_rates_equal_the_bounded_frames(
     exact = cells.compute(ctx)
     reference = _reference(ctx)
     assert set(exact.cells) == set(reference)
-    for t in ctx.spec.tables:
+    for t in cells.aggregable_tables(ctx):
         frame, got = reference[t.name], exact.cells[t.name]
         assert frame.height > 0, t.name
         if qc.one_cell_per_unit(ctx.spec, t):
@@ -174,7 +174,7 @@ def test_understated_sensitivity_is_refused_and_the_charge_voided(
     build stops before its draw, the charge is voided, and the audit records the error."""
     _ingest(home, data, None)
     real = mechanisms._sensitivity
-    monkeypatch.setattr(mechanisms, "_sensitivity", lambda m, k: max(real(m, k) // 2, 1))
+    monkeypatch.setattr(mechanisms, "_sensitivity", lambda m, k, r, c: max(real(m, k, r, c) / 2, 1))
     spec = specs.get("si_enrolment_report")
     with pytest.raises(ShuyuError, match="nothing was drawn"):
         engine.build(home, spec)

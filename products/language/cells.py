@@ -50,11 +50,11 @@ def _matched(i: int) -> str:
 
 @dataclass
 class Exact:
-    """The pass's result: exact cells per aggregable table, and the match rates when they
-    came out of the same pass (None: ``compile.match_rates`` computes them)."""
+    """The pass's result: exact cells per aggregable table, and the join match rates over the
+    whole snapshots (empty without joins)."""
 
     cells: dict[str, pl.DataFrame]
-    rates: dict[str, float] | None
+    rates: dict[str, float]
 
 
 def aggregable_tables(ctx: BuildContext) -> list[TableSpec]:
@@ -226,24 +226,30 @@ def _co_partitions(ctx: BuildContext) -> int:
 def compute(ctx: BuildContext) -> Exact:
     """The exact cells of every aggregable table (and the match rates when they fold)."""
     parts = _co_partitions(ctx)
-    fine, rest = _collect(ctx) if parts <= 1 else _by_part(ctx, parts)
     q = qc.query_of(ctx.spec)
+    if parts <= 1:
+        fine, rest = _collect(ctx)
+        counts = qc.match_counts(ctx) if q.joins else None
+    else:
+        fine, rest, counts = _by_part(ctx, parts)
     cells = dict(rest)
     shared_tables = _unit_first_tables(ctx, aggregable_tables(ctx))
     if fine is not None:
         for t in shared_tables:
             cells[t.name] = _table_from_fine(ctx, fine, t)
-    # The match rates are never folded out of this pass: it reads the rows the spec selects
-    # (filters, period), and a rate over a selection is a free exact oracle before the charge
-    # (are these few persons in the registry?). ``compile.match_rates`` counts them over the
-    # whole snapshots instead.
-    rates: dict[str, float] | None = None if q.joins else {}
+    # The match rates are never folded out of the cells' pass: it reads the rows the spec
+    # selects (filters, period), and a rate over a selection is a free exact oracle before the
+    # charge (are these few persons in the registry?). They are counted over the whole
+    # snapshots (``compile.match_counts``), part by part when the inputs are co-partitioned.
+    rates: dict[str, float] = qc.rates_of(*counts) if counts is not None else {}
     return Exact(
         cells={t.name: cells[t.name] for t in ctx.spec.tables if t.name in cells}, rates=rates
     )
 
 
-def _by_part(ctx: BuildContext, parts: int) -> tuple[pl.DataFrame | None, dict[str, pl.DataFrame]]:
+def _by_part(
+    ctx: BuildContext, parts: int
+) -> tuple[pl.DataFrame | None, dict[str, pl.DataFrame], tuple[int, dict[str, int]] | None]:
     """``_collect`` part by part (the parts verified with their snapshots), added up: counts,
     row counts and sums add over parts because each unit is in exactly one part."""
     from products.engine import BuildContext
@@ -254,6 +260,8 @@ def _by_part(ctx: BuildContext, parts: int) -> tuple[pl.DataFrame | None, dict[s
         ctx.scan(code)
     paths = {code: snapshots.part_paths(ctx.home, m) for code, m in ctx.inputs.items()}
     partial: list[tuple[pl.DataFrame | None, dict[str, pl.DataFrame]]] = []
+    counted: list[tuple[int, dict[str, int]]] = []
+    q = qc.query_of(ctx.spec)
     for i in range(parts):
 
         class PartContext(BuildContext):
@@ -273,6 +281,8 @@ def _by_part(ctx: BuildContext, parts: int) -> tuple[pl.DataFrame | None, dict[s
             ctx.extra_inputs,
         )
         partial.append(_collect(part_ctx))
+        if q.joins:
+            counted.append(qc.match_counts(part_ctx))
 
     fine = None
     if partial[0][0] is not None:
@@ -291,4 +301,13 @@ def _by_part(ctx: BuildContext, parts: int) -> tuple[pl.DataFrame | None, dict[s
                 .group_by(list(t.by))
                 .agg(pl.col([m.name for m in t.measures]).sum())
             )
-    return fine, rest
+    return fine, rest, _added(counted) if q.joins else None
+
+
+def _added(counted: list[tuple[int, dict[str, int]]]) -> tuple[int, dict[str, int]]:
+    """Match counts of the co-partitions added up (each key and its match in one part)."""
+    found: dict[str, int] = {}
+    for _total, per in counted:
+        for code, n in per.items():
+            found[code] = found.get(code, 0) + n
+    return sum(t for t, _ in counted), found

@@ -433,7 +433,7 @@ def match_counts(ctx: BuildContext) -> tuple[int, dict[str, int]]:
     over co-partitions when the joins are on the partitioning fields (``scaleout``)."""
     q = query_of(ctx.spec)
     base = _scan(ctx, q.base)
-    total = base.select(pl.len()).collect().item()
+    total = base.select(pl.len()).collect(engine="streaming").item()
     out: dict[str, int] = {}
     for j in q.joins:
         field = j.field or j.key
@@ -444,7 +444,7 @@ def match_counts(ctx: BuildContext) -> tuple[int, dict[str, int]]:
             base.select(pl.col(f"{q.base}.{j.key}"))
             .join(keys, left_on=f"{q.base}.{j.key}", right_on=f"{j.resource}.{field}", how="semi")
             .select(pl.len())
-            .collect()
+            .collect(engine="streaming")
             .item()
         )
         out[j.resource] = int(found)

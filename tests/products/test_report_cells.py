@@ -87,9 +87,11 @@ def test_cells_and_rates_equal_the_bounded_frames(
             # engine's row order, on either path; how many it keeps does not.
             counts = [m.name for m in t.measures if m.aggregate == "count"]
             assert got.select(counts).sum().equals(frame.select(counts).sum()), t.name
-    # The rates never come out of the pass (it reads the spec's selection): a join leaves
-    # them to compile.match_rates, over the whole snapshots.
-    assert exact.rates == (None if qc.query_of(ctx.spec).joins else {})
+    # The rates are over the whole snapshots, never the spec's selection.
+    if qc.query_of(ctx.spec).joins:
+        assert exact.rates == pytest.approx(qc.match_rates(ctx), abs=1e-12) and exact.rates
+    else:
+        assert exact.rates == {}
 
 
 def test_match_rate_counts_rows_without_a_match(home: Home, data: dict[str, pl.DataFrame]) -> None:
@@ -106,9 +108,12 @@ def test_match_rate_counts_rows_without_a_match(home: Home, data: dict[str, pl.D
     ctx = _ctx(_ingest(home, thinner, None), "si_enrolment_report", "cells-thin")
     nulls = qc._base(ctx).filter(pl.col("SBCBJF.公民身份号码").is_null()).select(pl.len())
     assert nulls.collect().item() > 0  # base rows of a null unit reach the pass
-    assert cells.compute(ctx).rates is None
     rates = qc.match_rates(ctx)
+    assert cells.compute(ctx).rates == pytest.approx(rates, abs=1e-12)
     assert 0.5 < rates["RKJBXX"] < 0.9
+    parted = _ctx(_ingest(home, thinner, 3), "si_enrolment_report", "cells-thin-parts")
+    assert cells._co_partitions(parted) == 3
+    assert cells.compute(parted).rates == pytest.approx(rates, abs=1e-12)  # added per part
 
 
 def test_partitioned_inputs_give_the_same_cells(home: Home, data: dict[str, pl.DataFrame]) -> None:
@@ -119,7 +124,7 @@ def test_partitioned_inputs_give_the_same_cells(home: Home, data: dict[str, pl.D
     assert all(m.partitioning and m.partitioning.count == 4 for m in parted_ctx.inputs.values())
     assert cells._co_partitions(parted_ctx) == 4
     parted = cells.compute(parted_ctx)
-    assert parted.rates == whole.rates
+    assert parted.rates == pytest.approx(whole.rates, abs=1e-12) and whole.rates
     for name, frame in whole.cells.items():
         assert _sorted(parted.cells[name].select(frame.columns)).equals(_sorted(frame)), name
     # The build runs the same pass part by part, with the engine's integrity check alongside.

@@ -97,3 +97,23 @@ def test_noise_scales_must_be_paid_for_by_the_charge(demo: tuple[Home, dict[str,
     bad = forge(home, rid, "lessnoise", less_noise)
     ev = assess(home, bad).check("ledger_tied").evidence
     assert "the noise scales imply ρ=2" in ev and "more than the ρ=0.5 charged" in ev
+
+
+def test_totals_compare_only_tables_where_each_unit_sits_in_one_cell() -> None:
+    """A person counted in several diagnosis chapters of one district and quarter makes the
+    chapter sub-totals add up to more than the district's distinct persons, by design: the
+    totals check must not call that an inconsistency, and must still compare the tables
+    whose cells partition the persons."""
+    from assessment.checks import _units_partition
+    from products.specs import get
+
+    si = get("si_enrolment_report")
+    by_name = {t.name: t for t in si.tables}
+    assert _units_partition(
+        si, by_name["contribution_base_by_district"], by_name["insured_by_district_age_sex"]
+    )
+    med = get("medical_settlement_report")
+    tables = {t.name: t for t in med.tables}
+    assert not _units_partition(
+        med, tables["visit_cost_by_district_quarter"], tables["by_district_chapter_quarter"]
+    )

@@ -1,4 +1,4 @@
-"""The vectorized HMAC-SM3 (numpy lanes) equals ``hmac.new(key, m, "sm3")`` value by value,
+"""The compiled batch HMAC-SM3 equals ``hmac.new(key, m, "sm3")`` value by value,
 and the streaming pseudonymizer's paths (memo, per-batch dedup, every row) agree."""
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def test_equal_to_hmac_new_on_any_text(values: list[str], key: bytes) -> None:
 
 
 def test_chunks_hash_on_threads_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    # More values than one chunk of lanes, two threads: each token lands on its own row.
-    monkeypatch.setattr(sm3_batch, "LANES", 512)
+    # More values than one chunk, two threads: each token lands on its own row.
+    monkeypatch.setattr(sm3_batch, "CHUNK", 512)
     monkeypatch.setenv("SHUYU_HMAC_THREADS", "2")
     monkeypatch.setattr(sm3_batch, "_POOL", None)
     values = [f"{i:018d}" for i in range(5000)] + [f"v{i}" for i in range(700)]
@@ -74,3 +74,20 @@ def test_pseudonymize_paths_agree_on_a_stream(monkeypatch: pytest.MonkeyPatch) -
     # the full operator on a streaming query gives the same tokens
     lazy = frame.lazy().select(ops.pseudonymize(pl.col("d"), KEY)).collect(engine="streaming")
     assert lazy["d"].to_list() == want_d
+
+
+def test_sliced_and_chunked_series() -> None:
+    # A slice starts at an Arrow offset; a concatenation keeps several chunks.
+    values = [f"2108{i:014d}" for i in range(5000)] + ["张三", ""]
+    whole = pl.Series(values)
+    part = whole.slice(1234, 3000)
+    assert sm3_batch.hmac_sm3_hex(part, KEY).to_list() == _reference(values[1234:4234], KEY)
+    chunked = pl.concat([whole.slice(0, 10), whole.slice(4000, 1002)], rechunk=False)
+    assert chunked.n_chunks() == 2
+    want = _reference(values[:10] + values[4000:5002], KEY)
+    assert sm3_batch.hmac_sm3_hex(chunked, KEY).to_list() == want
+
+
+def test_nulls_refused() -> None:
+    with pytest.raises(ValueError, match="without nulls"):
+        sm3_batch.hmac_sm3_hex(pl.Series(["a", None]), KEY)

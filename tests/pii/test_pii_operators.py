@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from privacy.pii import validators as V
 from shuyu_core.errors import ShuyuError
@@ -170,3 +172,20 @@ def test_pseudonym_memo_is_safe_across_parallel_batches() -> None:
         want = [hmac.new(KEY, v.encode(), "sm3").hexdigest() for v in batch.to_list()]
         assert results[i] == want
     assert memo.known["v"].n_unique() == memo.known.height <= 300
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="区县旗市路街号楼省营口站前大石桥 a1-", max_size=16), max_size=30))
+def test_address_mask_equals_the_two_extract_rule(values: list[str]) -> None:
+    # The mask takes the whole match of one alternation; the rule it implements is: the
+    # shortest street-free prefix ending in 区/县/旗, else the longest ending in 市, else ***.
+    street = "[^路街巷号村弄道组栋幢楼室单元]"
+    s = pl.col("v").str.strip_chars()
+    rule = pl.coalesce(
+        s.str.extract(rf"^({street}*?(?:区|县|旗))", 1),
+        s.str.extract(rf"^({street}*市)", 1),
+        pl.lit("***"),
+    )
+    frame = pl.DataFrame({"v": values}, schema={"v": pl.String})
+    got = frame.select(ops.mask(pl.col("v"), "ADDRESS").alias("m"))["m"].to_list()
+    assert got == frame.select(rule.alias("m"))["m"].to_list()

@@ -94,3 +94,35 @@ def test_han_ngrams_of_long_runs_match_every_substring_across_window_edges() -> 
                 expected |= {(r, run[o : o + size]) for o in range(len(run) - size + 1)}
     got = {tuple(row) for row in han_ngrams(pl.Series(values)).rows()}
     assert got == expected
+
+
+def test_clean_memo_across_batches_still_redacts_every_identifier() -> None:
+    """Streaming batches of a code column: values remembered clean are skipped, a cell with
+    an identifier in a later batch (or again in one after) is still redacted."""
+    from privacy.pii.textscreen import _CleanMemo
+
+    memo = _CleanMemo()
+    codes = ["210802", "210803", "210881", "汉族"]
+    batches = [
+        pl.Series("t", [codes[i % 4] for i in range(1_000)]),
+        pl.Series("t", [*codes, f"证件{RID}", None]),
+        pl.Series("t", [f"证件{RID}", "210802", "请致电13812345678复查"]),
+    ]
+    outs = [memo(b).to_list() for b in batches]
+    assert outs[0] == batches[0].to_list()
+    assert outs[1] == [*codes, "证件****", None]
+    assert outs[2] == ["证件****", "210802", "请致电****复查"]
+    assert set(memo.known.to_list()) == set(codes)  # only clean values are remembered
+    assert memo.found >= 4  # the second and third batches found their codes known
+
+
+def test_clean_memo_gives_up_on_free_text() -> None:
+    from privacy.pii.textscreen import _CleanMemo
+
+    memo = _CleanMemo()
+    memo._PROBE = 500
+    for b in range(3):
+        memo(pl.Series("t", [f"备注{b}-{i}" for i in range(400)]))
+    assert not memo.enabled and memo.known.len() == 0
+    # without the memo the screening is unchanged
+    assert memo(pl.Series("t", [f"电话13812345678 {RID}"])).to_list() == ["电话**** ****"]

@@ -27,7 +27,8 @@ def quality(
     code: str = typer.Argument(..., help="resource code, e.g. SBCBJF"),
     cluster: str | None = typer.Option(None, "--cluster", help=CLUSTER_HELP),
 ) -> None:
-    """Row-rule counts of the latest snapshot, summed over its parts (JSON)."""
+    """Rule counts of the latest snapshot over its parts (JSON): row rules summed, repeated
+    keys counted across parts."""
     from scaleout import driver
     from scaleout.backends import open_backend
 
@@ -36,6 +37,7 @@ def quality(
         out = driver.quality_counts_of(home, code, backend)
         out["backend"] = backend.name
     out["row_rules"] = {k: list(v) for k, v in out["row_rules"].items()}
+    out["agg_rules"] = {k: list(v) for k, v in out["agg_rules"].items()}
     typer.echo(json.dumps(out, ensure_ascii=False, indent=2))
 
 

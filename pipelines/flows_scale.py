@@ -24,10 +24,8 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from catalogs.catalog import Catalog
-from governance import roles
 from pipelines.flow_support import acting, flow_actor, flow_home, user_error
-from scaleout import backends, driver, jobs
+from scaleout import backends, driver
 from shuyu_core import snapshots
 from shuyu_core.errors import ShuyuError
 
@@ -79,30 +77,23 @@ def on_cluster(f: Any, cluster: str | None = None, home: Any = None) -> Any:
     return f if runner is None else f.with_options(task_runner=runner)
 
 
-@task(name="quality-part")
-def quality_part_task(job: jobs.QualityJob) -> dict[str, Any]:
-    return jobs.quality_counts(job)
-
-
 @flow(name="shuyu-scaled-quality", log_prints=True)
 def scaled_quality_flow(
     code: str, as_of: str | None = None, requested_by: str | None = None
 ) -> dict[str, Any]:
-    """Quality counts of the latest snapshot of ``code``, partition by partition."""
+    """Quality counts of the latest snapshot of ``code``, partition by partition: each part's
+    row-rule counts and each step of the repeated-key shuffle are tasks of this flow."""
     try:
         home = flow_home()
         actor = flow_actor(home, requested_by)
-        with acting(actor):
-            unit = Catalog.load().get(code).source_unit.code
-            roles.require(home, "quality.check", f"resource/{code}", unit)
+        with acting(actor), partitions_as_tasks(), backends.open_backend() as backend:
             m = snapshots.latest(home, code)
             day = dt.date.fromisoformat(as_of) if as_of else None
-            futures = quality_part_task.map(driver.quality_jobs(home, m, day))
-            out = driver.combine_quality([f.result() for f in futures])
+            out = driver.quality_counts_of(home, code, backend, m.snapshot_id, day)
     except ShuyuError as exc:
         return user_error(exc)
     get_run_logger().info(
-        "quality of %s/%s over %d part(s): %d rows", code, m.snapshot_id, len(futures), out["rows"]
+        "quality of %s/%s over %d part(s): %d rows", code, m.snapshot_id, len(m.files), out["rows"]
     )
     return out
 

@@ -1,7 +1,8 @@
 """The driver side of a partitioned run: verify, dispatch one job per partition to the
 backend, combine the partial results.
 
-- quality: the parts' row-rule counts add up (:func:`quality_counts`);
+- quality: the parts' row-rule counts add up (:func:`quality_counts`); repeated keys are
+  found by a shuffle of key hashes through shared storage (:func:`repeated_key_counts`);
 - PII scan: the workers read the rows of the whole snapshot's evenly spaced sample that fall
   in their part; the driver decides each column on them (:func:`pii_scan`);
 - desensitization: the scan's findings and the quantile bounds are decided once for the
@@ -16,6 +17,8 @@ backend, combine the partial results.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,19 +34,26 @@ from scaleout.jobs import (
     BoundTablesJob,
     DesensitizeJob,
     IndexJob,
+    KeyHashJob,
     MatchJob,
     PartRef,
     PiiSampleJob,
     QualityJob,
+    RepeatedHashJob,
+    RepeatedRowsJob,
+    agg_rules_of,
     bounded_part,
     bounded_tables,
     desensitize_part,
     index_part,
+    key_hash_buckets,
     match_counts_part,
     part_refs,
     part_rows,
     pii_sample_part,
     quality_counts,
+    repeated_hashes,
+    repeated_key_rows,
 )
 from scaleout.placement import BoundingPlan
 from shuyu_core import snapshots
@@ -64,18 +74,19 @@ def quality_counts_of(
     snapshot_id: str | None = None,
     as_of: dt.date | None = None,
 ) -> dict[str, Any]:
-    """Row count, per row rule (failed, total) and per aggregate rule the total, summed over
-    the parts of one snapshot."""
+    """Row count, per row rule (failed, total) summed over the parts of one snapshot, and per
+    aggregate rule (repeated keys) the exact (failed, total) over the whole snapshot."""
     resource = Catalog.load().get(code)
     roles.require(home, "quality.check", f"resource/{code}", resource.source_unit.code)
     m = snapshots.get(home, code, snapshot_id)
-    partials = backend.map(quality_counts, quality_jobs(home, m, as_of))
-    return combine_quality(partials)
-
-
-def quality_jobs(home: Home, m: snapshots.Manifest, as_of: dt.date | None) -> list[QualityJob]:
     day = as_of or dt.date.today()
-    return [QualityJob(p, day) for p in verified_parts(home, m)]
+    parts = verified_parts(home, m)
+    partials = backend.map(quality_counts, [QualityJob(p, day) for p in parts])
+    out = combine_quality(partials)
+    totals = out.pop("agg_totals")
+    failed = repeated_key_counts(home, parts, day, backend)
+    out["agg_rules"] = {rule: (failed.get(rule, 0), total) for rule, total in totals.items()}
+    return out
 
 
 def combine_quality(partials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -90,6 +101,52 @@ def combine_quality(partials: list[dict[str, Any]]) -> dict[str, Any]:
         for rule, total in p["agg_totals"].items():
             totals[rule] = totals.get(rule, 0) + total
     return {"rows": rows, "row_rules": rules, "agg_totals": totals}
+
+
+def repeated_key_counts(
+    home: Home, parts: list[PartRef], day: dt.date, backend: Backend
+) -> dict[str, int]:
+    """Per aggregate rule, the rows repeating an earlier row's key over the whole snapshot,
+    counted exactly (the three steps of ``scaleout.jobs``, "repeated keys")."""
+    from quality import engine
+
+    if not parts:
+        return {}
+    _plain, rules = agg_rules_of(parts[0], day)
+    if not rules:
+        return {}
+    resource = Catalog.load().get(parts[0].manifest.resource)
+    spill = home.tmp / f"scale-keys-{uuid.uuid4().hex[:12]}"
+    buckets = len(parts)
+    try:
+        backend.map(key_hash_buckets, [KeyHashJob(p, day, str(spill), buckets) for p in parts])
+        steps = [
+            RepeatedHashJob(str(spill), j, b) for j in range(len(rules)) for b in range(buckets)
+        ]
+        found = backend.map(repeated_hashes, steps)
+        hashes: dict[int, list[pl.Series]] = {}
+        for step, h in zip(steps, found, strict=True):
+            if h.len():
+                hashes.setdefault(step.rule, []).append(h)
+        wanted = {j: pl.concat(hs) for j, hs in hashes.items()}
+        rows: dict[int, list[pl.DataFrame]] = {}
+        if wanted:
+            jobs = [RepeatedRowsJob(p, day, wanted) for p in parts]
+            for part_rows in backend.map(repeated_key_rows, jobs):
+                for j, frame in part_rows.items():
+                    rows.setdefault(j, []).append(frame)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    out: dict[str, int] = {}
+    for j, rule in enumerate(rules):
+        frames = rows.get(j)
+        failed = 0
+        if frames:
+            failed, _ = engine._repeats(
+                pl.concat(frames), list(rule.columns), None, resource, False
+            )
+        out[rule.spec.id] = failed
+    return out
 
 
 def desensitize(

@@ -117,6 +117,119 @@ def quality_counts(job: QualityJob) -> dict[str, Any]:
     return {"rows": int(out["rows"]), "row_rules": rules, "agg_totals": totals}
 
 
+# -- repeated keys (primary_key, unique, duplicate_record) -----------------------------------
+#
+# A key may repeat across parts (the snapshot is partitioned on the privacy unit, not on every
+# rule's key), so repeated keys need a shuffle. It moves 64-bit key hashes only, never key
+# values, through files under the home's tmp directory (the storage the workers already share
+# to read the parts), in three steps:
+#   1. per part: each rule's distinct key hashes and their row counts, split into buckets by
+#      hash (:func:`key_hash_buckets`);
+#   2. per bucket: the hashes whose counts, summed over the parts, exceed one
+#      (:func:`repeated_hashes`; few in any delivery worth checking);
+#   3. per part: the key values of the rows with such a hash (:func:`repeated_key_rows`).
+# The driver then counts exactly on those rows with the engine's own function, as the
+# single-process check does, so a hash collision never becomes a reported failure.
+
+
+@dataclass(frozen=True)
+class KeyHashJob:
+    part: PartRef
+    as_of: dt.date
+    spill: str
+    buckets: int
+
+
+def _bucket_path(spill: str, rule: int, bucket: int) -> Path:
+    return Path(spill) / f"rule-{rule:03d}" / f"bucket-{bucket:05d}"
+
+
+def agg_rules_of(part: PartRef, as_of: dt.date) -> tuple[pl.LazyFrame, list[Any]]:
+    """The part alone (catalogued columns) and the resource's aggregate rules."""
+    from catalogs.catalog import Catalog
+    from quality import engine
+
+    part.checked_path()
+    resource = Catalog.load().get(part.manifest.resource)
+    plain, _lf, plan, _refs, _skipped = engine.build_plan(
+        part.home, resource, part.part_manifest(), as_of, samples=False
+    )
+    return plain, list(plan.agg_rules)
+
+
+def _keyed(plain: pl.LazyFrame, rule: Any) -> pl.LazyFrame:
+    """The rows taking part in ``rule`` (every key part present), with the key hash."""
+    rows = plain if rule.present is None else plain.filter(rule.present)
+    return rows.with_columns(rule.key_hash.alias("__shuyu_h"))
+
+
+def key_hash_buckets(job: KeyHashJob) -> int:
+    """Step 1 on one part; returns the number of bucket files written."""
+    plain, rules = agg_rules_of(job.part, job.as_of)
+    written = 0
+    for j, rule in enumerate(rules):
+        counts = (
+            _keyed(plain, rule)
+            .group_by("__shuyu_h")
+            .agg(pl.len().cast(pl.UInt64).alias("n"))
+            .select(pl.col("__shuyu_h").alias("h"), "n")
+            .with_columns((pl.col("h") % job.buckets).alias("b"))
+            .collect(engine="streaming")
+        )
+        for (bucket,), frame in counts.partition_by("b", as_dict=True).items():
+            name = f"part-{job.part.index:05d}.parquet"
+            _atomic_sink(frame.drop("b").lazy(), _bucket_path(job.spill, j, int(bucket)) / name)
+            written += 1
+    return written
+
+
+@dataclass(frozen=True)
+class RepeatedHashJob:
+    spill: str
+    rule: int
+    bucket: int
+
+
+def repeated_hashes(job: RepeatedHashJob) -> pl.Series:
+    """Step 2 on one bucket of one rule: the hashes held by more than one row in all."""
+    where = _bucket_path(job.spill, job.rule, job.bucket)
+    files = sorted(str(p) for p in where.glob("part-*.parquet")) if where.is_dir() else []
+    if not files:
+        return pl.Series("h", [], dtype=pl.UInt64)
+    return (
+        pl.scan_parquet(files)
+        .group_by("h")
+        .agg(pl.col("n").sum())
+        .filter(pl.col("n") > 1)
+        .select("h")
+        .collect(engine="streaming")
+        .to_series()
+    )
+
+
+@dataclass(frozen=True)
+class RepeatedRowsJob:
+    part: PartRef
+    as_of: dt.date
+    # rule index -> the hashes repeated over the whole snapshot
+    hashes: dict[int, pl.Series]
+
+
+def repeated_key_rows(job: RepeatedRowsJob) -> dict[int, pl.DataFrame]:
+    """Step 3 on one part: per rule, the key columns of the rows whose hash repeats."""
+    plain, rules = agg_rules_of(job.part, job.as_of)
+    out: dict[int, pl.DataFrame] = {}
+    for j, hashes in job.hashes.items():
+        rule = rules[j]
+        out[j] = (
+            _keyed(plain, rule)
+            .join(hashes.to_frame("__shuyu_h").lazy(), on="__shuyu_h", how="semi")
+            .select(list(rule.columns))
+            .collect(engine="streaming")
+        )
+    return out
+
+
 # -- desensitization ------------------------------------------------------------------------
 
 

@@ -60,9 +60,9 @@ def preview(home: Home, spec: ProductSpec, catalog: Catalog | None = None) -> li
 def describe(lines: list[ChargeLine]) -> list[str]:
     """Chinese-first lines for the terminal."""
     return [
-        f"将扣减 will charge ρ={x.rho:g} (ε≈{x.epsilon:.3g} at δ={x.delta:g}) to {x.resource} "
-        f"({x.unit}, period {x.period}); 剩余 remaining ρ={x.remaining_rho:.4g} → "
-        f"{max(x.remaining_rho - x.rho, 0.0):.4g}"
+        f"通过检查后将扣减 will charge ρ={x.rho:g} (ε≈{x.epsilon:.3g} at δ={x.delta:g}) to "
+        f"{x.resource} ({x.unit}, period {x.period}) once the spec and inputs pass their checks; "
+        f"剩余 remaining ρ={x.remaining_rho:.4g} → {max(x.remaining_rho - x.rho, 0.0):.4g}"
         if x.declared
         else f"{x.resource} ({x.unit}): 未声明预算 no budget declared — the build will be refused"
         for x in lines

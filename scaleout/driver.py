@@ -17,6 +17,7 @@ backend, combine the partial results.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import uuid
 from collections.abc import Callable
@@ -56,8 +57,9 @@ from scaleout.jobs import (
     repeated_key_rows,
 )
 from scaleout.placement import BoundingPlan
-from shuyu_core import snapshots
+from shuyu_core import atomic, snapshots
 from shuyu_core.errors import ValidationError
+from shuyu_core.hashing import sm3_file
 from shuyu_core.home import Home
 
 
@@ -159,7 +161,7 @@ def desensitize(
     catalog: Catalog | None = None,
 ) -> list[Path]:
     """Desensitize the latest snapshot of ``code`` part by part into ``out_dir``."""
-    from transforms.apply import desensitize_frame, home_key_provider
+    from transforms.apply import SIDECAR, desensitize_frame, home_key_provider
     from transforms.policy import load_policy
 
     roles.require(home, "desensitize", f"resource/{code}")
@@ -181,8 +183,15 @@ def desensitize(
         a.column: float(a.params["computed_bound"]) for a in actions if "computed_bound" in a.params
     }
     jobs = [DesensitizeJob(p, policy_path, str(out_dir), bounds, detected, in_text) for p in parts]
+    # A rerun into the same directory: the old record goes first, so parts being replaced
+    # are never read as the complete output the old record describes.
+    (out_dir / SIDECAR).unlink(missing_ok=True)
     done = backend.map(desensitize_part, jobs)
     files = [out_dir / d["file"] for d in done]
+    doc = _desensitization_record(home, cat, m, load_policy(policy_path), actions, files)
+    doc["execution"] = {"backend": backend.name, "partitions": len(parts)}
+    # Written last, atomically: an output directory with a sidecar is complete.
+    atomic.write_text(out_dir / SIDECAR, json.dumps(doc, ensure_ascii=False, indent=2, default=str))
     record(
         home,
         "desensitize",
@@ -191,6 +200,42 @@ def desensitize(
         {"backend": backend.name, "parts": len(files), "output": str(out_dir)},
     )
     return files
+
+
+def _desensitization_record(
+    home: Home,
+    cat: Catalog,
+    m: snapshots.Manifest,
+    policy: Any,
+    actions: list[Any],
+    files: list[Path],
+) -> dict[str, Any]:
+    """The sidecar of a partitioned desensitization: what ``shuyu desensitize`` records for
+    one file (``transforms.apply``), plus each part's rows and SM3."""
+    from transforms.apply import _key_fingerprints, home_key_provider
+
+    parts = [
+        {
+            "file": f.name,
+            "rows": pl.scan_parquet(f).select(pl.len()).collect().item(),
+            "sm3": sm3_file(f),
+        }
+        for f in files
+    ]
+    return {
+        "resource": m.resource,
+        "snapshot": m.snapshot_id,
+        "snapshot_sm3": m.sm3,
+        "catalog_version": cat.version,
+        "policy": {"name": policy.name, "version": policy.version, "sm3": policy.digest()},
+        "key_fingerprints": _key_fingerprints(policy, home_key_provider(home)),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "columns": [a.to_dict() for a in actions],
+        "reversible_columns": [a.output for a in actions if a.reversible and a.output],
+        "suppressed_columns": [a.column for a in actions if a.output is None],
+        "rows": sum(int(p["rows"]) for p in parts),
+        "parts": parts,
+    }
 
 
 def pii_scan(

@@ -86,3 +86,28 @@ def test_cluster_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cluster_setting("local:2") == "local:2"
     with pytest.raises(ValidationError, match="neither local:N"), open_backend("spark://x"):
         pass
+
+
+def test_partitioned_output_carries_the_desensitization_record(
+    parted: Home, tmp_path: Path
+) -> None:
+    """The output directory gets the same record as `shuyu desensitize` (operators, policy,
+    key fingerprints), plus each part's rows and SM3; it is written last, and a rerun into
+    the same directory replaces it."""
+    from shuyu_core.hashing import sm3_file
+    from transforms.apply import SIDECAR, desensitize_resource, read_desensitization
+
+    out = tmp_path / "out"
+    files = driver.desensitize(parted, "RKJBXX", LocalBackend(), out)
+    doc = read_desensitization(out)
+    single = read_desensitization(desensitize_resource(parted, "RKJBXX"))
+    assert doc["columns"] == single["columns"]
+    assert doc["key_fingerprints"] == single["key_fingerprints"]
+    assert doc["policy"] == single["policy"] and doc["snapshot_sm3"] == single["snapshot_sm3"]
+    assert doc["rows"] == snapshots.latest(parted, "RKJBXX").rows == single["rows"]
+    assert [p["file"] for p in doc["parts"]] == [f.name for f in files]
+    assert [p["sm3"] for p in doc["parts"]] == [sm3_file(f) for f in files]
+    assert doc["execution"] == {"backend": "local", "partitions": 3}
+    first = (out / SIDECAR).stat().st_mtime_ns
+    driver.desensitize(parted, "RKJBXX", LocalBackend(), out)
+    assert (out / SIDECAR).stat().st_mtime_ns > first

@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -53,6 +55,20 @@ _BLOCK = 64
 CHUNK = 65_536
 
 
+def _jit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit`` with the machine code kept in numba's on-disk cache, or, where no cache
+    location is writable (a read-only install and no user cache directory; numba refuses
+    ``cache=True`` there), compiled once per process instead (about 3 s)."""
+
+    def decorate(fn: Callable[..., Any]) -> Any:
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:
+            return njit(cache=False, **options)(fn)
+
+    return decorate
+
+
 def _rotl_int(x: int, n: int) -> int:
     n %= 32
     return ((x << n) | (x >> (32 - n))) & 0xFFFFFFFF if n else x
@@ -66,12 +82,12 @@ _T = np.array(
 _HEX2 = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dtype=np.uint16).copy()
 
 
-@njit(inline="always", cache=True)
+@_jit(inline="always")
 def _rotl(x: np.uint32, n: int) -> np.uint32:
     return u32((x << n) | (x >> (32 - n)))
 
 
-@njit(inline="always", cache=True)
+@_jit(inline="always")
 def _compress(v: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
     """SM3's compression function: ``v`` (8,) chaining value, updated in place; ``w`` (68,)
     scratch whose first 16 words hold the message block (big-endian words)."""
@@ -104,7 +120,7 @@ def _compress(v: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
     v[7] ^= h
 
 
-@njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _absorb(state: np.ndarray, block: np.ndarray, t: np.ndarray) -> np.ndarray:
     """``state`` after one 64-byte ``block`` (uint8) — the key's pad blocks."""
     v = state.copy()
@@ -115,7 +131,7 @@ def _absorb(state: np.ndarray, block: np.ndarray, t: np.ndarray) -> np.ndarray:
     return v
 
 
-@njit(nogil=True, cache=True)
+@_jit(nogil=True)
 def _hmac_hex_range(
     offsets: np.ndarray,
     data: np.ndarray,

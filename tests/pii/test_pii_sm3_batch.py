@@ -91,3 +91,22 @@ def test_sliced_and_chunked_series() -> None:
 def test_nulls_refused() -> None:
     with pytest.raises(ValueError, match="without nulls"):
         sm3_batch.hmac_sm3_hex(pl.Series(["a", None]), KEY)
+
+
+def test_works_where_no_cache_location_is_writable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # numba refuses cache=True when it finds no writable cache location (a read-only install
+    # without a user cache directory); the module then compiles per process instead.
+    import importlib
+
+    from numba.core import caching
+
+    with monkeypatch.context() as m:
+        m.setattr(caching.CacheImpl, "_locator_classes", [])
+        with pytest.raises(RuntimeError, match="no locator"):
+            from numba import njit
+
+            njit(cache=True)(lambda x: x)
+        fresh = importlib.reload(sm3_batch)
+        values = [f"2108{i:014d}" for i in range(300)]
+        assert fresh.hmac_sm3_hex(pl.Series(values), KEY).to_list() == _reference(values, KEY)
+    importlib.reload(sm3_batch)

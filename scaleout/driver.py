@@ -38,6 +38,7 @@ from scaleout.jobs import (
     KeyHashJob,
     MatchJob,
     PartRef,
+    PartRepeatsJob,
     PiiSampleJob,
     QualityJob,
     RepeatedHashJob,
@@ -55,6 +56,7 @@ from scaleout.jobs import (
     quality_counts,
     repeated_hashes,
     repeated_key_rows,
+    repeats_in_part,
 )
 from scaleout.placement import BoundingPlan
 from shuyu_core import atomic, snapshots
@@ -118,13 +120,24 @@ def repeated_key_counts(
     if not rules:
         return {}
     resource = Catalog.load().get(parts[0].manifest.resource)
+    split = parts[0].manifest.partitioning
+    within = tuple(j for j, r in enumerate(rules) if split is not None and split.by in r.columns)
+    across = [j for j in range(len(rules)) if j not in within]
+    out: dict[str, int] = {rules[j].spec.id: 0 for j in within}
+    if within:
+        for counts in backend.map(repeats_in_part, [PartRepeatsJob(p, day, within) for p in parts]):
+            for j, failed in counts.items():
+                out[rules[j].spec.id] += failed
+    if not across:
+        return out
     spill = home.tmp / f"scale-keys-{uuid.uuid4().hex[:12]}"
     buckets = len(parts)
     try:
-        backend.map(key_hash_buckets, [KeyHashJob(p, day, str(spill), buckets) for p in parts])
-        steps = [
-            RepeatedHashJob(str(spill), j, b) for j in range(len(rules)) for b in range(buckets)
-        ]
+        backend.map(
+            key_hash_buckets,
+            [KeyHashJob(p, day, str(spill), buckets, tuple(across)) for p in parts],
+        )
+        steps = [RepeatedHashJob(str(spill), j, b) for j in across for b in range(buckets)]
         found = backend.map(repeated_hashes, steps)
         hashes: dict[int, list[pl.Series]] = {}
         for step, h in zip(steps, found, strict=True):
@@ -139,8 +152,8 @@ def repeated_key_counts(
                     rows.setdefault(j, []).append(frame)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-    out: dict[str, int] = {}
-    for j, rule in enumerate(rules):
+    for j in across:
+        rule = rules[j]
         frames = rows.get(j)
         failed = 0
         if frames:

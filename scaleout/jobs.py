@@ -130,6 +130,43 @@ def quality_counts(job: QualityJob) -> dict[str, Any]:
 #   3. per part: the key values of the rows with such a hash (:func:`repeated_key_rows`).
 # The driver then counts exactly on those rows with the engine's own function, as the
 # single-process check does, so a hash collision never becomes a reported failure.
+# A rule whose key includes the partitioning field needs none of it: equal keys are then in
+# one part, and the parts' exact counts (:func:`repeats_in_part`) add up. That covers
+# ``duplicate_record`` always (identical records share the privacy unit) and a key that is
+# the privacy unit itself (RKJBXX's ID number).
+
+
+@dataclass(frozen=True)
+class PartRepeatsJob:
+    part: PartRef
+    as_of: dt.date
+    rules: tuple[int, ...]
+
+
+def repeats_in_part(job: PartRepeatsJob) -> dict[int, int]:
+    """Per rule, the rows of one part repeating an earlier row's key (exact)."""
+    from catalogs.catalog import Catalog
+    from quality import engine
+
+    plain, rules = agg_rules_of(job.part, job.as_of)
+    resource = Catalog.load().get(job.part.manifest.resource)
+    out: dict[int, int] = {}
+    kinds = {j: rules[j].spec.kind for j in job.rules}
+    key_j = next((j for j, k in kinds.items() if k in ("primary_key", "unique")), None)
+    record_j = next((j for j, k in kinds.items() if k == "duplicate_record"), None)
+    if key_j is not None and record_j is not None and rules[key_j].present is not None:
+        # As the single-process check does: whole records ride on the key rule (identical
+        # records share the key, or both lack it), so no hash of every column is needed.
+        key_rule = rules[key_j]
+        missing = int(plain.select((~key_rule.present).sum()).collect(engine="streaming").item())
+        if missing <= engine._MISSING_KEY_MAX:
+            (out[key_j], _), (out[record_j], _) = engine._key_and_records(
+                plain, key_rule, rules[record_j], 1, missing, resource, False
+            )
+    for j in job.rules:
+        if j not in out:
+            out[j] = engine._duplicates(plain, rules[j], resource, False)[0]
+    return out
 
 
 @dataclass(frozen=True)
@@ -138,6 +175,7 @@ class KeyHashJob:
     as_of: dt.date
     spill: str
     buckets: int
+    rules: tuple[int, ...]  # indices of the rules whose keys may repeat across parts
 
 
 def _bucket_path(spill: str, rule: int, bucket: int) -> Path:
@@ -167,7 +205,8 @@ def key_hash_buckets(job: KeyHashJob) -> int:
     """Step 1 on one part; returns the number of bucket files written."""
     plain, rules = agg_rules_of(job.part, job.as_of)
     written = 0
-    for j, rule in enumerate(rules):
+    for j in job.rules:
+        rule = rules[j]
         counts = (
             _keyed(plain, rule)
             .group_by("__shuyu_h")

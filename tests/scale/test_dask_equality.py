@@ -225,3 +225,42 @@ def test_repeated_keys_across_parts_counted_exactly(
         assert by_rule[rule] == counts, rule
     assert max(f for f, _t in dist["agg_rules"].values()) >= 40
     assert not list(home.tmp.glob("scale-keys-*"))
+
+
+def test_only_keys_off_the_partitioning_field_are_shuffled(
+    home: Home, tmp_path: Path, data: dict[str, pl.DataFrame]
+) -> None:
+    """A key that includes the privacy unit (RKJBXX's ID number, every whole record) repeats
+    within a part only: counted part by part, no hash shuffle. YBJS's settlement number is
+    shuffled; its whole-record rule is not."""
+    from scaleout import jobs
+
+    class Recording(LocalBackend):
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, object]] = []
+
+        def map(self, fn, items):  # type: ignore[no-untyped-def]
+            self.calls.extend((fn.__name__, x) for x in items)
+            return super().map(fn, items)
+
+    _ybjs_with_cross_part_duplicates(home, tmp_path, data)
+    src = tmp_path / "RKJBXX.parquet"
+    data["RKJBXX"].write_parquet(src)
+    ingest_path(home, "RKJBXX", src, partitions=PARTS)
+    for code, shuffled in (("RKJBXX", set()), ("YBJS", {"unique"})):
+        backend = Recording()
+        out = driver.quality_counts_of(home, code, backend, as_of=AS_OF)
+        whole = check_snapshot(home, Catalog.load().get(code), as_of=AS_OF, samples=False)
+        by_rule = {r.rule: (r.failed, r.total) for r in whole.rules}
+        assert all(by_rule[k] == v for k, v in out["agg_rules"].items()), code
+        assert "duplicate_record" in out["agg_rules"], code
+        _plain, rules = jobs.agg_rules_of(
+            driver.verified_parts(home, snapshots.latest(home, code))[0], AS_OF
+        )
+        hashed = {
+            rules[j].spec.kind
+            for name, job in backend.calls
+            if name == "key_hash_buckets"
+            for j in job.rules  # type: ignore[attr-defined]
+        }
+        assert hashed == shuffled, code

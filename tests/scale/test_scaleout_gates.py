@@ -111,3 +111,35 @@ def test_partitioned_output_carries_the_desensitization_record(
     first = (out / SIDECAR).stat().st_mtime_ns
     driver.desensitize(parted, "RKJBXX", LocalBackend(), out)
     assert (out / SIDECAR).stat().st_mtime_ns > first
+
+
+def test_scale_cli_prints_the_counts_and_the_output_as_json(
+    parted: Home,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import sys
+
+    from pipelines import cli
+
+    def run(*argv: str) -> dict[str, object]:
+        monkeypatch.setattr(sys, "argv", ["shuyu", *argv])
+        try:
+            cli.main()
+        except SystemExit as ex:
+            assert ex.code in (0, None)
+        return dict(json.loads(capsys.readouterr().out))
+
+    monkeypatch.setenv("SHUYU_HOME", str(parted.root))
+    counts = run("scale", "quality", "RKJBXX", "--cluster", "local")
+    assert (
+        counts["backend"] == "local" and counts["rows"] == snapshots.latest(parted, "RKJBXX").rows
+    )
+    agg = counts["agg_rules"]
+    assert isinstance(agg, dict) and "duplicate_record" in agg
+    assert all(isinstance(v, list) and len(v) == 2 for v in agg.values())
+    out = run("scale", "desensitize", "RKJBXX", "--out", str(tmp_path / "o"), "--cluster", "local")
+    assert len(out["parts"]) == 3  # type: ignore[arg-type]
+    assert (tmp_path / "o" / "desensitization.json").exists()
